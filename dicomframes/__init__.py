@@ -1,0 +1,64 @@
+"""dicomframes: DICOMweb archives as pandas DataFrames and numpy arrays.
+
+Start with :func:`connect` (no URL: the embedded server on 127.0.0.1) and the DataFrames its
+search and metadata calls return. :func:`serve` runs the embedded DICOMweb server yourself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    BadRequest,
+    Conflict,
+    DecoderMissing,
+    DicomFramesError,
+    DICOMwebError,
+    MethodNotAllowed,
+    MultipartError,
+    NotAcceptable,
+    NotFound,
+    UnsupportedMediaType,
+)
+
+if TYPE_CHECKING:
+    from .client import Client, connect
+    from .server import Server, serve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadRequest",
+    "Client",
+    "Conflict",
+    "DICOMwebError",
+    "DecoderMissing",
+    "DicomFramesError",
+    "MethodNotAllowed",
+    "MultipartError",
+    "NotAcceptable",
+    "NotFound",
+    "Server",
+    "UnsupportedMediaType",
+    "__version__",
+    "connect",
+    "serve",
+]
+
+# Heavy parts (pandas, the web server) load on first use so `import dicomframes` stays quick.
+_LAZY = {
+    "Client": ("client", "Client"),
+    "connect": ("client", "connect"),
+    "Server": ("server", "Server"),
+    "serve": ("server", "serve"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(f".{module_name}", __name__)
+        return getattr(module, attr)
+    raise AttributeError(f"module 'dicomframes' has no attribute {name!r}")
