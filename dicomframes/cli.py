@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import Client
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -19,6 +24,50 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8042, help="port (default 8042; 0 picks one)")
     serve.set_defaults(func=cmd_serve)
+
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--url", help="DICOMweb base URL (default: env DICOMWEB_URL, else the "
+                        "embedded server)")
+    remote.add_argument("--token-env", metavar="VAR",
+                        help="name of the environment variable that holds a bearer token")
+
+    upload = sub.add_parser("upload", parents=[remote],
+                            help="store files, folders, zip files or glob patterns (STOW-RS)")
+    upload.add_argument("paths", nargs="+", metavar="PATH",
+                        help="file, folder (recursive), zip file or quoted glob pattern")
+    upload.add_argument("--study", help="post to /studies/STUDY (other studies are refused)")
+    upload.add_argument("--skip-existing", action="store_true",
+                        help="ask the server first and send only what it lacks (resume)")
+    upload.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+    upload.add_argument("--batch-size", type=int, default=100,
+                        help="most instances per request (default 100)")
+    upload.add_argument("--format", choices=("table", "csv"), default="table",
+                        help="outcome as a table (default) or CSV")
+    upload.add_argument("--quiet", action="store_true", help="no progress bar")
+    upload.set_defaults(func=cmd_upload)
+
+    search = sub.add_parser("search", parents=[remote], help="search (QIDO-RS) into a table")
+    search.add_argument("level", choices=("studies", "series", "instances"))
+    search.add_argument("--study", help="only within this StudyInstanceUID")
+    search.add_argument("--series", help="only within this SeriesInstanceUID (instances)")
+    search.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE",
+                        help="match an attribute, e.g. PatientName=Doe* or StudyDate=2020-2021;"
+                        " repeat for several")
+    search.add_argument("--limit", type=int, help="most results")
+    search.add_argument("--format", choices=("table", "csv"), default="table",
+                        help="a table (default) or CSV on standard output")
+    search.set_defaults(func=cmd_search)
+
+    retrieve = sub.add_parser("retrieve", parents=[remote],
+                              help="download a study, series or instance as DICOM files")
+    retrieve.add_argument("study", metavar="STUDY")
+    retrieve.add_argument("series", metavar="SERIES", nargs="?")
+    retrieve.add_argument("instance", metavar="INSTANCE", nargs="?")
+    retrieve.add_argument("--out", required=True, help="folder to write STUDY/SERIES/SOP.dcm into")
+    retrieve.set_defaults(func=cmd_retrieve)
+
+    demo = sub.add_parser("demo", help="a one-minute tour on a temporary embedded server")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -36,6 +85,146 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _connect(args: argparse.Namespace) -> Client:
+    """Connect as the options say: --url, else env DICOMWEB_URL, else the embedded server."""
+    from . import connect
+
+    token = None
+    if args.token_env:
+        token = os.environ.get(args.token_env)
+        if not token:
+            raise SystemExit(f"dicomframes: environment variable {args.token_env} is not set")
+    return connect(args.url, token=token) if token else connect(args.url)
+
+
+def _print_table(df: Any, fmt: str) -> None:
+    if fmt == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif len(df) == 0:
+        print("(no results)")
+    else:
+        print(df.to_string(index=False, max_colwidth=60))
+    sys.stdout.flush()
+
+
+def _fail(exc: BaseException) -> int:
+    print(f"dicomframes: {exc}", file=sys.stderr)
+    return 2
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    """Store PATHs on the server and print one outcome row per instance; 1 if any failed."""
+    from .errors import DicomFramesError
+    from .upload import FAILED, summary_text
+
+    try:
+        client = _connect(args)
+        df = client.store(args.paths, study=args.study, skip_existing=args.skip_existing,
+                          workers=args.workers, batch_size=args.batch_size,
+                          progress=not args.quiet)
+    except (DicomFramesError, ValueError, OSError) as exc:
+        return _fail(exc)
+    shown = df[["source", "SOPInstanceUID", "status", "reason", "message"]]
+    _print_table(shown, args.format)
+    print(summary_text(df), file=sys.stderr if args.format == "csv" else sys.stdout)
+    return 1 if (df["status"] == FAILED).any() else 0
+
+
+def _filters(pairs: list[str]) -> dict[str, str]:
+    filters: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--filter wants KEY=VALUE, got {pair!r}")
+        filters[key.strip()] = value
+    return filters
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Search studies, series or instances and print them as a table or CSV."""
+    from .errors import DicomFramesError
+
+    try:
+        filters: dict[str, Any] = _filters(args.filter)
+        if args.limit is not None:
+            filters["limit"] = args.limit
+        client = _connect(args)
+        if args.level == "studies":
+            df = client.search_studies(**filters)
+        elif args.level == "series":
+            df = client.search_series(study=args.study, **filters)
+        else:
+            df = client.search_instances(study=args.study, series=args.series, **filters)
+    except (DicomFramesError, ValueError) as exc:
+        return _fail(exc)
+    _print_table(df, args.format)
+    return 0
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    """Download a study, series or instance into OUT/STUDY/SERIES/SOP.dcm."""
+    from .download import download
+    from .errors import DicomFramesError
+
+    try:
+        client = _connect(args)
+        paths = download(client, args.out, args.study, args.series, args.instance)
+    except (DicomFramesError, ValueError, OSError) as exc:
+        return _fail(exc)
+    for path in paths:
+        print(path)
+    print(f"{len(paths)} file{'s' if len(paths) != 1 else ''} written under {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start a throw-away embedded server, store the tutorial's three files and look at them."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from . import connect
+    from .samples import write_tutorial_files
+    from .server import serve
+    from .upload import summary_text
+
+    with tempfile.TemporaryDirectory(prefix="dicomframes-demo-") as tmp, \
+            serve(Path(tmp) / "archive") as server:
+        print(f"1. An embedded DICOMweb server is running at {server.url} (temporary).")
+        files = write_tutorial_files(Path(tmp) / "samples")
+        client = connect(server.url)
+        stored = client.store(files, progress=False)
+        print(f"2. client.store({len(files)} sample files): {summary_text(stored)}")
+        studies = client.search_studies()
+        cols = [c for c in ("PatientName", "PatientID", "StudyDate", "StudyInstanceUID",
+                            "ModalitiesInStudy", "NumberOfStudyRelatedInstances")
+                if c in studies.columns]
+        with pd.option_context("display.width", 120, "display.max_colwidth", 36):
+            print("3. client.search_studies():")
+            print(_indent(studies[cols].to_string(index=False)))
+            instances = client.search_instances(study=studies["StudyInstanceUID"].iloc[0])
+            first = instances.iloc[0]
+            meta = client.metadata(first["StudyInstanceUID"], first["SeriesInstanceUID"],
+                                   first["SOPInstanceUID"])
+            mcols = [c for c in ("SOPInstanceUID", "Rows", "Columns", "PhotometricInterpretation",
+                                 "BitsAllocated") if c in meta.columns]
+            print("4. client.metadata(study, series, instance):")
+            print(_indent(meta[mcols].to_string(index=False)))
+        frame = client.frames(first["StudyInstanceUID"], first["SeriesInstanceUID"],
+                              first["SOPInstanceUID"])
+        print(f"5. client.frames(...): a numpy array of shape {tuple(frame.shape)}, "
+              f"dtype {frame.dtype}")
+        print("Next: open notebooks/ or read README.md; `dicomframes serve --data DIR` keeps "
+              "an archive running.")
+    return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join("   " + line for line in text.splitlines())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,501 @@
+"""Frames and volumes over WADO-RS, streamed into preallocated numpy arrays.
+
+:meth:`Client.frames <dicomframes.client.Client.frames>` and :meth:`Client.volume
+<dicomframes.client.Client.volume>` are thin wrappers around :func:`fetch_frames` and
+:func:`fetch_volume`. What happens on the wire:
+
+1. The attributes decoding needs (:class:`~dicomframes.pixels.PixelDescription`, plus position,
+   orientation and instance number for ordering) come from the instance's or series'
+   ``/metadata`` once and are cached per client (:func:`instance_info`, :func:`series_info`).
+2. ``GET .../frames/1,2,...`` asks for ``transfer-syntax=*`` (whatever the server stores, no
+   server-side transcoding, usually the fewest bytes); each part is decoded by its own
+   Content-Type into its slot of an array allocated before the first byte arrives.
+3. Fallbacks, each tried once: a part arrives in a syntax no local decoder handles -> ask the
+   server to decode (the default syntax, Explicit VR Little Endian); the frames resource
+   refuses (400/406/415/500/501: Orthanc answers 500 for big endian data and some RLE, 400 for
+   native YBR_FULL_422) -> retrieve the instance as stored and decode its pixel data here with
+   pydicom (the faithful answer; servers disagree on byte-swapping 32-bit big endian data);
+   that fails too -> ask for the frames in the default syntax. Each fallback leaves a note in
+   ``client.capabilities["frames_fallbacks"]``.
+
+Everything HTTP goes through the client (auth, retries, recorded exchanges); bytes become arrays
+in :mod:`dicomframes.pixels`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+import weakref
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import errors
+from .pixels import (
+    PixelDescription,
+    decode_frame,
+    is_native,
+    syntax_for_media_type,
+)
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = [
+    "InstanceInfo",
+    "clear_cache",
+    "fetch_frames",
+    "fetch_volume",
+    "instance_info",
+    "series_info",
+    "slice_order",
+]
+
+log = logging.getLogger(__name__)
+
+#: Frame numbers per request: keeps the URL short (servers cap request lines at 4-8 KiB).
+FRAMES_PER_REQUEST = 256
+#: Instances fetched at once by :func:`fetch_volume`.
+DEFAULT_WORKERS = 4
+_CACHE_ENTRIES = 8192
+_FRAMES_UNAVAILABLE = (400, 406, 415, 500, 501)
+_OCTET_STREAM = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """What fetching and ordering an instance's frames needs, read once from its metadata."""
+
+    study: str
+    series: str
+    sop: str
+    desc: PixelDescription
+    stored_syntax: str | None = None
+    position: tuple[float, ...] | None = None
+    orientation: tuple[float, ...] | None = None
+    instance_number: int | None = None
+
+    @property
+    def number_of_frames(self) -> int:
+        """NumberOfFrames (1 when absent)."""
+        return self.desc.number_of_frames
+
+
+def _value(obj: Mapping[str, Any], tag: str) -> Any:
+    from .dicomjson import python_value
+
+    element = obj.get(tag) or obj.get(tag.lower())
+    if not isinstance(element, Mapping):
+        return None
+    return python_value(dict(element), int(tag, 16))
+
+
+def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    if not isinstance(value, list) or len(value) != n:
+        return None
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+
+
+def info_from_json(obj: Mapping[str, Any], study: str | None = None,
+                   series: str | None = None) -> InstanceInfo | None:
+    """An :class:`InstanceInfo` from one DICOM JSON metadata object; None for an instance
+    without pixels (no Rows/Columns, e.g. a structured report)."""
+    try:
+        desc = PixelDescription.from_json(obj)
+    except ValueError:
+        return None
+    sop = _value(obj, "00080018")
+    study = _value(obj, "0020000D") or study
+    series = _value(obj, "0020000E") or series
+    if not sop or not study or not series:
+        return None
+    number = _value(obj, "00200013")
+    stored = _value(obj, "00020010")
+    return InstanceInfo(
+        study=str(study),
+        series=str(series),
+        sop=str(sop),
+        desc=desc,
+        stored_syntax=str(stored) if stored else None,
+        position=_floats(_value(obj, "00200032"), 3),
+        orientation=_floats(_value(obj, "00200037"), 6),
+        instance_number=int(number) if isinstance(number, int | float) else None,
+    )
+
+
+# ---- the per-client metadata cache ---------------------------------------------------------
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.instances: OrderedDict[tuple[str, str, str], InstanceInfo] = OrderedDict()
+        self.series: OrderedDict[tuple[str, str], tuple[InstanceInfo, ...]] = OrderedDict()
+
+    def put(self, info: InstanceInfo) -> None:
+        key = (info.study, info.series, info.sop)
+        with self.lock:
+            self.instances[key] = info
+            self.instances.move_to_end(key)
+            while len(self.instances) > _CACHE_ENTRIES:
+                self.instances.popitem(last=False)
+
+    def get(self, key: tuple[str, str, str]) -> InstanceInfo | None:
+        with self.lock:
+            info = self.instances.get(key)
+            if info is not None:
+                self.instances.move_to_end(key)
+            return info
+
+
+_CACHES: weakref.WeakKeyDictionary[Any, _Cache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache_of(client: Client) -> _Cache:
+    with _CACHES_LOCK:
+        cache = _CACHES.get(client)
+        if cache is None:
+            cache = _CACHES[client] = _Cache()
+        return cache
+
+
+def clear_cache(client: Client | None = None) -> None:
+    """Forget cached pixel metadata (of one client, or of all)."""
+    with _CACHES_LOCK:
+        if client is None:
+            _CACHES.clear()
+        else:
+            _CACHES.pop(client, None)
+
+
+def instance_info(client: Client, study: str, series: str, instance: str, *,
+                  refresh: bool = False) -> InstanceInfo:
+    """Pixel metadata of one instance: one ``.../metadata`` request, then cached."""
+    cache = _cache_of(client)
+    key = (study, series, instance)
+    if not refresh:
+        found = cache.get(key)
+        if found is not None:
+            return found
+    objs = client.metadata_json(study, series, instance)
+    if not objs:
+        raise errors.NotFound(404, "GET", f"{client.url}/{client._path(study, series, instance)}"
+                              "/metadata", "no metadata for this instance")
+    info = info_from_json(objs[0], study, series)
+    if info is None:
+        raise ValueError(f"instance {instance} has no pixel data attributes (Rows, Columns): "
+                         "it is not an image")
+    if info.sop != instance:  # a server answering with another instance: trust the URL
+        info = replace(info, sop=instance)
+    cache.put(info)
+    return info
+
+
+def series_info(client: Client, study: str, series: str, *,
+                refresh: bool = False) -> tuple[InstanceInfo, ...]:
+    """Pixel metadata of every image instance of a series: one ``.../metadata`` request,
+    then cached (``refresh=True`` asks again, e.g. after instances were added)."""
+    cache = _cache_of(client)
+    key = (study, series)
+    if not refresh:
+        with cache.lock:
+            found = cache.series.get(key)
+        if found is not None:
+            return found
+    infos = []
+    for obj in client.metadata_json(study, series):
+        info = info_from_json(obj, study, series)
+        if info is not None:
+            cache.put(info)
+            infos.append(info)
+    result = tuple(infos)
+    with cache.lock:
+        cache.series[key] = result
+        while len(cache.series) > _CACHE_ENTRIES // 16:
+            cache.series.popitem(last=False)
+    return result
+
+
+# ---- ordering ------------------------------------------------------------------------------
+
+
+def slice_order(infos: Sequence[InstanceInfo]) -> list[InstanceInfo]:
+    """Instances in slice order: by position along the slice normal (ImagePositionPatient .
+    (row x column direction cosines)) when every instance has both, else by InstanceNumber
+    (missing last), then SOPInstanceUID so that the order is always the same."""
+    have_geometry = infos and all(i.position and i.orientation for i in infos)
+    if have_geometry:
+        orientation = np.asarray(infos[0].orientation, dtype=float)
+        normal = np.cross(orientation[:3], orientation[3:])
+        if np.linalg.norm(normal) > 1e-6:
+
+            def along_normal(info: InstanceInfo) -> tuple:
+                distance = float(np.dot(normal, np.asarray(info.position, dtype=float)))
+                number = info.instance_number if info.instance_number is not None else 0
+                return (distance, number, info.sop)
+
+            return sorted(infos, key=along_normal)
+
+    def by_number(info: InstanceInfo) -> tuple:
+        number = info.instance_number
+        return (number is None, number if number is not None else 0, info.sop)
+
+    return sorted(infos, key=by_number)
+
+
+# ---- fetching ------------------------------------------------------------------------------
+
+
+def _note(client: Client, what: str) -> None:
+    notes = client.capabilities.setdefault("frames_fallbacks", [])
+    if what not in notes:
+        notes.append(what)
+
+
+def _syntax_of_part(part: Any, part_ts: str | None, asked: str | None) -> str:
+    if part_ts:
+        return part_ts
+    if asked and asked != "*":
+        return asked
+    return syntax_for_media_type(getattr(part, "content_type", None) or _OCTET_STREAM)
+
+
+def _desc_for(info: InstanceInfo, syntax: str, transcoded: bool) -> PixelDescription:
+    """A server that decodes YCbCr JPEG for us (DCMTK in Orthanc, pydicom in the embedded
+    server) sends RGB while the metadata still says YBR_FULL(_422)."""
+    desc = info.desc
+    stored_compressed = info.stored_syntax is not None and not is_native(info.stored_syntax)
+    if (is_native(syntax) and (transcoded or stored_compressed)
+            and desc.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422")):
+        return desc.with_changes(photometric_interpretation="RGB")
+    return desc
+
+
+def _stream_into(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
+                 asked: str | None, convert_color: bool, transcoded: bool) -> None:
+    path = (client._path(info.study, info.series, info.sop) + "/frames/"
+            + ",".join(str(n) for n in numbers))
+    count = 0
+    for part, part_ts in client._iter_multipart(path, _OCTET_STREAM, asked):
+        if count >= len(numbers):
+            raise errors.MultipartError(f"GET {path}: the server sent more than the "
+                                        f"{len(numbers)} frames asked for")
+        syntax = _syntax_of_part(part, part_ts, asked)
+        desc = _desc_for(info, syntax, transcoded)
+        decode_frame(part.content, syntax, desc, out[count], convert_color=convert_color)
+        count += 1
+    if count != len(numbers):
+        raise errors.MultipartError(f"GET {path}: asked for {len(numbers)} frames, the server "
+                                    f"sent {count}")
+
+
+def _from_instance(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
+                   convert_color: bool) -> None:
+    """Last resort: retrieve the whole instance and decode its pixel data here."""
+    from pydicom.pixels import get_decoder
+
+    datasets = client.retrieve(info.study, info.series, info.sop, transfer_syntax="*")
+    if not datasets:
+        raise errors.NotFound(404, "GET", client._path(info.study, info.series, info.sop),
+                              "the instance retrieve returned nothing")
+    ds = datasets[0]
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError as exc:
+        from .pixels import _missing
+
+        raise _missing(syntax) from exc
+    indices = [n - 1 for n in numbers]
+    unique = sorted(set(indices))
+    position = {index: i for i, index in enumerate(unique)}
+    frames = decoder.iter_array(ds, indices=unique, as_rgb=convert_color)
+    decoded = [np.asarray(arr) for arr, _ in frames]
+    for slot, index in enumerate(indices):
+        np.copyto(out[slot], decoded[position[index]].reshape(out[slot].shape),
+                  casting="same_kind")
+
+
+def _fill(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
+          transfer_syntax: str | None, convert_color: bool) -> None:
+    """Fetch frames ``numbers`` of one instance into ``out`` (len(numbers) slots), with the
+    fallbacks described in the module docstring."""
+    asked = transfer_syntax or "*"
+    try:
+        _stream_into(client, info, numbers, out, asked, convert_color,
+                     transcoded=asked != "*")
+        return
+    except errors.DecoderMissing as exc:
+        if asked != "*":
+            raise
+        _note(client, "no local decoder: asked the server to decode")
+        warnings.warn(f"{exc}; asking the server to send the frames decoded instead",
+                      RuntimeWarning, stacklevel=4)
+        _stream_into(client, info, numbers, out, None, convert_color, transcoded=True)
+        return
+    except errors.DICOMwebError as exc:
+        if exc.status not in _FRAMES_UNAVAILABLE:
+            raise
+        refused = exc
+    # The server cannot send these frames as stored (Orthanc: big endian, some RLE, native
+    # YBR_FULL_422). Its stored file, decoded here by pydicom, is the faithful answer.
+    _note(client, f"frames answered {refused.status}: decoded the retrieved instance")
+    log.info("frames of %s: server answered %s (%s); retrieving the instance instead",
+             info.sop, refused.status, refused.message or "no message")
+    try:
+        _from_instance(client, info, numbers, out, convert_color)
+    except (errors.DICOMwebError, errors.DecoderMissing):
+        if asked != "*":
+            raise
+        _note(client, "instance fallback failed: asked for the default syntax")
+        _stream_into(client, info, numbers, out, None, convert_color, transcoded=True)
+
+
+def _fill_batched(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
+                  transfer_syntax: str | None, convert_color: bool) -> None:
+    for start in range(0, len(numbers), FRAMES_PER_REQUEST):
+        batch = numbers[start:start + FRAMES_PER_REQUEST]
+        _fill(client, info, batch, out[start:start + len(batch)], transfer_syntax,
+              convert_color)
+
+
+def _frame_numbers(frames: int | Sequence[int] | None, available: int) -> list[int]:
+    if frames is None:
+        return list(range(1, available + 1))
+    single = isinstance(frames, int | np.integer)
+    numbers = [int(frames)] if single else [int(f) for f in frames]  # type: ignore[union-attr]
+    if not numbers:
+        raise ValueError("no frame numbers given")
+    bad = [n for n in numbers if n < 1 or n > available]
+    if bad:
+        raise ValueError(f"frame numbers run from 1 to {available} (NumberOfFrames); got "
+                         f"{bad[:5]}")
+    return numbers
+
+
+def fetch_frames(
+    client: Client,
+    study: str,
+    series: str,
+    instance: str,
+    frames: int | Sequence[int] | None = None,
+    *,
+    transfer_syntax: str | None = "*",
+    convert_color: bool = False,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Frames of one instance as an array (see :meth:`Client.frames`).
+
+    ``frames``: None -> every frame, shape ``(n, rows, columns[, samples])``; an int (1-based)
+    -> that frame without the first axis; a sequence -> those frames in that order (repeats
+    allowed; each is fetched once). ``transfer_syntax``: ``"*"`` (default; the stored syntax,
+    decoded here) or a UID the server should transcode to. ``out``: a preallocated array of
+    the result's shape and dtype to fill.
+    """
+    info = instance_info(client, study, series, instance)
+    numbers = _frame_numbers(frames, info.number_of_frames)
+    single = isinstance(frames, int | np.integer)
+    unique = list(dict.fromkeys(numbers))
+    shape = info.desc.frame_shape if single else info.desc.output_shape(len(numbers))
+    if out is not None and (out.shape != shape or out.dtype != info.desc.dtype):
+        raise ValueError(f"out must have shape {shape} and dtype {info.desc.dtype}, got "
+                         f"{out.shape} {out.dtype}")
+    if len(unique) == len(numbers):
+        target = info.desc.new_array(len(numbers)) if out is None else out.reshape(
+            info.desc.output_shape(len(numbers)))
+        _fill_batched(client, info, numbers, target, transfer_syntax, convert_color)
+        result = target if out is None else out
+    else:
+        fetched = info.desc.new_array(len(unique))
+        _fill_batched(client, info, unique, fetched, transfer_syntax, convert_color)
+        where = {n: i for i, n in enumerate(unique)}
+        picked = fetched[[where[n] for n in numbers]]
+        if out is not None:
+            out.reshape(picked.shape)[...] = picked
+            picked = out
+        result = picked
+    if single and result is not out:
+        return result.reshape(shape)
+    return result
+
+
+def fetch_volume(
+    client: Client,
+    study: str,
+    series: str,
+    *,
+    transfer_syntax: str | None = "*",
+    convert_color: bool = False,
+    workers: int | None = None,
+    refresh: bool = False,
+    instances: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Every frame of a series (or of ``instances`` of it) stacked in slice order, shape
+    ``(frames, rows, columns[, samples])`` (see :meth:`Client.volume`).
+
+    The series metadata is read once (cached); instances are fetched ``workers`` at a time,
+    each streaming into its own slice of one preallocated array. Instances must share frame
+    shape and dtype; instances without pixels are left out.
+    """
+    infos = list(series_info(client, study, series, refresh=refresh))
+    if instances is not None:
+        wanted = list(dict.fromkeys(str(s) for s in instances))
+        by_sop = {i.sop: i for i in infos}
+        missing = [s for s in wanted if s not in by_sop]
+        if missing:
+            infos = list(series_info(client, study, series, refresh=True))
+            by_sop = {i.sop: i for i in infos}
+            missing = [s for s in wanted if s not in by_sop]
+        if missing:
+            raise errors.NotFound(404, "GET", f"{client.url}/{client._path(study, series)}",
+                                  f"no image instance {missing[0]} in this series")
+        infos = [by_sop[s] for s in wanted]
+    if not infos:
+        raise errors.NotFound(404, "GET", f"{client.url}/{client._path(study, series)}/metadata",
+                              "the series has no image instances")
+    ordered = slice_order(infos)
+    first = ordered[0].desc
+    kinds = {(i.desc.frame_shape, i.desc.dtype) for i in ordered}
+    if len(kinds) > 1:
+        listed = ", ".join(f"{s} {d}" for s, d in sorted(kinds, key=str))
+        raise ValueError(f"the instances of this series differ in frame shape or dtype "
+                         f"({listed}); fetch them one by one with client.frames")
+    total = sum(i.number_of_frames for i in ordered)
+    out = first.new_array(total)
+    jobs = []
+    offset = 0
+    for info in ordered:
+        n = info.number_of_frames
+        jobs.append((info, out[offset:offset + n]))
+        offset += n
+
+    def run(job: tuple[InstanceInfo, np.ndarray]) -> None:
+        info, target = job
+        _fill_batched(client, info, list(range(1, info.number_of_frames + 1)), target,
+                      transfer_syntax, convert_color)
+
+    workers = max(1, min(workers or DEFAULT_WORKERS, len(jobs)))
+    if workers == 1:
+        for job in jobs:
+            run(job)
+        return out
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dicomframes") as pool:
+        futures = [pool.submit(run, job) for job in jobs]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return out

@@ -1,0 +1,436 @@
+"""QIDO-RS: query parameters -> SQL over the index -> DICOM JSON (PS3.18 8.3.4, 10.6;
+matching per PS3.4 C.2.2.2).
+
+Supported matching: single value (case-sensitive; person names case-insensitive), wildcards
+``*`` and ``?``, UID lists (``,`` or ``\\``; also for code strings such as Modality), date and
+time ranges ``a-b``, ``a-``, ``-b`` on DA and TM attributes, ``fuzzymatching=true`` for person
+names (every word of the query must start a word of the name, any order, any case), and empty
+values (universal matching: the attribute is returned). ``includefield`` takes a comma list, may
+be repeated, or ``all``. ``limit`` and ``offset`` page the results (no default limit).
+
+A query without a match answers ``200`` with ``[]`` (Orthanc does the same; Azure sends 204).
+A parameter that is not an attribute this server can search raises :class:`QueryError` (400).
+
+Results are built from JSON fragments stored at indexing time, so a query never opens a file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import pydicom
+
+from ..dicomjson import UnknownAttribute, dataset_to_json, keyword_of, tag_hex, tag_of
+from ..uids import validate_uid
+from .storage import BULK_PREFIX, DEFAULT_TAGS, SEARCHABLE, Archive, Attribute, normalize_time
+
+ALIASES = {"study": "st", "series": "se", "instance": "i"}
+_RANK = {"study": 0, "series": 1, "instance": 2}
+RESERVED = ("limit", "offset", "includefield", "fuzzymatching")
+
+# computed attributes (PS3.4 C.3.4 and PS3.18 Table 6.7.1-2)
+MODALITIES_IN_STUDY = 0x00080061
+NUMBER_OF_STUDY_SERIES = 0x00201206
+NUMBER_OF_STUDY_INSTANCES = 0x00201208
+NUMBER_OF_SERIES_INSTANCES = 0x00201209
+INSTANCE_AVAILABILITY = 0x00080056
+RETRIEVE_URL = 0x00081190
+COMPUTED = {MODALITIES_IN_STUDY: "study", NUMBER_OF_STUDY_SERIES: "study",
+            NUMBER_OF_STUDY_INSTANCES: "study", NUMBER_OF_SERIES_INSTANCES: "series",
+            INSTANCE_AVAILABILITY: "instance", RETRIEVE_URL: "instance"}
+
+
+class QueryError(ValueError):
+    """A query the server cannot run (answered with 400 and this message)."""
+
+
+@dataclass
+class Query:
+    """A parsed QIDO request at ``level`` ("study", "series" or "instance")."""
+
+    level: str
+    study: str | None = None
+    series: str | None = None
+    where: list[str] = field(default_factory=list)
+    args: list[Any] = field(default_factory=list)
+    limit: int | None = None
+    offset: int = 0
+    include: set[int] = field(default_factory=set)
+    include_all: bool = False
+    fuzzy: bool = False
+
+    @property
+    def levels(self) -> list[str]:
+        """Levels whose attributes each result carries (PS3.18 10.6.3.3)."""
+        levels = [self.level]
+        if self.level == "instance" and self.series is None:
+            levels.append("series")
+        if self.level != "study" and self.study is None:
+            levels.append("study")
+        return levels
+
+
+# --------------------------------------------------------------------------------------------
+# parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _searchable_at(level: str) -> list[Attribute]:
+    return [a for a in SEARCHABLE.values() if _RANK[a.level] <= _RANK[level]]
+
+
+def _attribute(key: str, level: str) -> Attribute | int:
+    """The searchable attribute named ``key`` (keyword or tag), or ModalitiesInStudy's tag."""
+    if "." in key:
+        raise QueryError(f"{key}: sequence matching (nested attributes) is not supported")
+    try:
+        tag = tag_of(key)
+    except (UnknownAttribute, KeyError, ValueError):
+        raise QueryError(f"unknown query parameter {key!r}: not a DICOM keyword or tag, nor "
+                         f"one of {', '.join(RESERVED)}") from None
+    keyword = keyword_of(tag)
+    if tag == MODALITIES_IN_STUDY and level == "study":
+        return tag
+    attr = SEARCHABLE.get(keyword)
+    if attr is None or _RANK[attr.level] > _RANK[level]:
+        names = sorted(a.keyword for a in _searchable_at(level))
+        if level == "study":
+            names.append("ModalitiesInStudy")
+        raise QueryError(f"{keyword} ({tag_hex(tag)}) cannot be searched at the {level} level; "
+                         f"searchable attributes: {', '.join(sorted(names))}")
+    return attr
+
+
+def _has_wildcard(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def _glob(value: str) -> str:
+    return value.replace("[", "[[]")
+
+
+def _like(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _items(value: str) -> list[str]:
+    return [v for v in re.split(r"[,\\]", value) if v != ""]
+
+
+_DATE = re.compile(r"\d{8}")
+
+
+def _date(value: str, name: str) -> str:
+    text = value.strip().replace(".", "")
+    if not _DATE.fullmatch(text):
+        raise QueryError(f"{name}: {value!r} is not a date (YYYYMMDD)")
+    return text
+
+
+def _time(value: str, name: str, upper: bool) -> str:
+    try:
+        return normalize_time(value, upper=upper)
+    except ValueError:
+        raise QueryError(f"{name}: {value!r} is not a time (HHMMSS.FFFFFF)") from None
+
+
+def _range(col: str, value: str, name: str, kind: str) -> tuple[str, list[Any]]:
+    def low(v: str) -> str:
+        return _date(v, name) if kind == "da" else _time(v, name, False)
+
+    def high(v: str) -> str:
+        return _date(v, name) if kind == "da" else _time(v, name, True)
+
+    if "-" in value:
+        lo, _, hi = value.partition("-")
+        lo, hi = lo.strip(), hi.strip()
+        if lo and hi:
+            return f"{col} BETWEEN ? AND ?", [low(lo), high(hi)]
+        if lo:
+            return f"{col} >= ?", [low(lo)]
+        if hi:
+            return f"{col} <= ?", [high(hi)]
+        raise QueryError(f"{name}: {value!r} is not a range (a-b, a- or -b)")
+    if kind == "da":
+        return f"{col} = ?", [low(value)]
+    return f"{col} BETWEEN ? AND ?", [low(value), high(value)]
+
+
+def _match(attr: Attribute, value: str, fuzzy: bool) -> tuple[str, list[Any]]:
+    col = f"{ALIASES[attr.level]}.{attr.keyword}"
+    name = attr.keyword
+    if attr.kind == "uid":
+        if _has_wildcard(value):
+            raise QueryError(f"{name}: wildcards are not allowed in UIDs (use a list a,b,c)")
+        uids = _items(value)
+        for uid in uids:
+            try:
+                validate_uid(uid, name)
+            except ValueError as exc:
+                raise QueryError(str(exc)) from None
+        return f"{col} IN ({', '.join('?' * len(uids))})", uids
+    if attr.kind in ("da", "tm"):
+        return _range(col, value, name, attr.kind)
+    if attr.kind == "int":
+        try:
+            number = int(value)
+        except ValueError:
+            raise QueryError(f"{name}: {value!r} is not an integer") from None
+        return f"{col} = ?", [number]
+    if attr.kind == "pn":
+        if _has_wildcard(value):
+            return f"{col} LIKE ? ESCAPE '\\'", [_like(value)]
+        if fuzzy:
+            words = [w for w in re.split(r"[\s^=,]+", value.lower()) if w]
+            if not words:
+                return "1", []
+            return " AND ".join(f"{col}_words LIKE ? ESCAPE '\\'" for _ in words), \
+                [f"% {_like(w)}%" for w in words]
+        return f"{col} = ? COLLATE NOCASE", [value]
+    values = _items(value) if attr.kind == "cs" else [value]
+    clauses, args = [], []
+    for item in values:
+        if _has_wildcard(item):
+            clauses.append(f"{col} GLOB ?")
+            args.append(_glob(item))
+        else:
+            clauses.append(f"{col} = ?")
+            args.append(item)
+    return ("(" + " OR ".join(clauses) + ")" if len(clauses) > 1 else clauses[0]), args
+
+
+def _modalities_match(value: str) -> tuple[str, list[Any]]:
+    clauses, args = [], []
+    for item in _items(value):
+        if _has_wildcard(item):
+            clauses.append("m.Modality GLOB ?")
+            args.append(_glob(item))
+        else:
+            clauses.append("m.Modality = ?")
+            args.append(item)
+    return ("EXISTS (SELECT 1 FROM series m WHERE m.StudyInstanceUID = st.StudyInstanceUID "
+            f"AND ({' OR '.join(clauses)}))"), args
+
+
+def _int_param(name: str, value: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise QueryError(f"{name} must be an integer, not {value!r}") from None
+    if number < minimum:
+        raise QueryError(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def parse_query(level: str, params: Iterable[tuple[str, str]], study: str | None = None,
+                series: str | None = None) -> Query:
+    """Parse QIDO query parameters (as given, repeated keys allowed) for ``level``."""
+    query = Query(level, study, series)
+    params = list(params)
+    for key, value in params:
+        if key == "fuzzymatching":
+            if value.lower() not in ("true", "false"):
+                raise QueryError(f"fuzzymatching must be true or false, not {value!r}")
+            query.fuzzy = value.lower() == "true"
+    seen: set[str] = set()
+    for key, value in params:
+        if key == "limit":
+            query.limit = _int_param("limit", value, 1)
+        elif key == "offset":
+            query.offset = _int_param("offset", value, 0)
+        elif key == "fuzzymatching":
+            continue
+        elif key == "includefield":
+            for name in value.split(","):
+                name = name.strip()
+                if not name:
+                    continue
+                if name.lower() == "all":
+                    query.include_all = True
+                    continue
+                if "." in name:
+                    raise QueryError(f"includefield {name!r}: nested attributes are not "
+                                     "supported")
+                try:
+                    query.include.add(tag_of(name))
+                except (UnknownAttribute, KeyError, ValueError):
+                    raise QueryError(f"includefield {name!r} is not a DICOM keyword or "
+                                     "tag") from None
+        else:
+            attr = _attribute(key, level)
+            name = attr.keyword if isinstance(attr, Attribute) else "ModalitiesInStudy"
+            if name in seen:
+                raise QueryError(f"{name} is given more than once")
+            seen.add(name)
+            tag = attr.tag if isinstance(attr, Attribute) else attr
+            query.include.add(tag)  # matching keys are returned
+            if value == "":
+                continue  # universal matching
+            if isinstance(attr, int):
+                clause, args = _modalities_match(value)
+            else:
+                clause, args = _match(attr, value, query.fuzzy)
+            query.where.append(clause)
+            query.args.extend(args)
+    if study is not None:
+        query.where.append("st.StudyInstanceUID = ?" if level == "study"
+                           else f"{ALIASES[level]}.StudyInstanceUID = ?")
+        query.args.append(study)
+    if series is not None:
+        query.where.append("i.SeriesInstanceUID = ?")
+        query.args.append(series)
+    return query
+
+
+# --------------------------------------------------------------------------------------------
+# answering
+# --------------------------------------------------------------------------------------------
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+@lru_cache(maxsize=4096)
+def _fragment(tag: int, vr: str, value: Any) -> str:
+    """``"tag":{...}`` of one computed element, made by dicomjson (cached)."""
+    ds = pydicom.Dataset()
+    ds.add_new(tag, vr, list(value) if isinstance(value, tuple) else value)
+    return _json_text(dataset_to_json(ds))[1:-1]
+
+
+_URL_MARK = "@RETRIEVE-URL@"
+
+
+def _url_fragment(url: str) -> str:
+    return _fragment(RETRIEVE_URL, "UR", _URL_MARK).replace(_URL_MARK, json.dumps(url)[1:-1])
+
+
+def absolute_bulk_uris(text: str, base: str) -> str:
+    """Make the relative BulkDataURIs of stored DICOM JSON text absolute under ``base``."""
+    return text.replace(BULK_PREFIX, BULK_PREFIX[:-1] + json.dumps(base)[1:-1] + "/")
+
+
+def _select(query: Query) -> tuple[str, list[str]]:
+    cols: list[str] = []
+    levels = query.levels
+    if "study" in levels:
+        cols += ["st.qido", "st.StudyInstanceUID", "st.modalities", "st.num_series",
+                 "st.num_instances"]
+    if "series" in levels:
+        cols += ["se.qido", "se.StudyInstanceUID", "se.SeriesInstanceUID", "se.num_instances"]
+    if "instance" in levels:
+        cols += ["i.qido", "i.StudyInstanceUID", "i.SeriesInstanceUID", "i.SOPInstanceUID"]
+    extra = query.include_all or bool(query.include - _default_tags(query))
+    if extra:
+        if "study" in levels:
+            cols.append("st.attrs")
+        if "series" in levels:
+            cols.append("se.attrs")
+        if "instance" in levels:
+            cols.append("i.metadata")
+    if query.level == "study":
+        source = "studies st"
+    elif query.level == "series":
+        source = ("series se JOIN studies st ON st.StudyInstanceUID = se.StudyInstanceUID")
+    else:
+        source = ("instances i JOIN series se ON se.SeriesInstanceUID = i.SeriesInstanceUID "
+                  "JOIN studies st ON st.StudyInstanceUID = i.StudyInstanceUID")
+    sql = f"SELECT {', '.join(cols)} FROM {source}"
+    if query.where:
+        sql += " WHERE " + " AND ".join(query.where)
+    sql += f" ORDER BY {ALIASES[query.level]}.id"
+    if query.limit is not None or query.offset:
+        sql += f" LIMIT {query.limit if query.limit is not None else -1} OFFSET {query.offset}"
+    return sql, cols
+
+
+def _default_tags(query: Query) -> set[int]:
+    tags: set[int] = set()
+    for level in query.levels:
+        tags.update(DEFAULT_TAGS[level])
+    for tag, level in COMPUTED.items():
+        if level in query.levels or (tag == INSTANCE_AVAILABILITY and "study" in query.levels):
+            tags.add(tag)
+    return tags
+
+
+def search(archive: Archive, query: Query, base: str) -> list[str]:
+    """Run ``query``; return one DICOM JSON object text per match. ``base`` is the service
+    URL that RetrieveURLs and BulkDataURIs start with (e.g. ``http://127.0.0.1:8042/v1``)."""
+    sql, cols = _select(query)
+    rows = archive.db.execute(sql, query.args).fetchall()
+    position = {name: i for i, name in enumerate(cols)}
+    extra = query.include_all or bool(query.include - _default_tags(query))
+    online = _fragment(INSTANCE_AVAILABILITY, "CS", "ONLINE")
+    results = []
+    for row in rows:
+        pieces: list[str] = []
+        if "st.qido" in position:
+            p = position["st.qido"]
+            qido, study, modalities, n_series, n_instances = row[p:p + 5]
+            pieces += [qido,
+                       _fragment(MODALITIES_IN_STUDY, "CS",
+                                 tuple(modalities.split("\\")) if modalities else None),
+                       _fragment(NUMBER_OF_STUDY_SERIES, "IS", n_series),
+                       _fragment(NUMBER_OF_STUDY_INSTANCES, "IS", n_instances)]
+            if query.level == "study":
+                pieces += [online, _url_fragment(f"{base}/studies/{study}")]
+        if "se.qido" in position:
+            p = position["se.qido"]
+            qido, study, series, n_instances = row[p:p + 4]
+            pieces += [qido, _fragment(NUMBER_OF_SERIES_INSTANCES, "IS", n_instances)]
+            if query.level == "series":
+                pieces.append(_url_fragment(f"{base}/studies/{study}/series/{series}"))
+        if "i.qido" in position:
+            p = position["i.qido"]
+            qido, study, series, sop = row[p:p + 4]
+            pieces += [qido, online,
+                       _url_fragment(f"{base}/studies/{study}/series/{series}/instances/{sop}")]
+        text = "{" + ",".join(piece for piece in pieces if piece) + "}"
+        if extra:
+            text = _with_extra(archive, query, row, position, text, base)
+        results.append(text)
+    return results
+
+
+def _with_extra(archive: Archive, query: Query, row: tuple, position: dict[str, int],
+                text: str, base: str) -> str:
+    """Add ``includefield`` attributes (the slow path: parse and re-serialise)."""
+    obj = json.loads(text)
+    sources: list[dict[str, Any]] = []
+    if "i.metadata" in position:
+        sources.append(json.loads(absolute_bulk_uris(row[position["i.metadata"]], base)))
+    if "se.attrs" in position:
+        sources.append(json.loads(row[position["se.attrs"]]))
+    if "st.attrs" in position:
+        sources.append(json.loads(row[position["st.attrs"]]))
+    if query.include_all:
+        for source in reversed(sources):
+            for key, value in source.items():
+                obj.setdefault(key, value)
+    wanted = [tag_hex(t) for t in sorted(query.include) if tag_hex(t) not in obj]
+    missing = [key for key in wanted if not any(key in s for s in sources)]
+    if missing and "i.metadata" not in position:
+        # an attribute of a lower level: take it from the first instance of this study/series
+        if query.level == "series":
+            sql, uid = ("SELECT metadata FROM instances WHERE SeriesInstanceUID = ? "
+                        "ORDER BY id LIMIT 1", row[position["se.qido"] + 2])
+        else:
+            sql, uid = ("SELECT metadata FROM instances WHERE StudyInstanceUID = ? "
+                        "ORDER BY id LIMIT 1", row[position["st.qido"] + 1])
+        first = archive.db.execute(sql, (uid,)).fetchone()
+        if first:
+            sources.append(json.loads(absolute_bulk_uris(first[0], base)))
+    for key in wanted:
+        for source in sources:
+            if key in source:
+                obj[key] = source[key]
+                break
+    return _json_text(dict(sorted(obj.items())))

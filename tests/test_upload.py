@@ -1,0 +1,192 @@
+"""Bulk STOW (dicomframes.upload) against the embedded server and a real Orthanc, over HTTP."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+from dicom_factory import make_dataset, make_files, to_bytes
+
+from dicomframes import connect
+from dicomframes.uids import new_uid
+from dicomframes.upload import (
+    ALREADY_STORED,
+    COLUMNS,
+    FAILED,
+    NOT_ACKNOWLEDGED,
+    SKIPPED,
+    STORED,
+    Progress,
+    discover,
+    post_batch,
+)
+
+
+@pytest.fixture(params=["embedded", "orthanc"])
+def client(request: pytest.FixtureRequest):
+    """A Client of the embedded server, then of Orthanc (each test runs against both)."""
+    if request.param == "embedded":
+        server = request.getfixturevalue("embedded")
+        return connect(server.url)
+    orthanc = request.getfixturevalue("orthanc")
+    return connect(orthanc.dicomweb_url, auth=orthanc.auth)
+
+
+def _server_uids(client, study: str) -> set[str]:
+    df = client.search_instances(study=study)
+    return set(df["SOPInstanceUID"]) if len(df) else set()
+
+
+def _by_source(df):
+    return {row.source: row for row in df.itertuples(index=False)}
+
+
+def test_mixed_items_each_get_an_outcome(client, tmp_path: Path) -> None:
+    study, series = new_uid(), new_uid()
+    folder = tmp_path / "in"
+    files = make_files(folder, 4, study, series)
+    (folder / "notes.txt").write_text("this is not DICOM\n")
+    (folder / "sub").mkdir()
+    shutil.copy(files[0], folder / "sub" / "copy-of-first.dcm")  # same SOPInstanceUID
+    broken = make_dataset(study, series, 90)
+    (folder / "truncated.dcm").write_bytes(to_bytes(broken)[:-300])  # pixel data cut short
+    zipped = [make_dataset(study, series, 50 + i) for i in range(2)]
+    with zipfile.ZipFile(folder / "more.zip", "w") as zf:
+        for i, ds in enumerate(zipped):
+            zf.writestr(f"inner/z{i}.dcm", to_bytes(ds))
+    as_dataset = make_dataset(study, series, 60)
+    as_bytes = make_dataset(study, series, 61)
+
+    df = client.store([folder, as_dataset, to_bytes(as_bytes), tmp_path / "missing.dcm"],
+                      progress=False, batch_size=3)
+
+    assert list(df.columns) == COLUMNS
+    assert str(df["reason"].dtype) == "Int64"
+    rows = _by_source(df)
+    for path in files:
+        assert rows[str(path)].status == STORED, rows[str(path)]
+        assert rows[str(path)].RetrieveURL.endswith(rows[str(path)].SOPInstanceUID)
+    notes = rows[str(folder / "notes.txt")]
+    assert notes.status == FAILED and "not a DICOM file" in notes.message
+    copy = rows[str(folder / "sub" / "copy-of-first.dcm")]
+    assert copy.status == SKIPPED and str(files[0]) in copy.message
+    truncated = rows[str(folder / "truncated.dcm")]
+    assert truncated.status == FAILED and truncated.message
+    for i, ds in enumerate(zipped):
+        row = rows[f"{folder / 'more.zip'}!inner/z{i}.dcm"]
+        assert row.status == STORED and row.SOPInstanceUID == ds.SOPInstanceUID
+    assert rows["<Dataset 1>"].status == STORED
+    assert rows["<bytes 1>"].status == STORED
+    assert rows[str(tmp_path / "missing.dcm")].status == FAILED
+
+    expected = {pydicom.dcmread(p).SOPInstanceUID for p in files}
+    expected |= {ds.SOPInstanceUID for ds in [*zipped, as_dataset, as_bytes]}
+    assert _server_uids(client, study) == expected  # the truncated file is not there
+    summary = df.attrs["summary"]
+    assert summary[STORED] == len(expected)
+    assert summary[FAILED] == 3
+    assert summary["instances"] == len(df)
+
+
+def test_storing_again_is_not_a_failure(client, tmp_path: Path) -> None:
+    files = make_files(tmp_path, 3)
+    first = client.store(files, progress=False)
+    assert (first["status"] == STORED).all()
+    again = client.store(files, progress=False)
+    # The embedded server says "already stored" (45070); Orthanc answers 200 as if new.
+    assert set(again["status"]) <= {STORED, ALREADY_STORED}
+    already = again[again["status"] == ALREADY_STORED]
+    assert (already["reason"] == 45070).all()
+
+
+def test_skip_existing_resumes_an_interrupted_upload(client, tmp_path: Path) -> None:
+    files = make_files(tmp_path, 6)
+    study = str(pydicom.dcmread(files[0]).StudyInstanceUID)
+    client.store(files[:4], progress=False)  # the "interrupted" first attempt
+
+    df = client.store(files, progress=False, skip_existing=True)
+
+    status = dict(zip(df["source"], df["status"], strict=True))
+    assert [status[str(p)] for p in files] == [SKIPPED] * 4 + [STORED] * 2
+    assert set(df.loc[df["status"] == SKIPPED, "message"]) == {"already on the server"}
+    assert df.attrs["summary"]["bytes"] == sum(p.stat().st_size for p in files[4:])
+    assert len(_server_uids(client, study)) == 6
+
+
+def test_study_mismatch_fails_those_rows(client, tmp_path: Path) -> None:
+    study_a, study_b = new_uid(), new_uid()
+    a = make_files(tmp_path / "a", 2, study_a)
+    b = make_files(tmp_path / "b", 2, study_b)
+
+    df = client.store([*a, *b], study=study_a, progress=False)
+
+    status = dict(zip(df["source"], df["status"], strict=True))
+    assert [status[str(p)] for p in a] == [STORED, STORED]
+    assert [status[str(p)] for p in b] == [FAILED, FAILED]
+    reasons = df.loc[df["status"] == FAILED, "reason"]
+    assert reasons.notna().all()  # 43264 (embedded, Azure) or 272 (Orthanc)
+    assert not _server_uids(client, study_b)
+
+
+def test_orthanc_silently_dropped_parts_are_reported(orthanc, tmp_path: Path) -> None:
+    client = connect(orthanc.dicomweb_url, auth=orthanc.auth)
+    files = make_files(tmp_path, 2)
+    instances = discover(files)
+    # Orthanc ignores parts whose Content-Type it does not understand and answers 200.
+    status = post_batch(client, instances, part_type="application/octet-stream")
+    assert status == 200
+    assert [i.status for i in instances] == [FAILED, FAILED]
+    assert all(i.message == NOT_ACKNOWLEDGED for i in instances)
+
+
+def test_cancel_stops_after_the_current_request(embedded, tmp_path: Path) -> None:
+    client = connect(embedded.url)
+    files = make_files(tmp_path, 5)
+    cancel = threading.Event()
+    seen: list[Progress] = []
+
+    def callback(progress: Progress) -> None:
+        seen.append(progress)
+        cancel.set()
+
+    df = client.store(files, progress=False, workers=1, batch_size=1, callback=callback,
+                      cancel=cancel)
+
+    assert list(df["status"]) == [STORED] + [SKIPPED] * 4
+    assert set(df["message"][1:]) == {"cancelled before sending"}
+    assert seen[0].instances_done == 1 and seen[-1].instances_done == 5
+    assert seen[0].bytes_done > files[0].stat().st_size  # the multipart framing counts too
+
+
+def test_no_server_fails_every_row_without_raising(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = connect(f"http://127.0.0.1:{port}", retries=0, timeout=5)
+    df = client.store(make_files(tmp_path, 2), progress=False)
+    assert list(df["status"]) == [FAILED, FAILED]
+    assert all(m.startswith("request failed") for m in df["message"])
+
+
+def test_discover_expands_glob_patterns(tmp_path: Path) -> None:
+    make_files(tmp_path / "x" / "y", 3)
+    found = discover(str(tmp_path / "**" / "*.dcm"))
+    assert len(found) == 3 and all(i.status is None and i.sop_instance_uid for i in found)
+    assert discover(str(tmp_path / "*.nothing"))[0].message == "no file matches this pattern"
+
+
+def test_named_bytes_and_zip_bytes(embedded, tmp_path: Path) -> None:
+    client = connect(embedded.url)
+    ds = make_dataset()
+    buffer = tmp_path / "a.zip"
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("one.dcm", to_bytes(make_dataset(ds.StudyInstanceUID)))
+    df = client.store([("picked.dcm", to_bytes(ds)), ("upload.zip", buffer.read_bytes())],
+                      progress=False)
+    assert list(df["source"]) == ["picked.dcm", "upload.zip!one.dcm"]
+    assert list(df["status"]) == [STORED, STORED]
