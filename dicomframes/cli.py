@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         " repeat for several")
     search.add_argument("--limit", type=int, help="most results")
     search.add_argument("--format", choices=("table", "csv"), default="table",
-                        help="a table (default) or CSV on standard output")
+                        help="a table of the main columns (default) or CSV of all of them")
+    search.add_argument("--all-columns", action="store_true",
+                        help="every column in the table format too")
     search.set_defaults(func=cmd_search)
 
     retrieve = sub.add_parser("retrieve", parents=[remote],
@@ -100,13 +102,49 @@ def _connect(args: argparse.Namespace) -> Client:
 
 
 def _print_table(df: Any, fmt: str) -> None:
-    if fmt == "csv":
-        df.to_csv(sys.stdout, index=False)
-    elif len(df) == 0:
-        print("(no results)")
-    else:
-        print(df.to_string(index=False, max_colwidth=60))
-    sys.stdout.flush()
+    try:
+        if fmt == "csv":
+            df.to_csv(sys.stdout, index=False)
+        elif len(df) == 0:
+            print("(no results)")
+        else:
+            print(format_table(df))
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `dicomframes search ... | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _cell_text(value: Any) -> str:
+    import datetime as dt
+
+    import pandas as pd
+
+    if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)):
+        return ""
+    if isinstance(value, (list, tuple)):
+        return "\\".join(_cell_text(v) for v in value)
+    if isinstance(value, dt.datetime) and value == value.replace(hour=0, minute=0, second=0,
+                                                                 microsecond=0):
+        return value.strftime("%Y-%m-%d")
+    if isinstance(value, dt.timedelta):
+        seconds = int(value.total_seconds())
+        return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return str(value).replace("\n", " ")
+
+
+def format_table(df: Any, max_width: int = 80) -> str:
+    """A plain left-aligned text table (missing values blank; cells cut at ``max_width``)."""
+    columns = [str(c) for c in df.columns]
+    rows = [[_cell_text(v) for v in row] for row in df.itertuples(index=False)]
+    rows = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row]
+            for row in rows]
+    widths = [max([len(name)] + [len(row[i]) for row in rows]) for i, name in
+              enumerate(columns)]
+    lines = ["  ".join(name.ljust(w) for name, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+              for row in rows]
+    return "\n".join(lines)
 
 
 def _fail(exc: BaseException) -> int:
@@ -159,8 +197,22 @@ def cmd_search(args: argparse.Namespace) -> int:
             df = client.search_instances(study=args.study, series=args.series, **filters)
     except (DicomFramesError, ValueError) as exc:
         return _fail(exc)
+    if args.format == "table" and not args.all_columns:
+        wanted = [c for c in _SEARCH_COLUMNS[args.level] if c in df.columns]
+        df = df[wanted] if wanted else df
     _print_table(df, args.format)
     return 0
+
+
+_SEARCH_COLUMNS = {
+    "studies": ["PatientName", "PatientID", "StudyDate", "ModalitiesInStudy", "AccessionNumber",
+                "StudyDescription", "NumberOfStudyRelatedSeries",
+                "NumberOfStudyRelatedInstances", "StudyInstanceUID"],
+    "series": ["PatientName", "SeriesNumber", "Modality", "SeriesDescription",
+               "NumberOfSeriesRelatedInstances", "SeriesInstanceUID"],
+    "instances": ["SeriesNumber", "InstanceNumber", "Rows", "Columns", "NumberOfFrames",
+                  "SOPInstanceUID"],
+}
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:

@@ -53,7 +53,6 @@ __all__ = ["Client", "Exchange", "PartInfo", "connect", "qido_params"]
 log = logging.getLogger(__name__)
 
 DICOM_JSON = "application/dicom+json"
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "PUT"})
 RETRY_STATUSES = frozenset({429, 503})
 
@@ -208,6 +207,29 @@ class PartInfo:
         return f"{head}  [{_human_size(self.size)}]"
 
 
+def _pretty_json(data: Any, depth: int = 0) -> str:
+    """JSON with the outer array and objects opened, each DICOM element on one line:
+    ``"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^John"}]}``."""
+    pad = "  " * (depth + 1)
+    end = "  " * depth
+    if depth < 2 and isinstance(data, list) and data and all(isinstance(x, dict) for x in data):
+        inner = ",\n".join(pad + _pretty_json(x, depth + 1) for x in data)
+        return f"[\n{inner}\n{end}]"
+    if depth < 2 and isinstance(data, dict) and data:
+        inner = ",\n".join(
+            f"{pad}{json.dumps(k, ensure_ascii=False)}: "
+            + (_pretty_json(v, depth + 1) if depth == 0 and isinstance(v, dict | list)
+               and not _looks_like_element(v) else json.dumps(v, ensure_ascii=False))
+            for k, v in data.items()
+        )
+        return f"{{\n{inner}\n{end}}}"
+    return json.dumps(data, ensure_ascii=False)
+
+
+def _looks_like_element(value: Any) -> bool:
+    return isinstance(value, dict) and "vr" in value
+
+
 def _summarize_body(body: bytes, total: int | None, content_type: str | None) -> str:
     """Readable summary of a (possibly truncated) body: JSON pretty, text, or size."""
     if total is None:
@@ -220,7 +242,7 @@ def _summarize_body(body: bytes, total: int | None, content_type: str | None) ->
         text = body.decode("utf-8", errors="replace")
         if media.endswith("json") or (media == "" and text.lstrip()[:1] in ("{", "[")):
             with contextlib.suppress(ValueError):
-                text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+                text = _pretty_json(json.loads(text))
         if media.endswith("json") or media.startswith("text/") or text.isprintable() or (
             text.replace("\n", "").replace("\t", "").replace("\r", "").isprintable()
         ):
@@ -1209,50 +1231,32 @@ class Client:
         instance: str,
         frames: int | Sequence[int] | None = None,
         *,
-        transfer_syntax: str = "*",
+        transfer_syntax: str | None = "*",
         convert_color: bool = False,
         out: numpy.ndarray | None = None,
     ) -> numpy.ndarray:
         """Pixel frames of an instance as a numpy array (WADO-RS ``.../frames/{list}``).
 
         ``frames`` is a 1-based frame number (-> one frame, shape ``(rows, columns[, samples])``),
-        a list of them (-> in that order), or None for every frame (-> ``(n, rows, columns[,
-        samples])``). dtype follows BitsAllocated/PixelRepresentation (float32/float64 for
-        float pixel data); signed values are sign-extended. ``transfer_syntax="*"`` (default)
-        takes the stored syntax and decodes it here (RLE, JPEG, JPEG-LS, JPEG 2000, HTJ2K via
-        ``dicomframes[codecs]``); a UID asks the server to transcode. ``convert_color`` turns
-        YBR into RGB. Metadata is cached per instance; see :mod:`dicomframes.frames` for the
-        fallbacks when a server refuses a transfer syntax.
+        a list of them, or None for every frame (-> ``(n, rows, columns[, samples])``).
+        ``transfer_syntax="*"`` (default) takes the stored syntax and decodes it here; a UID asks
+        the server to transcode. Parts are decoded as they arrive into one preallocated array
+        (``out`` if given); see :func:`dicomframes.frames.fetch_frames` for the fallbacks.
         """
-        from . import frames as frames_module
+        from .frames import fetch_frames
 
-        return frames_module.fetch_frames(
-            self, study, series, instance, frames, transfer_syntax=transfer_syntax,
-            convert_color=convert_color, out=out,
-        )
+        return fetch_frames(self, study, series, instance, frames,
+                            transfer_syntax=transfer_syntax, convert_color=convert_color,
+                            out=out)
 
-    def volume(
-        self,
-        study: str,
-        series: str,
-        *,
-        transfer_syntax: str = "*",
-        convert_color: bool = False,
-        workers: int | None = None,
-        refresh: bool = False,
-    ) -> numpy.ndarray:
-        """Every frame of a series stacked in slice order (instances sorted by position along
-        the slice normal, else by InstanceNumber): shape ``(slices, rows, columns[, samples])``.
-
-        Instances are fetched ``workers`` at a time (default 4) into one preallocated array;
-        the series metadata is read once and cached (``refresh=True`` reads it again).
+    def volume(self, study: str, series: str, **options: Any) -> numpy.ndarray:
+        """Every frame of a series stacked in slice order, shape
+        ``(frames, rows, columns[, samples])``; ``options`` as in
+        :func:`dicomframes.frames.fetch_volume` (``transfer_syntax``, ``workers``...).
         """
-        from . import frames as frames_module
+        from .frames import fetch_volume
 
-        return frames_module.fetch_volume(
-            self, study, series, transfer_syntax=transfer_syntax, convert_color=convert_color,
-            workers=workers, refresh=refresh,
-        )
+        return fetch_volume(self, study, series, **options)
 
     def rendered(
         self,

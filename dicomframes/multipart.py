@@ -176,7 +176,10 @@ def _check_boundary(boundary: str) -> bytes:
 
 def _boundary_bytes(boundary: str | bytes) -> bytes:
     """A boundary for decoding: lenient (servers send what they send), but never empty."""
-    raw = boundary.encode("latin-1") if isinstance(boundary, str) else bytes(boundary)
+    try:
+        raw = boundary.encode("latin-1") if isinstance(boundary, str) else bytes(boundary)
+    except UnicodeEncodeError:
+        raw = b""
     if not raw or len(raw) > 256 or any(c in raw for c in b"\r\n"):
         raise MultipartError(f"unusable multipart boundary {boundary!r}")
     return raw

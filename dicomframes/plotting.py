@@ -81,6 +81,7 @@ def _client_of(obj: Any, client: Any) -> Any:
         return client
     attrs = getattr(obj, "attrs", None) or {}
     found = attrs.get("dicomframes")
+    found = getattr(found, "client", found)  # tables keeps a link object holding the client
     if found is None:
         raise ValueError("no client to fetch pixels with: pass client=..., or use a DataFrame "
                          "returned by a dicomframes Client (it remembers its client)")
@@ -95,13 +96,14 @@ def _window_of(row: Any) -> tuple[float, float] | None:
     return center, width
 
 
-def _row_title(row: Any, show_patient: bool, frame: int | None = None) -> str:
+def _row_title(row: Any, show_patient: bool, frame: int | None = None,
+               keys: Sequence[str] = _TITLE_KEYS) -> str:
     parts = []
     if show_patient:
         name = _value(row, "PatientName")
         if name is not None:
             parts.append(str(name))
-    for key in _TITLE_KEYS:
+    for key in keys:
         value = _value(row, key)
         if value is None or value == "":
             continue
@@ -345,7 +347,8 @@ def show_series(
                       == "MONOCHROME1")
     picked = _pick(volume.shape[0], count)
     if title is None:
-        text = _row_title(first_row, show_patient) if first_row is not None else ""
+        text = (_row_title(first_row, show_patient, keys=("Modality", "SeriesDescription"))
+                if first_row is not None else "")
         text = f"{text} · {volume.shape[0]} slices" if text else f"{volume.shape[0]} slices"
     elif title is False:
         text = None

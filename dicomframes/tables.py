@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import gc
 import re
 import warnings
 from collections.abc import Iterable, Sequence
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -56,6 +56,7 @@ from .dicomjson import (
     _BINARY_VRS,
     _FLOAT_VRS,
     _INT_VRS,
+    _STRING_VRS,
     _STRUCT_CODES,
     UnknownAttribute,
     _ds_string,
@@ -307,9 +308,7 @@ def _convert(vr: str, values: list[Any], tag: int, pn_components: bool) -> tuple
         return _names(values, pn_components)
     if vr == "AT":
         return _tags(values)
-    if vr == "SQ":
-        return _objects(values), []
-    if all(v is None or isinstance(v, str) for v in values):
+    if vr in _STRING_VRS:
         return _strings(values)
     return _objects(values), []
 
@@ -335,6 +334,55 @@ def _warn(name: str, tag: int, vr: str, bad: list[int], values: list[Any], rows:
 
 # --------------------------------------------------------------------------- columns
 
+class _Binary:
+    """Marks an element given by BulkDataURI or InlineBinary in the row pass."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, elem: dict[str, Any]) -> None:
+        if "BulkDataURI" in elem:
+            self.value: Any = elem["BulkDataURI"]
+        else:
+            data = elem["InlineBinary"]
+            self.value = base64.b64decode("".join(data) if isinstance(data, list) else data)
+
+
+def _collect(objs: list[dict[str, Any]], raw: bool) -> tuple[dict, dict, set, set]:
+    """One pass over the objects, row by row (memory order: several times faster than
+    looking each tag up in every object). Per tag: a list with, for each row, None
+    (absent or empty), the single value, a list of 2+ values, or a _Binary."""
+    n = len(objs)
+    columns: dict[str, list[Any]] = {}
+    vrs: dict[str, str | None] = {}
+    multi: set[str] = set()
+    binary: set[str] = set()
+    for i, obj in enumerate(objs):
+        for key, elem in obj.items():
+            if raw:
+                value = elem
+            elif elem is None:
+                continue
+            else:
+                value = elem.get("Value")
+                if value is not None and len(value) == 1:
+                    value = value[0]
+                elif value is None:
+                    if "BulkDataURI" in elem or "InlineBinary" in elem:
+                        value = _Binary(elem)
+                        binary.add(key)
+                elif value:
+                    multi.add(key)
+                else:
+                    value = None
+            try:
+                columns[key][i] = value
+            except KeyError:
+                columns[key] = [None] * n
+                columns[key][i] = value
+                vrs[key] = elem.get("vr") if isinstance(elem, dict) else None
+    return columns, vrs, multi, binary
+
+
 class _Builder:
     def __init__(self, *, raw: bool, split: bool, flatten: bool, pn_components: bool) -> None:
         self.raw = raw
@@ -344,70 +392,61 @@ class _Builder:
         self.vrs: dict[str, str] = {}
 
     def columns(self, objs: list[dict[str, Any]], rows: Any) -> dict[str, Any]:
-        keys = _ordered_keys(objs)
+        collected, json_vrs, multi, binary = _collect(objs, self.raw)
         main: dict[str, Any] = {}
         extra: dict[str, Any] = {}
-        for tag, key in keys:
-            elems = [o.get(key) for o in objs]
+        for tag, key in _ordered_keys(collected):
+            values = collected.pop(key)
             name = keyword_of(tag)
-            vr = next((e.get("vr") for e in elems if e and e.get("vr")), None) or vr_of(tag)
+            vr = json_vrs.get(key) or vr_of(tag)
             if vr != vr_of(tag):
                 self.vrs[name] = vr
             if self.raw:
-                main[name] = _objects(elems)
-                continue
-            self._column(name, tag, vr, elems, rows, main, extra)
+                main[name] = _objects(values)
+            elif key in binary:
+                main[name] = _convert(
+                    "", [v.value if isinstance(v, _Binary) else v for v in values], tag, False
+                )[0]
+            elif vr == "SQ":
+                items = [None if v is None else [v] if isinstance(v, dict) else v for v in values]
+                if self.flatten:
+                    self._flatten(name, items, rows, main)
+                else:
+                    main[name] = _objects([
+                        None if v is None else [_item(i, self.pn) for i in v] for v in items
+                    ])
+            elif key in multi:
+                self._multi(name, tag, vr, values, rows, main, extra)
+            else:
+                main[name] = self._typed(name, tag, vr, values, rows)
         main.update(extra)
         return main
 
-    def _column(
-        self, name: str, tag: int, vr: str, elems: list[Any], rows: Any,
+    def _multi(
+        self, name: str, tag: int, vr: str, values: list[Any], rows: Any,
         main: dict[str, Any], extra: dict[str, Any],
     ) -> None:
-        n = len(elems)
-        values = [e.get("Value") if e is not None else None for e in elems]
-        if values.count(None) > elems.count(None):
-            # some elements have no "Value": empty, or binary (BulkDataURI / InlineBinary)
-            binary = [_binary(e) for e in elems]
-            if any(b is not None for b in binary):
-                main[name] = _convert("", binary, tag, False)[0]
-                return
-        if vr == "SQ":
-            if self.flatten:
-                self._flatten(name, values, rows, main)
-            else:
-                main[name] = _objects([
-                    None if v is None else [_item(i, self.pn) for i in v] for v in values
-                ])
-            return
-        nonempty = [v for v in values if v]
-        longest = max(map(len, nonempty), default=0)
-        if longest <= 1:
-            first = list(map(itemgetter(0), values)) if len(nonempty) == n else [
-                v[0] if v else None for v in values
-            ]
-            main[name] = self._typed(name, tag, vr, first, rows)
-            return
+        lists = [v if v is None or isinstance(v, list) else [v] for v in values]
         if self.split:
-            main[name] = self._typed(name, tag, vr, [v[0] if v else None for v in values], rows)
+            longest = max(len(v) for v in lists if v)
+            main[name] = self._typed(name, tag, vr, [v[0] if v else None for v in lists], rows)
             extra[f"Multi{name}"] = pd.array(
-                [None if not v else int(len(v) > 1) for v in values], dtype="Int64"
+                [None if not v else int(len(v) > 1) for v in lists], dtype="Int64"
             )
             for k in range(1, longest):
-                kth = [v[k] if v and len(v) > k else None for v in values]
+                kth = [v[k] if v and len(v) > k else None for v in lists]
                 extra[f"{name}{k}"] = self._typed(name, tag, vr, kth, rows)
             return
         # lists in cells: convert all values at once, then regroup them by row
-        counts = np.fromiter((len(v) if v else 0 for v in values), dtype=np.int64, count=n)
-        flat = [x for v in values if v for x in v]
+        counts = [len(v) if v else 0 for v in lists]
+        flat = [x for v in lists if v for x in v]
         flat_rows = np.repeat(np.asarray(rows), counts)
         converted = pd.Series(self._typed(name, tag, vr, flat, flat_rows)).tolist()
-        ends = np.cumsum(counts).tolist()
-        cells = []
+        cells: list[Any] = []
         start = 0
-        for count, end in zip(counts.tolist(), ends, strict=True):
-            cells.append(converted[start:end] if count else None)
-            start = end
+        for count in counts:
+            cells.append(converted[start:start + count] if count else None)
+            start += count
         main[name] = _objects(cells)
 
     def _typed(self, name: str, tag: int, vr: str, values: list[Any], rows: Any) -> Any:
@@ -420,8 +459,7 @@ class _Builder:
         counts = [len(v) if v else 0 for v in values]
         inner = _Builder(raw=False, split=self.split, flatten=False, pn_components=self.pn)
         if max(counts, default=0) <= 1:
-            items = [v[0] if v else {} for v in values]
-            sub = inner.columns(items, rows)
+            sub = inner.columns([v[0] if v else {} for v in values], rows)
             if not sub:
                 main[name] = _objects([None] * len(values))
             for key, column in sub.items():
@@ -429,8 +467,7 @@ class _Builder:
             self.vrs.update({f"{name}.{k}": vr for k, vr in inner.vrs.items()})
             return
         items = [item for v in values if v for item in v]
-        item_rows = np.repeat(np.asarray(rows), counts)
-        sub = inner.columns(items, item_rows)
+        sub = inner.columns(items, np.repeat(np.asarray(rows), counts))
         self.vrs.update({f"{name}.{k}": vr for k, vr in inner.vrs.items()})
         for key, column in sub.items():
             flat = pd.Series(column).tolist()
@@ -443,24 +480,13 @@ class _Builder:
             main[f"{name}.{key}"] = _objects(cells)
 
 
-def _binary(elem: dict[str, Any] | None) -> Any:
-    if not elem:
-        return None
-    if "BulkDataURI" in elem:
-        return elem["BulkDataURI"]
-    if "InlineBinary" in elem:
-        data = elem["InlineBinary"]
-        return base64.b64decode("".join(data) if isinstance(data, list) else data)
-    return None
-
-
-def _ordered_keys(objs: list[dict[str, Any]]) -> list[tuple[int, str]]:
-    keys: set[str] = set().union(*objs) if objs else set()
+def _ordered_keys(columns: dict[str, Any]) -> list[tuple[int, str]]:
     out = []
-    for key in keys:
+    for key in list(columns):
         try:
             out.append((int(key, 16), key))
         except (TypeError, ValueError):
+            columns.pop(key)
             warnings.warn(f"ignoring {key!r}: not a DICOM JSON tag", UserWarning, stacklevel=4)
     out.sort()
     return out
@@ -498,7 +524,15 @@ def to_dataframe(
         raw=raw, split=split_multivalued, flatten=flatten_sequences, pn_components=pn_components
     )
     if objs:
-        columns = builder.columns(objs, range(len(objs)))
+        # Millions of small objects are made and dropped here, none in reference cycles: the
+        # cyclic garbage collector would only re-scan the parsed JSON again and again.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            columns = builder.columns(objs, range(len(objs)))
+        finally:
+            if paused:
+                gc.enable()
     elif level is not None:
         columns = {
             keyword_of(tag): (

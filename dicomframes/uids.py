@@ -22,7 +22,9 @@ def validate_uid(value: object, what: str = "UID") -> str:
     component and no leading zero in a component, and are at most 64 characters long.
     """
     if not is_valid_uid(value):
-        raise ValueError(f"invalid {what}: {value!r} (a DICOM UID is digits and dots, at most 64 characters)")
+        raise ValueError(
+            f"invalid {what}: {value!r} (a DICOM UID is digits and dots, at most 64 characters)"
+        )
     return value  # type: ignore[return-value]
 
 

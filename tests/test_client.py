@@ -291,8 +291,11 @@ def test_frames_call_10(tutorial: Client, pixels_by_sop: dict) -> None:
     listed = tutorial.frames(STUDY, SERIES_B, BLUE, [1])
     assert np.array_equal(listed[0], pixels_by_sop[BLUE])
     assert "frames/1" in tutorial.last_exchange.url
-    with pytest.raises(errors.DICOMwebError) as info:
-        tutorial.frames(STUDY, SERIES_B, BLUE, [2])
+    with pytest.raises(ValueError, match="frame"):
+        tutorial.frames(STUDY, SERIES_B, BLUE, [2])  # checked against NumberOfFrames
+    with pytest.raises(errors.DICOMwebError) as info:  # the server's own answer
+        tutorial.request("GET", f"studies/{STUDY}/series/{SERIES_B}/instances/{BLUE}/frames/2",
+                         headers={"Accept": 'multipart/related; type="application/octet-stream"'})
     assert info.value.status in (400, 404)
 
 
@@ -311,8 +314,10 @@ def test_search_calls_11_to_16(tutorial: Client) -> None:
     assert inst["SOPInstanceUID"].tolist() == [RED]
     inst = tutorial.search_instances(STUDY, SERIES_B, SOPInstanceUID=BLUE)     # 16
     assert inst["SOPInstanceUID"].tolist() == [BLUE]
+    # limit=None (the default) fetches every page: the first page's size is explicit
     assert tutorial.last_exchange.url.endswith(
-        f"/studies/{STUDY}/series/{SERIES_B}/instances?SOPInstanceUID={BLUE}")
+        f"/studies/{STUDY}/series/{SERIES_B}/instances?SOPInstanceUID={BLUE}"
+        f"&limit={tutorial.page_size}")
     inst = tutorial.search_instances(series=SERIES_GR)
     assert set(inst["SOPInstanceUID"]) == {GREEN, RED}
 
@@ -546,10 +551,10 @@ def test_error_body_read_without_content_type(scripted: Callable[..., Scripted])
     assert len(info.value.message) <= 1000
 
 
-def test_token_never_leaks(dicomweb: DicomwebServer, tutorial_files: list[Path],
+def test_token_never_leaks(embedded: Any, tutorial_files: list[Path],
                            monkeypatch: pytest.MonkeyPatch) -> None:
-    if dicomweb.kind == "orthanc":
-        pytest.skip("the embedded server ignores tokens; Orthanc would refuse one")
+    """The embedded server ignores tokens, so a real exchange can carry one."""
+    dicomweb = DicomwebServer("embedded", embedded.url, embedded)
     dicomweb.stow(tutorial_files)
     client = connect(dicomweb.url, token=TOKEN)
     client.search_studies(StudyInstanceUID=STUDY)
@@ -766,3 +771,55 @@ def test_connect_defaults_and_validation(monkeypatch: pytest.MonkeyPatch) -> Non
     assert client.url == "http://127.0.0.1:1/dicom-web"
     assert client.session.verify is True
     assert "dicom-web" in repr(client)
+
+
+def test_connect_without_url_uses_the_embedded_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dicomframes.server
+
+    monkeypatch.delenv("DICOMWEB_URL", raising=False)
+    monkeypatch.setenv("DICOMWEB_TOKEN", TOKEN)  # ignored without DICOMWEB_URL
+    monkeypatch.setenv("DICOMFRAMES_DATA", str(tmp_path / "archive"))
+    client = connect()
+    assert client.url == dicomframes.server.embedded().url
+    assert client.url.startswith("http://127.0.0.1:")
+    assert "bearer" not in repr(client)
+    assert isinstance(client.search_studies(), pd.DataFrame)
+
+
+def test_bulkdata_single_part_answer(scripted: Callable[..., Scripted]) -> None:
+    server = scripted([(200, {"Content-Type": "application/octet-stream"}, b"\x01\x02\x03\x04")])
+    client = connect(server.url)
+    assert client.bulkdata(f"{server.url}/studies/{STUDY}/bulk/7fe00010") == b"\x01\x02\x03\x04"
+    assert client.bulkdata(f"studies/{STUDY}/bulk/7fe00010") == b"\x01\x02\x03\x04"
+    assert server.seen[1][1] == f"/studies/{STUDY}/bulk/7fe00010"
+
+
+def test_read_timeout_is_retried_for_get(scripted: Callable[..., Scripted]) -> None:
+    import time
+
+    def slow(handler: http.server.BaseHTTPRequestHandler) -> None:
+        time.sleep(3)
+        handler.close_connection = True
+
+    server = scripted([slow, (200, JSON, b"[]")])
+    client = connect(server.url, timeout=1.0, backoff=0.01)
+    assert len(client.search_studies(limit=1)) == 0
+    assert "Timeout" in (client.history[0].error or "")
+    assert client.history[-1].status == 200
+    impatient = connect(server.url, timeout=1.0, retries=0)
+    server.steps[:] = [slow]
+    with pytest.raises(requests.Timeout):
+        impatient.search_studies(limit=1)
+
+
+def test_caret_in_person_name_matches_on_real_servers(dicomweb: DicomwebServer) -> None:
+    """Orthanc does not percent-decode queries: "Doe^J*" only matches when ^ travels raw."""
+    data = make_instances(1, patient_name="Caretson^Jo", patient_id="CARET")
+    study = pydicom.dcmread(io.BytesIO(data[0])).StudyInstanceUID
+    dicomweb.stow(data)
+    client = connect(dicomweb.url)
+    found = client.search_studies(PatientName="Caretson^J*", PatientID="CARET")
+    assert study in set(found["StudyInstanceUID"])
+    assert "PatientName=Caretson^J*" in client.last_exchange.url

@@ -27,7 +27,6 @@ from dicomframes import frames as frames_module
 from dicomframes.uids import is_valid_uid
 
 
-
 def _storable(path: str | Path, folder: Path) -> Path:
     """STOW needs Study/Series/SOP Instance UIDs; four bundled codec samples (JPEG-LS
     near-lossless) lack Study/Series UIDs. Those get a copy with new ones added; the pixel data
@@ -95,7 +94,7 @@ def archive(request: pytest.FixtureRequest) -> Iterator[Archive]:
     archive.client.close()
 
 
-def _check_instance(archive: Archive, path: str | Path) -> None:
+def _check_instance(archive: Archive, path: str | Path, transfer_syntax: str = "*") -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         full = pydicom.dcmread(path)
@@ -107,13 +106,15 @@ def _check_instance(archive: Archive, path: str | Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fallbacks warn; they are checked below
             got = archive.client.frames(ds.StudyInstanceUID, ds.SeriesInstanceUID,
-                                        ds.SOPInstanceUID, convert_color=True)
+                                        ds.SOPInstanceUID, convert_color=True,
+                                        transfer_syntax=transfer_syntax)
         notes = archive.client.capabilities.get("frames_fallbacks", [])
         assert got.shape == expected.shape
         assert (got.dtype.kind, got.dtype.itemsize) == (expected.dtype.kind,
                                                          expected.dtype.itemsize)
         syntax = str(full.file_meta.TransferSyntaxUID)
-        server_decoded = any("server to decode" in n or "default syntax" in n for n in notes)
+        server_decoded = transfer_syntax != "*" or any(
+            "server to decode" in n or "default syntax" in n for n in notes)
         if syntax in LOSSY_SYNTAXES and server_decoded:
             diff = np.abs(got.astype(np.float64) - expected.astype(np.float64)).max()
             assert diff <= LOSSY_SERVER_DECODED, f"max difference {diff} ({notes})"
@@ -124,10 +125,43 @@ def _check_instance(archive: Archive, path: str | Path) -> None:
         archive.clear(ds)
 
 
+# Known gaps of a server (not of the client), reported to its owner; xfail (not strict) so a
+# fix shows up as XPASS.
+KNOWN_GAPS = {
+    ("embedded", "test_files/ExplVR_BigEnd.dcm"):
+        "embedded server: big endian -> little endian frames lose PlanarConfiguration 1",
+    ("embedded", "test_files/SC_rgb_jpeg.dcm"):
+        "embedded server: STOW does not store this file (explicit VR declared, implicit "
+        "written) that pydicom reads",
+}
+
+
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_file_through_server_equals_pixel_array(archive: Archive, name: str,
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    gap = KNOWN_GAPS.get((archive.name, name))
+    if gap:
+        request.applymarker(pytest.mark.xfail(reason=gap, strict=False))
     _check_instance(archive, _storable(_path(name), tmp_path))
+
+
+SERVER_DECODES = [
+    "test_files/examples_ybr_color.dcm",  # JPEG baseline YBR_FULL_422, 30 frames
+    "test_files/SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline YBR_FULL
+    "test_files/SC_rgb_rle_2frame.dcm",  # RLE RGB
+    "test_files/JPGExtended.dcm",  # JPEG extended 12-bit
+    "test_files/MR_small_RLE.dcm",  # RLE signed 16-bit
+    "test_files/MR_small_jp2klossless.dcm",  # J2K: Orthanc cannot decode it (500)
+    "test_files/SC_rgb_jpeg_gdcm.dcm",  # JPEG lossless RGB
+]
+
+
+@pytest.mark.parametrize("name", SERVER_DECODES)
+def test_server_transcodes_to_explicit_little_endian(archive: Archive, name: str) -> None:
+    """transfer_syntax=Explicit VR Little Endian: the server decodes (or, refusing, the client
+    falls back to the stored syntax) and the result still matches pixel_array."""
+    _check_instance(archive, _path(name), transfer_syntax=str(ExplicitVRLittleEndian))
 
 
 def test_tutorial_files_through_server(archive: Archive, tutorial_files: list[Path]) -> None:

@@ -96,3 +96,68 @@ def test_show_series_strip_of_a_volume() -> None:
         np.testing.assert_array_equal(_shown(ax), volume[index])
     assert fig._suptitle.get_text() == "30 slices"
     assert len(show_series(volume, count=None, cols=10).axes) == 30
+
+
+# ---- from DataFrames, through a real server ------------------------------------------------
+
+
+def _ct_slices(folder, count: int = 3) -> tuple[list, np.ndarray]:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    study, series = generate_uid(), generate_uid()
+    paths, stack = [], []
+    for i in range(count):
+        arr = (np.arange(20 * 16, dtype=np.uint16).reshape(20, 16) * (i + 1)) % 4000
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.PatientName, ds.PatientID = "Doe^Jane", "PLOT1"
+        ds.Modality, ds.SeriesDescription, ds.InstanceNumber = "CT", "Plot test", i + 1
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0, 0, float(i)]
+        ds.Rows, ds.Columns = 20, 16
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        ds.PixelData = arr.tobytes()
+        path = folder / f"ct{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+        stack.append(arr)
+    return paths, np.stack(stack)
+
+
+def test_rows_and_series_from_a_server_are_windowed_and_patient_free(embedded, tmp_path) -> None:
+    import dicomframes
+
+    client = dicomframes.connect(embedded.url)
+    paths, stack = _ct_slices(tmp_path)
+    outcome = client.store([str(p) for p in paths])
+    assert set(outcome["status"]) == {"stored"}
+    study = str(outcome["StudyInstanceUID"].iloc[0])
+    try:
+        table = client.metadata(study).sort_values("InstanceNumber")
+        row = table.iloc[1]
+        ax = show_frame(row)
+        expected = apply_window(apply_modality_lut(stack[1], 1, -1024), 40, 400)
+        np.testing.assert_array_equal(_shown(ax), expected)
+        assert ax.get_title() == "CT · Plot test · #2 · frame 1"
+        assert "Doe" not in ax.get_title()
+        assert "Doe, Jane" in show_frame(row, show_patient=True).get_title()
+
+        fig = show_series(table)
+        assert len(fig.axes) == 3
+        for ax, arr in zip(fig.axes, stack, strict=True):
+            np.testing.assert_array_equal(
+                _shown(ax), apply_window(apply_modality_lut(arr, 1, -1024), 40, 400))
+        assert "Doe" not in fig._suptitle.get_text()
+        assert fig._suptitle.get_text() == "CT · Plot test · 3 slices"
+    finally:
+        client.delete(study)

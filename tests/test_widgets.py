@@ -30,7 +30,8 @@ def test_uploader_folder_and_picked_files_end_up_on_the_server(embedded, tmp_pat
     uploader.folder.value = str(tmp_path / "folder")
     uploader.files.value = ({"name": "picked.dcm", "type": "application/dicom",
                              "size": len(to_bytes(picked)), "content": memoryview(
-                                 to_bytes(picked)), "last_modified": 0},)
+                                 to_bytes(picked)),
+                             "last_modified": dt.datetime.now(dt.UTC)},)
     uploader.upload_button.click()
     result = uploader.wait(120)
 

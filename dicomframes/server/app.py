@@ -54,7 +54,7 @@ from .pixeldata import (
     transcode_to_explicit_le,
 )
 from .query import QueryError, absolute_bulk_uris, parse_query, search
-from .storage import PROCESSING_FAILURE, Archive, InstanceRecord, StoreFailure, Stored
+from .storage import PROCESSING_FAILURE, Archive, InstanceRecord, Stored, StoreFailure
 
 DICOM_JSON = "application/dicom+json"
 _JSON_TYPES = {DICOM_JSON, "application/json", "*/*", "application/*"}
@@ -575,11 +575,14 @@ class DICOMwebApp:
         base = _instance_url(_service_base(request), record.study, record.series,
                              record.sop_instance)
 
+        # the first frame is read before answering, so that an error still gets its status
+        first = await run_in_threadpool(self._frame, read, record, numbers[0] - 1)
+
         def parts() -> Iterator[tuple[dict[str, str], bytes]]:
-            for number in numbers:
+            for position, number in enumerate(numbers):
                 yield ({"Content-Type": part_type,
                         "Content-Location": f"{base}/frames/{number}"},
-                       self._frame(read, record, number - 1))
+                       first if position == 0 else self._frame(read, record, number - 1))
 
         boundary = new_boundary()
         content_type = related_content_type(boundary, plan.media_type,
@@ -655,7 +658,7 @@ class DICOMwebApp:
         layout = record.pixels
         ranges = parse_accept(request.headers.get("accept"))
         if len(tag_path) == 1 and tag_path[0] == layout.tag and layout.kind != "none":
-            if not layout.is_native and layout.frames > 1 or layout.kind == "opaque":
+            if (not layout.is_native and layout.frames > 1) or layout.kind == "opaque":
                 return await self._bulk_frames(request, record, ranges)
             if layout.kind == "native":
                 data = await run_in_threadpool(read_range, record.path,

@@ -288,7 +288,11 @@ def _decode_array(path: Path, index: int) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
     try:
-        return pixel_array(str(path), index=index)
+        try:
+            return pixel_array(str(path), index=index)
+        except (AttributeError, KeyError, ValueError):
+            # e.g. a deflated file, which only a full read can open
+            return pixel_array(pydicom.dcmread(path), index=index)
     except Exception as exc:  # codec errors come in many types
         raise PixelDataError(f"cannot decode frame {index + 1}: {exc}") from exc
 
@@ -328,7 +332,7 @@ def transcode_to_explicit_le(path: Path) -> bytes:
     ts = UID(ds.file_meta.TransferSyntaxUID)
     try:
         if ts.is_compressed:
-            ds.decompress()
+            ds.decompress(generate_instance_uid=False)
         elif not ts.is_little_endian:
             big = ds
             ds = pydicom.Dataset()
@@ -429,6 +433,8 @@ def bulk_value(path: Path, tag_path: list[int | str]) -> bytes:
                 raise KeyError(step)
             node = node[step].value
         elif isinstance(step, str) and isinstance(node, pydicom.sequence.Sequence):
+            if int(step) >= len(node):
+                raise KeyError(step)
             node = node[int(step)]
         else:
             raise KeyError(step)

@@ -27,7 +27,15 @@ import pydicom
 
 from ..dicomjson import UnknownAttribute, dataset_to_json, keyword_of, tag_hex, tag_of
 from ..uids import validate_uid
-from .storage import BULK_PREFIX, DEFAULT_TAGS, SEARCHABLE, Archive, Attribute, normalize_time
+from .storage import (
+    BULK_PREFIX,
+    COMMON_TAGS,
+    DEFAULT_TAGS,
+    SEARCHABLE,
+    Archive,
+    Attribute,
+    normalize_time,
+)
 
 ALIASES = {"study": "st", "series": "se", "instance": "i"}
 _RANK = {"study": 0, "series": 1, "instance": 2}
@@ -184,15 +192,16 @@ def _match(attr: Attribute, value: str, fuzzy: bool) -> tuple[str, list[Any]]:
             raise QueryError(f"{name}: {value!r} is not an integer") from None
         return f"{col} = ?", [number]
     if attr.kind == "pn":
-        if _has_wildcard(value):
-            return f"{col} LIKE ? ESCAPE '\\'", [_like(value)]
+        folded = value.split("=")[0].strip().casefold()
+        if _has_wildcard(folded):
+            return f"{col}_fold GLOB ?", [_glob(folded)]
         if fuzzy:
-            words = [w for w in re.split(r"[\s^=,]+", value.lower()) if w]
+            words = [w for w in re.split(r"[\s^,]+", folded) if w]
             if not words:
                 return "1", []
             return " AND ".join(f"{col}_words LIKE ? ESCAPE '\\'" for _ in words), \
                 [f"% {_like(w)}%" for w in words]
-        return f"{col} = ? COLLATE NOCASE", [value]
+        return f"{col}_fold = ?", [folded]
     values = _items(value) if attr.kind == "cs" else [value]
     clauses, args = [], []
     for item in values:
@@ -342,6 +351,7 @@ def _select(query: Query) -> tuple[str, list[str]]:
     else:
         source = ("instances i JOIN series se ON se.SeriesInstanceUID = i.SeriesInstanceUID "
                   "JOIN studies st ON st.StudyInstanceUID = i.StudyInstanceUID")
+    cols.append(f"{ALIASES[query.level]}.common")
     sql = f"SELECT {', '.join(cols)} FROM {source}"
     if query.where:
         sql += " WHERE " + " AND ".join(query.where)
@@ -352,7 +362,7 @@ def _select(query: Query) -> tuple[str, list[str]]:
 
 
 def _default_tags(query: Query) -> set[int]:
-    tags: set[int] = set()
+    tags: set[int] = set(COMMON_TAGS)
     for level in query.levels:
         tags.update(DEFAULT_TAGS[level])
     for tag, level in COMPUTED.items():
@@ -371,7 +381,7 @@ def search(archive: Archive, query: Query, base: str) -> list[str]:
     online = _fragment(INSTANCE_AVAILABILITY, "CS", "ONLINE")
     results = []
     for row in rows:
-        pieces: list[str] = []
+        pieces: list[str] = [row[-1]]
         if "st.qido" in position:
             p = position["st.qido"]
             qido, study, modalities, n_series, n_instances = row[p:p + 5]

@@ -41,7 +41,9 @@ class Server:
         self.max_request_bytes = int(max_request_bytes)
         self.app = create_app(self.archive, max_request_bytes=self.max_request_bytes)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets whose proto says TCP; without
+        # it Nagle + delayed ACK add 40 ms to every small keep-alive response.
+        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._socket.bind((host, port))

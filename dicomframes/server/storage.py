@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +109,16 @@ SEARCHABLE: dict[str, Attribute] = {a.keyword: a for a in _SEARCHABLE}
 # PS3.18 Table 6.7.1-2, -2a, -2b: attributes returned by default (computed ones are added by
 # the query module). Present in the answer even when the instance lacks them (empty value),
 # except the ones in OPTIONAL_DEFAULTS.
+# SpecificCharacterSet and TimezoneOffsetFromUTC belong to every level: they are kept apart
+# (COMMON_TAGS) and returned once, from the level searched.
+COMMON_TAGS = (0x00080005, 0x00080201)
 DEFAULT_TAGS: dict[str, tuple[int, ...]] = {
-    "study": (0x00080005, 0x00080020, 0x00080030, 0x00080050, 0x00080090, 0x00080201,
-              0x00100010, 0x00100020, 0x00100030, 0x00100040, 0x0020000D, 0x00200010),
-    "series": (0x00080005, 0x00080060, 0x00080201, 0x0008103E, 0x0020000E, 0x00200011,
-               0x00400244, 0x00400245, 0x00400275),
-    "instance": (0x00080005, 0x00080016, 0x00080018, 0x00080201, 0x00200013, 0x00280010,
-                 0x00280011, 0x00280100, 0x00280008),
+    "study": (0x00080020, 0x00080030, 0x00080050, 0x00080090, 0x00100010, 0x00100020,
+              0x00100030, 0x00100040, 0x0020000D, 0x00200010),
+    "series": (0x00080060, 0x0008103E, 0x0020000E, 0x00200011, 0x00400244, 0x00400245,
+               0x00400275),
+    "instance": (0x00080016, 0x00080018, 0x00200013, 0x00280010, 0x00280011, 0x00280100,
+                 0x00280008),
 }
 OPTIONAL_DEFAULTS = {0x00080005, 0x00080201, 0x00400244, 0x00400245, 0x00400275, 0x00280008,
                      0x00280010, 0x00280011, 0x00280100, 0x0008103E}
@@ -207,22 +211,26 @@ def pn_words(name: str | None) -> str | None:
     """Lower-case words of a person name, space separated with a leading space (fuzzy search)."""
     if not name:
         return None
-    words = [w for w in name.replace("^", " ").replace("=", " ").lower().split() if w]
+    words = [w for w in name.replace("^", " ").replace("=", " ").casefold().split() if w]
     return " " + " ".join(words) if words else None
 
 
-def column_value(ds: pydicom.Dataset, attr: Attribute) -> Any:
-    """The value stored in the index column of ``attr`` (None when absent or unreadable)."""
-    try:
-        value = _first(ds.get(attr.keyword))
-    except Exception:  # a malformed value must not stop the store
+def column_value(obj: dict[str, Any], attr: Attribute) -> Any:
+    """The value stored in the index column of ``attr``, read from the instance's DICOM JSON
+    (None when absent, empty or unusable)."""
+    element = obj.get(tag_hex(attr.tag))
+    values = element.get("Value") if element else None
+    if not values or values[0] is None:
         return None
-    if value is None or value == "":
-        return None
+    first = values[0]
     try:
         if attr.kind == "int":
-            return int(value)
-        text = str(value).strip()
+            return int(first)
+        if attr.kind == "pn":  # the alphabetic group is what queries match
+            text = str(first.get("Alphabetic", "")) if isinstance(first, dict) else str(first)
+        else:
+            text = str(first)
+        text = text.strip()
         if attr.kind == "tm":
             return normalize_time(text)
         return text or None
@@ -249,6 +257,7 @@ def _columns(level: str) -> list[str]:
         else:
             cols.append(f"{attr.keyword} {sql_type}")
         if attr.kind == "pn":
+            cols.append(f"{attr.keyword}_fold TEXT")
             cols.append(f"{attr.keyword}_words TEXT")
     return cols
 
@@ -257,22 +266,22 @@ def _schema() -> str:
     study = ", ".join(["id INTEGER PRIMARY KEY", *_columns("study"), "modalities TEXT",
                        "num_series INTEGER NOT NULL DEFAULT 0",
                        "num_instances INTEGER NOT NULL DEFAULT 0",
-                       "attrs TEXT NOT NULL", "qido TEXT NOT NULL"])
+                       "attrs TEXT NOT NULL", "qido TEXT NOT NULL", "common TEXT NOT NULL"])
     series = ", ".join(["id INTEGER PRIMARY KEY", "StudyInstanceUID TEXT NOT NULL",
                         *_columns("series"), "num_instances INTEGER NOT NULL DEFAULT 0",
-                        "attrs TEXT NOT NULL", "qido TEXT NOT NULL"])
+                        "attrs TEXT NOT NULL", "qido TEXT NOT NULL", "common TEXT NOT NULL"])
     instance = ", ".join(["id INTEGER PRIMARY KEY", "StudyInstanceUID TEXT NOT NULL",
                           "SeriesInstanceUID TEXT NOT NULL", *_columns("instance"),
                           "transfer_syntax TEXT NOT NULL", "path TEXT NOT NULL UNIQUE",
                           "size INTEGER NOT NULL", "stored_at REAL NOT NULL",
                           "metadata TEXT NOT NULL", "qido TEXT NOT NULL",
-                          "pixels TEXT NOT NULL"])
+                          "common TEXT NOT NULL", "pixels TEXT NOT NULL"])
     indexes = [
         "CREATE INDEX IF NOT EXISTS series_study ON series(StudyInstanceUID)",
         "CREATE INDEX IF NOT EXISTS instances_series ON instances(SeriesInstanceUID)",
         "CREATE INDEX IF NOT EXISTS instances_study ON instances(StudyInstanceUID)",
         "CREATE INDEX IF NOT EXISTS studies_patient_id ON studies(PatientID)",
-        "CREATE INDEX IF NOT EXISTS studies_patient_name ON studies(PatientName COLLATE NOCASE)",
+        "CREATE INDEX IF NOT EXISTS studies_patient_name ON studies(PatientName_fold)",
         "CREATE INDEX IF NOT EXISTS studies_date ON studies(StudyDate)",
         "CREATE INDEX IF NOT EXISTS studies_accession ON studies(AccessionNumber)",
         "CREATE INDEX IF NOT EXISTS series_modality ON series(Modality)",
@@ -293,25 +302,31 @@ def _json_text(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _subset_json(ds: pydicom.Dataset, tags: Any, defaults: tuple[int, ...] = ()) -> dict:
-    """DICOM JSON of the elements of ``ds`` whose tags are in ``tags`` (plus empty defaults)."""
-    sub = pydicom.Dataset()
-    for elem in ds:
-        tag = int(elem.tag)
-        if tag in tags and tag not in PIXEL_TAGS:
-            sub.add(elem)
+@lru_cache(maxsize=512)
+def _empty_element(tag: int) -> str:
+    """DICOM JSON of an element without a value (made by dicomjson)."""
+    ds = pydicom.Dataset()
+    ds.add_new(tag, vr_of(tag), None)
+    return _json_text(dataset_to_json(ds)[tag_hex(tag)])
+
+
+def _subset(obj: dict[str, Any], tags: Any, defaults: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The elements of a DICOM JSON object whose tags are in ``tags``, sorted by tag, with an
+    empty element for each required default that is missing."""
+    out = {key: element for key, element in obj.items() if int(key, 16) in tags}
     for tag in defaults:
-        if tag not in sub and tag not in OPTIONAL_DEFAULTS:
-            sub.add_new(tag, vr_of(tag), None)
-    return dataset_to_json(sub)
+        key = tag_hex(tag)
+        if key not in out and tag not in OPTIONAL_DEFAULTS:
+            out[key] = json.loads(_empty_element(tag))
+    return dict(sorted(out.items()))
 
 
-def _level_subset(ds: pydicom.Dataset, level: str) -> dict:
+def _level_subset(obj: dict[str, Any], level: str) -> dict[str, Any]:
     if level == "study":
-        tags = {int(e.tag) for e in ds if e.tag.group == 0x0010} | STUDY_LEVEL_TAGS
+        tags = {int(k, 16) for k in obj if k.startswith("0010")} | STUDY_LEVEL_TAGS
     else:
         tags = SERIES_LEVEL_TAGS
-    return _subset_json(ds, tags)
+    return _subset(obj, tags)
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,12 +496,14 @@ class Archive:
                     vr = vr_of(layout.tag)
                 # a placeholder value: dataset_to_json gives pixel data a BulkDataURI
                 ds.add(DataElement(layout.tag, vr, b"\0\0"))
-            metadata = self._metadata_json(ds, study_uid, series_uid, sop)
-            qido = {level: _json_text(_subset_json(ds, set(DEFAULT_TAGS[level]),
-                                                   DEFAULT_TAGS[level]))[1:-1]
+            obj = self._metadata_json(ds, study_uid, series_uid, sop)
+            metadata = _json_text(obj)
+            qido = {level: _json_text(_subset(obj, set(DEFAULT_TAGS[level]),
+                                              DEFAULT_TAGS[level]))[1:-1]
                     for level in LEVELS}
-            attrs = {level: _json_text(_level_subset(ds, level)) for level in ("study", "series")}
-            columns = {level: {a.keyword: column_value(ds, a) for a in _SEARCHABLE
+            common = _json_text(_subset(obj, set(COMMON_TAGS)))[1:-1]
+            attrs = {level: _json_text(_level_subset(obj, level)) for level in ("study", "series")}
+            columns = {level: {a.keyword: column_value(obj, a) for a in _SEARCHABLE
                                if a.level == level} for level in LEVELS}
         except Exception as exc:  # pydicom raises many kinds for malformed values
             raise StoreFailure(PROCESSING_FAILURE, f"cannot read the attributes: {exc}",
@@ -494,10 +511,12 @@ class Archive:
         for level in LEVELS:
             for attr in _SEARCHABLE:
                 if attr.level == level and attr.kind == "pn":
-                    columns[level][f"{attr.keyword}_words"] = pn_words(columns[level][attr.keyword])
+                    name = columns[level][attr.keyword]
+                    columns[level][f"{attr.keyword}_fold"] = name.casefold() if name else None
+                    columns[level][f"{attr.keyword}_words"] = pn_words(name)
         return {"study": study_uid, "series": series_uid, "sop": sop, "sop_class": sop_class,
                 "ts": ts, "size": size, "layout": layout, "metadata": metadata, "qido": qido,
-                "attrs": attrs, "columns": columns,
+                "common": common, "attrs": attrs, "columns": columns,
                 "modality": columns["series"]["Modality"]}
 
     @staticmethod
@@ -511,7 +530,8 @@ class Archive:
         return PixelLayout("none", ts)
 
     @staticmethod
-    def _metadata_json(ds: pydicom.Dataset, study: str, series: str, sop: str) -> str:
+    def _metadata_json(ds: pydicom.Dataset, study: str, series: str,
+                       sop: str) -> dict[str, Any]:
         base = f"/studies/{study}/series/{series}/instances/{sop}/bulkdata/"
         nested: dict[int, str] = {}
 
@@ -530,7 +550,7 @@ class Archive:
         def bulk_uri(tag: int, elem: DataElement) -> str:
             return base + nested.get(id(elem), tag_hex(tag))
 
-        return _json_text(dataset_to_json(ds, bulk_uri=bulk_uri, bulk_threshold=BULK_THRESHOLD))
+        return dataset_to_json(ds, bulk_uri=bulk_uri, bulk_threshold=BULK_THRESHOLD)
 
     def _commit(self, temp: Path, p: dict[str, Any]) -> Stored:
         final = self.path_of(p["study"], p["series"], p["sop"])
@@ -572,15 +592,16 @@ class Archive:
         study_cols = cols["study"]
         names = list(study_cols)
         db.execute(
-            f"INSERT OR IGNORE INTO studies ({', '.join(names)}, attrs, qido) "
-            f"VALUES ({', '.join('?' * (len(names) + 2))})",
-            [*study_cols.values(), p["attrs"]["study"], p["qido"]["study"]])
+            f"INSERT OR IGNORE INTO studies ({', '.join(names)}, attrs, qido, common) "
+            f"VALUES ({', '.join('?' * (len(names) + 3))})",
+            [*study_cols.values(), p["attrs"]["study"], p["qido"]["study"], p["common"]])
         series_cols = cols["series"]
         names = list(series_cols)
         cursor = db.execute(
-            f"INSERT OR IGNORE INTO series (StudyInstanceUID, {', '.join(names)}, attrs, qido) "
-            f"VALUES ({', '.join('?' * (len(names) + 3))})",
-            [p["study"], *series_cols.values(), p["attrs"]["series"], p["qido"]["series"]])
+            f"INSERT OR IGNORE INTO series (StudyInstanceUID, {', '.join(names)}, attrs, qido, "
+            f"common) VALUES ({', '.join('?' * (len(names) + 4))})",
+            [p["study"], *series_cols.values(), p["attrs"]["series"], p["qido"]["series"],
+             p["common"]])
         if cursor.rowcount:
             db.execute("UPDATE studies SET num_series = num_series + 1 "
                        "WHERE StudyInstanceUID = ?", (p["study"],))
@@ -589,10 +610,10 @@ class Archive:
         names = list(inst_cols)
         db.execute(
             f"INSERT INTO instances (StudyInstanceUID, SeriesInstanceUID, {', '.join(names)}, "
-            "transfer_syntax, path, size, stored_at, metadata, qido, pixels) "
-            f"VALUES ({', '.join('?' * (len(names) + 9))})",
+            "transfer_syntax, path, size, stored_at, metadata, qido, common, pixels) "
+            f"VALUES ({', '.join('?' * (len(names) + 10))})",
             [p["study"], p["series"], *inst_cols.values(), p["ts"], relative, p["size"],
-             time.time(), p["metadata"], p["qido"]["instance"],
+             time.time(), p["metadata"], p["qido"]["instance"], p["common"],
              _json_text(p["layout"].to_json())])
         db.execute("UPDATE series SET num_instances = num_instances + 1 "
                    "WHERE SeriesInstanceUID = ?", (p["series"],))

@@ -156,8 +156,6 @@ class StudyBrowser(widgets.VBox):
                                         layout=widgets.Layout(display="none"))
 
         self.search_button.on_click(self._guard(self.search))
-        for field in (self.patient_name, self.patient_id, self.accession, self.description):
-            field.on_submit(self._guard(self.search))
         self.studies.observe(self._guard(self._on_study), names="value")
         self.series.observe(self._guard(self._on_series), names="value")
         self.instances.observe(self._guard(self._on_instance), names="value")
