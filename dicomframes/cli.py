@@ -237,41 +237,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    import pandas as pd
-
     from . import connect
     from .samples import write_tutorial_files
     from .server import serve
     from .upload import summary_text
 
+    def pick(df: Any, names: Sequence[str]) -> Any:
+        return df[[c for c in names if c in df.columns]]
+
     with tempfile.TemporaryDirectory(prefix="dicomframes-demo-") as tmp, \
             serve(Path(tmp) / "archive") as server:
-        print(f"1. An embedded DICOMweb server is running at {server.url} (temporary).")
+        print(f"A temporary DICOMweb server is running at {server.url}\n")
         files = write_tutorial_files(Path(tmp) / "samples")
         client = connect(server.url)
+        print(">>> client = dicomframes.connect(url)")
         stored = client.store(files, progress=False)
-        print(f"2. client.store({len(files)} sample files): {summary_text(stored)}")
+        print(f">>> client.store([{len(files)} sample files])   # {summary_text(stored)}")
         studies = client.search_studies()
-        cols = [c for c in ("PatientName", "PatientID", "StudyDate", "StudyInstanceUID",
-                            "ModalitiesInStudy", "NumberOfStudyRelatedInstances")
-                if c in studies.columns]
-        with pd.option_context("display.width", 120, "display.max_colwidth", 36):
-            print("3. client.search_studies():")
-            print(_indent(studies[cols].to_string(index=False)))
-            instances = client.search_instances(study=studies["StudyInstanceUID"].iloc[0])
-            first = instances.iloc[0]
-            meta = client.metadata(first["StudyInstanceUID"], first["SeriesInstanceUID"],
-                                   first["SOPInstanceUID"])
-            mcols = [c for c in ("SOPInstanceUID", "Rows", "Columns", "PhotometricInterpretation",
-                                 "BitsAllocated") if c in meta.columns]
-            print("4. client.metadata(study, series, instance):")
-            print(_indent(meta[mcols].to_string(index=False)))
-        frame = client.frames(first["StudyInstanceUID"], first["SeriesInstanceUID"],
-                              first["SOPInstanceUID"])
-        print(f"5. client.frames(...): a numpy array of shape {tuple(frame.shape)}, "
-              f"dtype {frame.dtype}")
-        print("Next: open notebooks/ or read README.md; `dicomframes serve --data DIR` keeps "
-              "an archive running.")
+        print(">>> client.search_studies()")
+        print(_indent(format_table(pick(studies, [
+            "PatientName", "PatientID", "StudyDate", "ModalitiesInStudy",
+            "NumberOfStudyRelatedInstances", "StudyInstanceUID"]))))
+        study = str(studies["StudyInstanceUID"].iloc[0])
+        first = client.search_instances(study=study).iloc[0]
+        series, sop = str(first["SeriesInstanceUID"]), str(first["SOPInstanceUID"])
+        meta = client.metadata(study, series, sop)
+        print(">>> client.metadata(study, series, instance)")
+        print(_indent(format_table(pick(meta, [
+            "SOPInstanceUID", "Rows", "Columns", "PhotometricInterpretation",
+            "BitsAllocated"]))))
+        frames = client.frames(study, series, sop)
+        print(">>> client.frames(study, series, instance)")
+        print(_indent(f"numpy array, shape {tuple(frames.shape)}, dtype {frames.dtype}"))
+        print("\nNext: the notebooks in notebooks/, or `dicomframes serve --data DIR` for an "
+              "archive that stays.")
     return 0
 
 

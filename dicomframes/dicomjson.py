@@ -131,7 +131,7 @@ def tag_of(name: str | int | tuple[int, int]) -> int:
 @lru_cache(maxsize=4096)
 def _tag_of_str(name: str) -> int:
     text = name.strip()
-    tag = tag_for_keyword(text)
+    tag = tag_for_keyword(text) if text else None
     if tag is not None:
         return tag
     match = _TAG_HEX_RE.fullmatch(text)
@@ -305,6 +305,16 @@ def _dicom_string(value: Any, vr: str) -> str:
     return str(value)
 
 
+def _is_empty(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str | bytes | bytearray | list | tuple | MultiValue):
+        return len(value) == 0
+    if isinstance(value, PersonName):
+        return not str(value)
+    return False
+
+
 class _Encoder:
     """Dataset -> DICOM JSON. Reads pydicom's raw elements directly where that is safe."""
 
@@ -431,7 +441,7 @@ class _Encoder:
         if vr == "SQ":
             items = [self.dataset(item, codec) for item in (value or [])]
             return {"vr": vr, "Value": items} if items else {"vr": vr}
-        if value is None or (not isinstance(value, int | float) and len(value) == 0):
+        if _is_empty(value):
             return {"vr": vr}
         if vr in _BINARY_VRS:
             data = value if isinstance(value, bytes) else bytes(value)

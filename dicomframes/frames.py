@@ -51,6 +51,7 @@ __all__ = [
     "InstanceInfo",
     "clear_cache",
     "fetch_frames",
+    "fetch_stack",
     "fetch_volume",
     "instance_info",
     "series_info",
@@ -429,6 +430,49 @@ def fetch_frames(
     return result
 
 
+def _stack(client: Client, infos: Sequence[InstanceInfo], frame: int | None,
+           transfer_syntax: str | None, convert_color: bool, workers: int | None) -> np.ndarray:
+    """Frames of ``infos`` (all frames of each, or frame number ``frame`` of each) stacked in
+    the given order, instances fetched ``workers`` at a time into one preallocated array."""
+    kinds = {(i.desc.frame_shape, i.desc.dtype) for i in infos}
+    if len(kinds) > 1:
+        listed = ", ".join(f"{s} {d}" for s, d in sorted(kinds, key=str))
+        raise ValueError(f"the instances differ in frame shape or dtype ({listed}); fetch them "
+                         "one by one with client.frames")
+    jobs: list[tuple[InstanceInfo, list[int]]] = []
+    for info in infos:
+        if frame is None:
+            jobs.append((info, list(range(1, info.number_of_frames + 1))))
+        else:
+            jobs.append((info, _frame_numbers(int(frame), info.number_of_frames)))
+    out = infos[0].desc.new_array(sum(len(numbers) for _, numbers in jobs))
+    slots = []
+    offset = 0
+    for info, numbers in jobs:
+        slots.append((info, numbers, out[offset:offset + len(numbers)]))
+        offset += len(numbers)
+
+    def run(slot: tuple[InstanceInfo, list[int], np.ndarray]) -> None:
+        info, numbers, target = slot
+        _fill_batched(client, info, numbers, target, transfer_syntax, convert_color)
+
+    workers = max(1, min(workers or DEFAULT_WORKERS, len(slots)))
+    if workers == 1:
+        for slot in slots:
+            run(slot)
+        return out
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dicomframes") as pool:
+        futures = [pool.submit(run, slot) for slot in slots]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return out
+
+
 def fetch_volume(
     client: Client,
     study: str,
@@ -451,11 +495,10 @@ def fetch_volume(
     if instances is not None:
         wanted = list(dict.fromkeys(str(s) for s in instances))
         by_sop = {i.sop: i for i in infos}
-        missing = [s for s in wanted if s not in by_sop]
-        if missing:
+        if any(s not in by_sop for s in wanted):
             infos = list(series_info(client, study, series, refresh=True))
             by_sop = {i.sop: i for i in infos}
-            missing = [s for s in wanted if s not in by_sop]
+        missing = [s for s in wanted if s not in by_sop]
         if missing:
             raise errors.NotFound(404, "GET", f"{client.url}/{client._path(study, series)}",
                                   f"no image instance {missing[0]} in this series")
@@ -463,39 +506,43 @@ def fetch_volume(
     if not infos:
         raise errors.NotFound(404, "GET", f"{client.url}/{client._path(study, series)}/metadata",
                               "the series has no image instances")
-    ordered = slice_order(infos)
-    first = ordered[0].desc
-    kinds = {(i.desc.frame_shape, i.desc.dtype) for i in ordered}
-    if len(kinds) > 1:
-        listed = ", ".join(f"{s} {d}" for s, d in sorted(kinds, key=str))
-        raise ValueError(f"the instances of this series differ in frame shape or dtype "
-                         f"({listed}); fetch them one by one with client.frames")
-    total = sum(i.number_of_frames for i in ordered)
-    out = first.new_array(total)
-    jobs = []
-    offset = 0
-    for info in ordered:
-        n = info.number_of_frames
-        jobs.append((info, out[offset:offset + n]))
-        offset += n
+    return _stack(client, slice_order(infos), None, transfer_syntax, convert_color, workers)
 
-    def run(job: tuple[InstanceInfo, np.ndarray]) -> None:
-        info, target = job
-        _fill_batched(client, info, list(range(1, info.number_of_frames + 1)), target,
-                      transfer_syntax, convert_color)
 
-    workers = max(1, min(workers or DEFAULT_WORKERS, len(jobs)))
-    if workers == 1:
-        for job in jobs:
-            run(job)
-        return out
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dicomframes") as pool:
-        futures = [pool.submit(run, job) for job in jobs]
-        try:
-            for future in futures:
-                future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    return out
+def fetch_stack(
+    client: Client,
+    uids: Sequence[tuple[str, str, str]],
+    *,
+    frame: int | None = None,
+    order: str = "slice",
+    transfer_syntax: str | None = "*",
+    convert_color: bool = False,
+    workers: int | None = None,
+) -> np.ndarray:
+    """Frames of several instances, each given as (study, series, sop), stacked in one array
+    (for ``df.dicom.frames()`` on the rows of an instance table).
+
+    ``frame`` None takes every frame of each instance, a number takes that frame of each.
+    ``order="slice"`` sorts the instances as :func:`slice_order` does, ``"given"`` keeps the
+    order of ``uids``. Metadata comes from one series request per series with several of the
+    instances (cached), else per instance; instances are fetched ``workers`` at a time.
+    """
+    if order not in ("slice", "given"):
+        raise ValueError(f"order is 'slice' or 'given', got {order!r}")
+    triples = [(str(a), str(b), str(c)) for a, b, c in uids]
+    if not triples:
+        raise ValueError("no instances given")
+    counts: dict[tuple[str, str], int] = {}
+    for study, series, _ in triples:
+        counts[(study, series)] = counts.get((study, series), 0) + 1
+    infos = []
+    for study, series, sop in triples:
+        info = None
+        if counts[(study, series)] > 1:
+            info = next((i for i in series_info(client, study, series) if i.sop == sop), None)
+        if info is None:
+            info = instance_info(client, study, series, sop)
+        infos.append(info)
+    if order == "slice":
+        infos = slice_order(infos)
+    return _stack(client, infos, frame, transfer_syntax, convert_color, workers)

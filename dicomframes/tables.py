@@ -357,6 +357,8 @@ def _collect(objs: list[dict[str, Any]], raw: bool) -> tuple[dict, dict, set, se
     multi: set[str] = set()
     binary: set[str] = set()
     for i, obj in enumerate(objs):
+        if not obj:
+            continue
         for key, elem in obj.items():
             if raw:
                 value = elem
@@ -648,10 +650,14 @@ def _add(ds: pydicom.Dataset, name: str, value: Any, vrs: dict[str, str]) -> Non
     ds.add(DataElement(tag, vr, _element_value(value, vr)))
 
 
-def _dict_to_dataset(item: dict[str, Any], vrs: dict[str, str] | None = None) -> pydicom.Dataset:
+def _dict_to_dataset(
+    item: dict[str, Any], vrs: dict[str, str] | None = None, *, keep_empty: bool = True
+) -> pydicom.Dataset:
+    """{keyword: value} -> Dataset. In a sequence item a None value is an empty element; in
+    a row (``keep_empty=False``) NA may as well mean absent, and is left out."""
     ds = pydicom.Dataset()
     for name, value in _merged(item).items():
-        if not _missing(value):
+        if keep_empty or not _missing(value):
             _add(ds, name, value, vrs or {})
     return ds
 
@@ -708,7 +714,7 @@ def row_to_dataset(row: pd.Series) -> pydicom.Dataset:
     (the bytes are not in the table) are left out.
     """
     vrs = _row_vrs(row)
-    return _dict_to_dataset(dict(row.items()), vrs)
+    return _dict_to_dataset(dict(row.items()), vrs, keep_empty=False)
 
 
 def _row_vrs(row: pd.Series) -> dict[str, str]:
@@ -853,6 +859,25 @@ class DicomAccessor:
         return out
 
     # follow-up calls
+    def _with_uids(self, frame: pd.DataFrame, *uids: str) -> pd.DataFrame:
+        """Add the UIDs a call was made with as columns when the answer leaves them out
+        (QIDO answers within a study or series need not repeat its UID)."""
+        for column, uid in zip(_UID_COLUMNS, uids, strict=False):
+            if column in frame.columns or not len(frame):
+                continue
+            tag = tag_of(column)
+            position = len(frame.columns)
+            for i, name in enumerate(frame.columns):
+                try:
+                    if tag_of(name) > tag:
+                        position = i
+                        break
+                except UnknownAttribute:
+                    continue
+            frame = frame.copy()
+            frame.insert(position, column, pd.array([uid] * len(frame), dtype=_STRING_DTYPE))
+        return frame
+
     def studies(self, **filters: Any) -> pd.DataFrame:
         """QIDO-RS studies of the rows' StudyInstanceUIDs (one search per study)."""
         client = self.client
@@ -866,7 +891,7 @@ class DicomAccessor:
         """QIDO-RS series of the rows' studies (``filters`` as for ``search_series``)."""
         client = self.client
         frames = [
-            client.search_series(study=study, **filters)
+            self._with_uids(client.search_series(study=study, **filters), study)
             for (study,) in self._uids(1, "series")
         ]
         return self._concat(frames, "series")
@@ -876,12 +901,14 @@ class DicomAccessor:
         client = self.client
         if self._depth() >= 2:
             frames = [
-                client.search_instances(study=study, series=series, **filters)
+                self._with_uids(
+                    client.search_instances(study=study, series=series, **filters), study, series
+                )
                 for study, series in self._uids(2, "instances")
             ]
         else:
             frames = [
-                client.search_instances(study=study, **filters)
+                self._with_uids(client.search_instances(study=study, **filters), study)
                 for (study,) in self._uids(1, "instances")
             ]
         return self._concat(frames, "instance")

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import glob
 import io
+import logging
 import os
 import threading
 import time
@@ -54,6 +55,7 @@ __all__ = [
     "Progress",
     "discover",
     "existing_instances",
+    "expand",
     "plan_batches",
     "post_batch",
     "store",
@@ -93,6 +95,8 @@ REASONS: dict[int, str] = {
 }
 ALREADY_EXISTS = 45070
 NOT_ACKNOWLEDGED = "server did not acknowledge this instance"
+
+log = logging.getLogger(__name__)
 
 _HEADER_TAGS = [Tag(0x00080016), Tag(0x00080018), Tag(0x0020000D), Tag(0x0020000E)]
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
@@ -171,13 +175,20 @@ def discover(items: Any) -> list[Instance]:
     Only the header is read (``stop_before_pixels``). Inputs that cannot be used get
     ``status="failed"`` and a message; DICOMDIR index files are ``skipped``.
     """
+    found = expand(items)
+    for inst in found:
+        if inst.status is None:
+            _read_header(inst)
+    return found
+
+
+def expand(items: Any) -> list[Instance]:
+    """Like :func:`discover` without reading anything: files are listed (with their sizes),
+    folders walked, globs matched and zip directories read, but no header is parsed yet."""
     found: list[Instance] = []
     counters = {"dataset": 0, "bytes": 0}
     for item in _as_list(items):
-        for inst in _expand(item, counters):
-            if inst.status is None:
-                _read_header(inst)
-            found.append(inst)
+        found.extend(_expand(item, counters))
     return found
 
 
@@ -374,7 +385,7 @@ def _open(inst: Instance) -> Iterator[BinaryIO]:
 
 
 def plan_batches(
-    instances: Sequence[Instance], batch_size: int = 100, batch_bytes: int = 64 << 20,
+    instances: Iterable[Instance], batch_size: int = 100, batch_bytes: int = 64 << 20,
     workers: int = 1,
 ) -> list[list[Instance]]:
     """Group ``instances`` (in order) into requests of at most ``batch_size`` instances and
@@ -382,22 +393,32 @@ def plan_batches(
 
     With several ``workers`` the batches are made small enough that every worker gets one.
     """
+    instances = list(instances)
+    size = _batch_size(len(instances), batch_size, batch_bytes, workers)
+    return list(_group(instances, size, batch_bytes))
+
+
+def _batch_size(count: int, batch_size: int, batch_bytes: int, workers: int) -> int:
     if batch_size < 1 or batch_bytes < 1:
         raise ValueError("batch_size and batch_bytes must be positive")
-    if workers > 1 and instances:
-        batch_size = max(1, min(batch_size, -(-len(instances) // workers)))
-    batches: list[list[Instance]] = []
+    if workers > 1 and count:
+        return max(1, min(batch_size, -(-count // workers)))
+    return batch_size
+
+
+def _group(instances: Iterable[Instance], batch_size: int, batch_bytes: int
+           ) -> Iterator[list[Instance]]:
+    """Batches of ``instances``, lazily: the next batch is formed only when it is asked for."""
     current: list[Instance] = []
     current_bytes = 0
     for inst in instances:
         if current and (len(current) >= batch_size or current_bytes + inst.size > batch_bytes):
-            batches.append(current)
+            yield current
             current, current_bytes = [], 0
         current.append(inst)
         current_bytes += inst.size
     if current:
-        batches.append(current)
-    return batches
+        yield current
 
 
 def _iter_parts(instances: Sequence[Instance], part_type: str
@@ -558,9 +579,12 @@ def post_batch(
                 post_batch(client, [inst], study, part_type=part_type, on_bytes=on_bytes,
                            split_on_error=False)
             return status
-        detail = _short(Exception(text)) if text else "no DICOM JSON response"
+        if status < 300:
+            message = f"HTTP {status} without a STOW-RS answer: outcome unknown"
+        else:
+            message = f"HTTP {status}: {_short(Exception(text)) if text else 'no details'}"
         for inst in instances:
-            inst.fail(f"HTTP {status}: {detail}")
+            inst.fail(message)
         return status
     referenced, failed = result
     for inst in instances:
@@ -712,62 +736,62 @@ def store(
         Called with a :class:`Progress` after each request (from the calling thread).
     cancel:
         A :class:`threading.Event`; once set, requests not yet started are not sent (their
-        rows are ``skipped`` with "cancelled"); requests under way finish.
+        rows are ``skipped`` with "cancelled before sending"); requests under way finish.
 
     Returns
     -------
     A DataFrame with one row per input instance and the columns :data:`COLUMNS`: ``status`` is
     ``stored``, ``already stored``, ``failed`` or ``skipped``; ``reason`` the DICOM status
     code (nullable integer); ``message`` says why; ``RetrieveURL`` where the server keeps it.
-    ``df.attrs["summary"]`` counts each status and gives requests, bytes and seconds.
+    ``df.attrs["summary"]`` counts each status and gives the requests sent, the bytes sent
+    (request bodies) and the seconds taken.
     Instances the same upload already contains (same SOPInstanceUID) are ``skipped``.
+
+    Headers are read while the first requests are already under way: the calling thread
+    reads the next batch's headers while ``workers`` threads send the previous ones.
     """
     started = time.perf_counter()
     if study is not None:
         validate_uid(study, "study")
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    instances = discover(items)
-    to_send, copies = _dedupe([inst for inst in instances if inst.status is None])
-    if skip_existing and to_send:
-        by_study: dict[str, list[str]] = {}
-        for inst in to_send:
-            by_study.setdefault(inst.study_instance_uid or "", []).append(
-                inst.sop_instance_uid or "")
-        present = existing_instances(client, by_study)
-        for inst in to_send:
-            if inst.sop_instance_uid in present:
-                inst.skip("already on the server")
-        to_send = [inst for inst in to_send if inst.status is None]
-
-    requests_sent = 0
-    total_bytes = 0
-    while to_send:
-        batches = plan_batches(to_send, batch_size, batch_bytes, workers)
-        round_bytes = sum(inst.size for inst in to_send)
-        total_bytes += round_bytes
-        requests_sent += _run(client, batches, study, workers, round_bytes, progress, callback,
-                              cancel)
-        # A copy whose first occurrence failed (e.g. a truncated file) gets its own chance.
-        to_send = _second_chances(to_send, copies)
-    return _result(instances, requests_sent, total_bytes, time.perf_counter() - started)
-
-
-def _dedupe(instances: list[Instance]) -> tuple[list[Instance], dict[str, list[Instance]]]:
-    """Keep the first instance of each SOPInstanceUID; the later copies are ``skipped``."""
+    instances = expand(items)
+    candidates = [inst for inst in instances if inst.status is None]
+    size = _batch_size(len(candidates), batch_size, batch_bytes, workers)
+    tracker = _Tracker(len(candidates), sum(i.size for i in candidates), progress, callback)
     first: dict[str, Instance] = {}
     copies: dict[str, list[Instance]] = {}
-    unique = []
-    for inst in instances:
-        uid = inst.sop_instance_uid or ""
-        if uid in first:
-            inst.skip(f"same SOPInstanceUID as {first[uid].source} in this upload")
-            inst.study_instance_uid = inst.study_instance_uid or first[uid].study_instance_uid
-            copies.setdefault(uid, []).append(inst)
-        else:
+
+    def ready() -> Iterator[Instance]:
+        for inst in candidates:
+            if cancel is not None and cancel.is_set():
+                inst.skip("cancelled before sending")
+            else:
+                _read_header(inst)
+            uid = inst.sop_instance_uid or ""
+            if inst.status is None and uid in first:
+                inst.skip(f"same SOPInstanceUID as {first[uid].source} in this upload")
+                copies.setdefault(uid, []).append(inst)
+            if inst.status is not None:
+                tracker.settled([inst])
+                continue
             first[uid] = inst
-            unique.append(inst)
-    return unique, copies
+            yield inst
+
+    sender = _Sender(client, study, workers, skip_existing, cancel, tracker)
+    try:
+        sender.run(_group(ready(), size, batch_bytes))
+        # A copy whose first occurrence failed (e.g. a truncated file) gets its own chance.
+        retry = _second_chances(list(first.values()), copies)
+        while retry:
+            tracker.add(len(retry), sum(i.size for i in retry))
+            sender.run(_group(retry, _batch_size(len(retry), batch_size, batch_bytes, workers),
+                              batch_bytes))
+            retry = _second_chances(retry, copies)
+    finally:
+        tracker.close()
+    return _result(instances, sender.requests, tracker.bytes_sent,
+                   time.perf_counter() - started)
 
 
 def _second_chances(sent: list[Instance], copies: dict[str, list[Instance]]) -> list[Instance]:
@@ -786,62 +810,141 @@ def _second_chances(sent: list[Instance], copies: dict[str, list[Instance]]) -> 
     return retry
 
 
-def _run(client: Client, batches: list[list[Instance]], study: str | None, workers: int,
-         total_bytes: int, progress: bool, callback: Callable[[Progress], None] | None,
-         cancel: threading.Event | None) -> int:
-    total = sum(len(b) for b in batches)
-    bar = _progress_bar(total_bytes, total) if progress and total else None
-    lock = threading.Lock()
-    sent = [0]
-    counts: dict[str, int] = {}
+class _Tracker:
+    """Counts what is done, drives the progress bar and calls the callback."""
 
-    def on_bytes(n: int) -> None:
-        with lock:
-            sent[0] += n
-            if bar is not None:
-                bar.update(n)
+    def __init__(self, instances: int, nbytes: int, progress: bool,
+                 callback: Callable[[Progress], None] | None) -> None:
+        self.instances_total = instances
+        self.bytes_total = nbytes
+        self.instances_done = 0
+        self.bytes_done = 0
+        self.bytes_sent = 0
+        self.counts: dict[str, int] = {}
+        self.callback = callback
+        self._lock = threading.Lock()
+        self.bar = _progress_bar(nbytes, instances) if progress and instances else None
 
-    def send(batch: list[Instance]) -> int:
-        if cancel is not None and cancel.is_set():
+    def add(self, instances: int, nbytes: int) -> None:
+        with self._lock:
+            self.instances_total += instances
+            self.bytes_total += nbytes
+            if self.bar is not None:
+                self.bar.total = self.bytes_total
+                self.bar.refresh()
+
+    def sent_bytes(self, n: int) -> None:
+        """Called by the sending threads as body chunks go out."""
+        with self._lock:
+            self.bytes_sent += n
+            self.bytes_done += n
+            if self.bar is not None:
+                self.bar.update(n)
+
+    def settled(self, instances: Sequence[Instance], sent: int = 0) -> None:
+        """``instances`` have their outcome; ``sent`` of their bytes were already counted."""
+        unsent = sum(i.size for i in instances) - sent
+        with self._lock:
+            self.instances_done += len(instances)
+            for inst in instances:
+                key = inst.status or FAILED
+                self.counts[key] = self.counts.get(key, 0) + 1
+            if unsent > 0:  # not sent (failed or skipped): the bar moves on all the same
+                self.bytes_done += unsent
+                if self.bar is not None:
+                    self.bar.update(unsent)
+            if self.bar is not None:
+                self.bar.set_postfix_str(
+                    f"{self.instances_done}/{self.instances_total} instances", refresh=True)
+            snapshot = Progress(self.instances_done, self.instances_total, self.bytes_done,
+                                self.bytes_total, dict(self.counts))
+        if self.callback is not None:
+            self.callback(snapshot)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Sender:
+    """Sends batches with at most ``workers`` requests in flight; pulls the next batch from
+    its (lazy) iterator only when a worker is free."""
+
+    def __init__(self, client: Client, study: str | None, workers: int, skip_existing: bool,
+                 cancel: threading.Event | None, tracker: _Tracker) -> None:
+        self.client = client
+        self.study = study
+        self.workers = workers
+        self.skip_existing = skip_existing
+        self.cancel = cancel
+        self.tracker = tracker
+        self.requests = 0
+
+    def _send(self, batch: list[Instance]) -> tuple[int, int]:
+        if self.cancel is not None and self.cancel.is_set():
             for inst in batch:
                 inst.skip("cancelled before sending")
-            return 0
-        post_batch(client, batch, study, on_bytes=on_bytes)
-        return 1
+            return 0, 0
+        todo = batch
+        if self.skip_existing:
+            by_study: dict[str, list[str]] = {}
+            for inst in batch:
+                by_study.setdefault(inst.study_instance_uid or "", []).append(
+                    inst.sop_instance_uid or "")
+            try:
+                present = existing_instances(self.client, by_study)
+            except Exception as exc:  # the check failed: send them; duplicates are harmless
+                log.warning("could not ask the server which instances it has (%s); sending "
+                            "them all", _short(exc))
+                present = set()
+            for inst in batch:
+                if inst.sop_instance_uid in present:
+                    inst.skip("already on the server")
+            todo = [inst for inst in batch if inst.status is None]
+        if not todo:
+            return 0, 0
+        sent = [0]
 
-    done = 0
-    requests_sent = 0
-    queue = list(reversed(batches))
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches) or 1)),
+        def on_bytes(n: int) -> None:
+            sent[0] += n
+            self.tracker.sent_bytes(n)
+
+        post_batch(self.client, todo, self.study, on_bytes=on_bytes)
+        return 1, sent[0]
+
+    def run(self, batches: Iterator[list[Instance]]) -> None:
+        with ThreadPoolExecutor(max_workers=self.workers,
                                 thread_name_prefix="dicomframes-upload") as pool:
-            running: dict[Future[int], list[Instance]] = {}
-            while queue or running:
-                while queue and len(running) < workers:
-                    batch = queue.pop()
-                    running[pool.submit(send, batch)] = batch
+            running: dict[Future[tuple[int, int]], list[Instance]] = {}
+            exhausted = False
+            while True:
+                while not exhausted and len(running) < self.workers:
+                    batch = next(batches, None)
+                    if batch is None:
+                        exhausted = True
+                    else:
+                        running[pool.submit(self._send, batch)] = batch
+                if not running:
+                    break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     batch = running.pop(future)
-                    requests_sent += future.result()
-                    done += len(batch)
-                    for inst in batch:
-                        counts[inst.status or FAILED] = counts.get(inst.status or FAILED, 0) + 1
-                    if bar is not None:
-                        bar.set_postfix_str(f"{done}/{total} instances", refresh=True)
-                    if callback is not None:
-                        callback(Progress(done, total, sent[0], total_bytes, dict(counts)))
-    finally:
-        if bar is not None:
-            bar.close()
-    return requests_sent
+                    try:
+                        requests, sent = future.result()
+                    except Exception as exc:  # a bug must not lose the other rows
+                        requests, sent = 0, 0
+                        for inst in batch:
+                            if inst.status is None:
+                                inst.fail(f"upload error: {_short(exc)}")
+                    self.requests += requests
+                    self.tracker.settled(batch, sent)
 
 
 def _progress_bar(total_bytes: int, total: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=f"STOW {total} instances", leave=True)
+                desc=f"STOW {total} files", leave=True)
 
 
 def _result(instances: list[Instance], requests_sent: int, total_bytes: int,

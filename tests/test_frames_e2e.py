@@ -274,3 +274,80 @@ def test_volume_sorted_along_the_slice_normal(archive: Archive, tmp_path: Path) 
             archive.server.clear()
         else:
             archive.client.delete(study)
+
+
+def test_stack_of_instance_rows(archive: Archive, tmp_path: Path) -> None:
+    study, series = generate_uid(), generate_uid()
+    zs = [3.0, 1.0, 2.0]
+    made = [_slice(tmp_path, study, series, z, number) for number, z in enumerate(zs, start=1)]
+    archive.client.store([str(p) for p, _ in made])
+    try:
+        sops = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p, _ in made]
+        uids = [(study, series, sop) for sop in sops]
+        given = frames_module.fetch_stack(archive.client, uids, order="given")
+        assert [int(v) for v in given[:, 0, 0]] == [value for _, value in made]
+        by_slice = frames_module.fetch_stack(archive.client, uids[::-1], frame=1)
+        np.testing.assert_array_equal(by_slice, archive.client.volume(study, series))
+    finally:
+        frames_module.clear_cache(archive.client)
+        if archive.name == "orthanc":
+            archive.server.clear()
+        else:
+            archive.client.delete(study)
+
+
+@pytest.mark.parametrize("name", ["test_files/ExplVR_BigEnd.dcm",
+                                  "test_files/SC_ybr_full_422_uncompressed.dcm"])
+def test_orthanc_refusing_frames_falls_back_to_the_instance(orthanc: object, name: str) -> None:
+    """Orthanc answers 500 (big endian) or 400 (native YBR_FULL_422) on .../frames; the client
+    then retrieves the stored instance and decodes it locally, and says so."""
+    archive = Archive("orthanc", orthanc)
+    _check_instance(archive, _path(name))
+    path = _path(name)
+    archive.store(path)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    try:
+        archive.client.frames(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        notes = archive.client.capabilities["frames_fallbacks"]
+        assert any("decoded the retrieved instance" in n for n in notes), notes
+        refused = [e for e in archive.client.history if "/frames/" in e.url]
+        assert refused and refused[0].status in (400, 500)
+    finally:
+        archive.clear(ds)
+        archive.client.close()
+
+
+def test_missing_local_decoder_asks_the_server_to_decode(embedded: object, tmp_path: Path) -> None:
+    """A client without JPEG 2000 plug-ins (a real interpreter where they cannot be imported)
+    gets the frames decoded by the server, with a warning naming what to install."""
+    import subprocess
+    import sys
+
+    archive = Archive("embedded", embedded)
+    path = _path("test_files/MR_small_jp2klossless.dcm")
+    ds = archive.store(path)
+    expected = tmp_path / "expected.npy"
+    np.save(expected, pydicom.dcmread(path).pixel_array)
+    script = (
+        "import sys, warnings\n"
+        "for m in ('pylibjpeg', 'openjpeg', 'libjpeg', 'rle', 'PIL'): sys.modules[m] = None\n"
+        "import numpy as np, dicomframes\n"
+        "client = dicomframes.connect(sys.argv[1])\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    got = client.frames(sys.argv[2], sys.argv[3], sys.argv[4], frames=1)\n"
+        "assert np.array_equal(got, np.load(sys.argv[5])), 'pixels differ'\n"
+        "print([str(w.message) for w in caught if 'decoded' in str(w.message)][0])\n"
+        "print(client.capabilities['frames_fallbacks'])\n"
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script, embedded.url, ds.StudyInstanceUID,
+             ds.SeriesInstanceUID, ds.SOPInstanceUID, str(expected)],
+            capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "pylibjpeg-openjpeg" in result.stdout
+        assert "asked the server to decode" in result.stdout
+    finally:
+        archive.clear(ds)
+        archive.client.close()

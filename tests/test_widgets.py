@@ -38,7 +38,7 @@ def test_uploader_folder_and_picked_files_end_up_on_the_server(embedded, tmp_pat
     assert result is not None and not uploader.running
     assert sorted(result["status"]) == ["failed"] + ["stored"] * 4
     assert "picked.dcm" in set(result["source"])
-    assert uploader.progress.value == uploader.progress.max == 4
+    assert uploader.progress.value == uploader.progress.max == 5  # the junk file counts too
     assert "junk.txt" in uploader.outcome.value and "failed" in uploader.message.value
     assert uploader.upload_button.disabled is False and uploader.cancel_button.disabled is True
 

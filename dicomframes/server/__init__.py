@@ -33,7 +33,7 @@ def serve(path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", p
     return Server(path, host, port, max_request_bytes=max_request_bytes, durable=durable)
 
 
-_embedded: Server | None = None
+_embedded: dict[Path, Server] = {}
 _embedded_lock = threading.Lock()
 
 
@@ -46,10 +46,13 @@ def default_archive() -> Path:
 
 
 def embedded() -> Server:
-    """The process-wide embedded server on :func:`default_archive`, started on first use."""
-    global _embedded
+    """The process-wide embedded server on :func:`default_archive`, started on first use
+    (thread-safe; one server per archive folder, stopped when the process exits)."""
+    folder = default_archive().resolve()
     with _embedded_lock:
-        if _embedded is None or not _embedded.running:
-            _embedded = serve(default_archive())
-            atexit.register(_embedded.stop)
-        return _embedded
+        server = _embedded.get(folder)
+        if server is None or not server.running:
+            server = serve(folder)
+            _embedded[folder] = server
+            atexit.register(server.stop)
+        return server

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -256,7 +258,13 @@ def _service_base(request: Request) -> str:
     root = request.scope.get("root_path", "")
     app_root = request.scope.get("app_root_path", "")
     prefix = root[len(app_root):] if root.startswith(app_root) else root
-    return str(request.base_url).rstrip("/") + prefix
+    base = str(request.base_url).rstrip("/")
+    server = request.scope.get("server")
+    host = request.headers.get("host", "")
+    # some clients (dicomweb-client) send Host without the port: use the port we listen on
+    if server and server[1] not in (None, 80, 443) and host and not re.search(r":\d+$", host):
+        base = f"{request.url.scheme}://{host}:{server[1]}{app_root.rstrip('/')}"
+    return base + prefix
 
 
 def _uids(request: Request) -> tuple[str | None, str | None, str | None]:
@@ -385,26 +393,38 @@ class DICOMwebApp:
             if closing not in fp.read():
                 raise HTTPProblem(400, "truncated multipart body: the closing boundary "
                                   f"{closing.decode('latin-1')!r} is missing")
-        outcomes: list[Stored | StoreFailure] = []
-        with open(spool, "rb") as fp:
-            try:
-                for part in iter_parts(iter(lambda: fp.read(CHUNK), b""), boundary):
-                    part_type = parse_media_type(part.content_type or "application/dicom")[0]
-                    if part_type != "application/dicom":
-                        outcomes.append(StoreFailure(
-                            PROCESSING_FAILURE, f"part of type {part_type} is not "
-                            "application/dicom"))
-                        continue
-                    temp = self.archive.temp_path()
-                    with open(temp, "wb") as out:
-                        out.write(part.content)
-                    outcomes.append(self._store_one(temp, study))
-            except MultipartError as exc:
-                if not outcomes:
-                    raise HTTPProblem(400, str(exc)) from None
-                outcomes.append(StoreFailure(PROCESSING_FAILURE, str(exc)))
-        if not outcomes:
-            raise HTTPProblem(400, "the multipart body has no parts")
+        # each part to its own file in tmp/ (None: a part that is not application/dicom)
+        temps: list[Path | None] = []
+        failure: StoreFailure | None = None
+        try:
+            with open(spool, "rb") as fp:
+                try:
+                    for part in iter_parts(iter(lambda: fp.read(CHUNK), b""), boundary):
+                        part_type = parse_media_type(part.content_type or "application/dicom")[0]
+                        if part_type != "application/dicom":
+                            temps.append(None)
+                            continue
+                        temp = self.archive.temp_path()
+                        temps.append(temp)
+                        with open(temp, "wb") as out:
+                            out.write(part.content)
+                except MultipartError as exc:
+                    if not temps:
+                        raise HTTPProblem(400, str(exc)) from None
+                    failure = StoreFailure(PROCESSING_FAILURE, str(exc))
+            if not temps:
+                raise HTTPProblem(400, "the multipart body has no parts")
+            stored = iter(self.archive.store_files([t for t in temps if t is not None], study))
+        finally:
+            for temp in temps:
+                if temp is not None and temp.exists():
+                    temp.unlink()
+        outcomes: list[Stored | StoreFailure] = [
+            next(stored) if temp is not None else StoreFailure(
+                PROCESSING_FAILURE, "a part that is not application/dicom")
+            for temp in temps]
+        if failure is not None:
+            outcomes.append(failure)
         return outcomes
 
     def _store_one(self, temp: Any, study: str | None) -> Stored | StoreFailure:
@@ -504,9 +524,8 @@ class DICOMwebApp:
         content_type = related_content_type(boundary, "application/dicom")
         if not lazy:
             length = await run_in_threadpool(self._length, parts, boundary)
-            extra = {"Content-Length": str(length)} if length is not None else {}
-            return StreamingResponse(encode(parts, boundary, CHUNK), media_type=content_type,
-                                     headers=extra)
+            return await _multipart_response(lambda: parts, boundary, content_type, length,
+                                             exact=True)
 
         def transcoded() -> Iterator[tuple[dict[str, str], Any]]:
             for headers, content in parts:
@@ -575,19 +594,24 @@ class DICOMwebApp:
         base = _instance_url(_service_base(request), record.study, record.series,
                              record.sop_instance)
 
-        # the first frame is read before answering, so that an error still gets its status
-        first = await run_in_threadpool(self._frame, read, record, numbers[0] - 1)
+        size = _frames_size(layout, numbers) if read is not native_frame or \
+            layout.kind == "native" else None
+        # a large answer is streamed: its first frame is read before answering, so that an
+        # error still gets its status
+        first = await run_in_threadpool(self._frame, read, record, numbers[0] - 1) \
+            if size is None or size > SMALL_BODY else None
 
         def parts() -> Iterator[tuple[dict[str, str], bytes]]:
             for position, number in enumerate(numbers):
                 yield ({"Content-Type": part_type,
                         "Content-Location": f"{base}/frames/{number}"},
-                       first if position == 0 else self._frame(read, record, number - 1))
+                       first if position == 0 and first is not None
+                       else self._frame(read, record, number - 1))
 
         boundary = new_boundary()
         content_type = related_content_type(boundary, plan.media_type,
                                             transfer_syntax=plan.syntax)
-        return StreamingResponse(encode(parts(), boundary, CHUNK), media_type=content_type)
+        return await _multipart_response(parts, boundary, content_type, size)
 
     @staticmethod
     def _frame(read: Callable[[Any, PixelLayout, int], bytes], record: InstanceRecord,
@@ -759,6 +783,30 @@ class DICOMwebApp:
             Route(i + "/frames/{frames}/rendered", self.rendered, methods=["GET"]),
             Route(i + "/bulkdata/{path:path}", self.bulkdata, methods=["GET"]),
         ]
+
+
+SMALL_BODY = 4 << 20  # multipart answers up to this size are built at once, not streamed
+
+
+def _frames_size(layout: PixelLayout, numbers: list[int]) -> int | None:
+    """Bytes of the requested frames as stored (None when unknown)."""
+    if layout.kind == "native":
+        return layout.frame_nbytes * len(numbers)
+    if layout.kind == "encapsulated":
+        return sum(length for n in numbers for _, length in layout.fragments[n - 1])
+    return None
+
+
+async def _multipart_response(parts: Callable[[], Any], boundary: str, content_type: str,
+                              size: int | None, exact: bool = False) -> Response:
+    """A multipart answer: built in one go when small (fewer thread hand-offs), else streamed
+    (with Content-Length when ``size`` is the ``exact`` encoded length)."""
+    if size is not None and size <= SMALL_BODY:
+        body = await run_in_threadpool(lambda: b"".join(encode(parts(), boundary, CHUNK)))
+        return Response(body, media_type=content_type)
+    headers = {"Content-Length": str(size)} if exact and size is not None else None
+    return StreamingResponse(encode(parts(), boundary, CHUNK), media_type=content_type,
+                             headers=headers)
 
 
 def _header_safe(text: str) -> str:

@@ -326,39 +326,38 @@ def absolute_bulk_uris(text: str, base: str) -> str:
     return text.replace(BULK_PREFIX, BULK_PREFIX[:-1] + json.dumps(base)[1:-1] + "/")
 
 
-def _select(query: Query) -> tuple[str, list[str]]:
-    cols: list[str] = []
-    levels = query.levels
-    if "study" in levels:
-        cols += ["st.qido", "st.StudyInstanceUID", "st.modalities", "st.num_series",
-                 "st.num_instances"]
-    if "series" in levels:
-        cols += ["se.qido", "se.StudyInstanceUID", "se.SeriesInstanceUID", "se.num_instances"]
-    if "instance" in levels:
-        cols += ["i.qido", "i.StudyInstanceUID", "i.SeriesInstanceUID", "i.SOPInstanceUID"]
-    extra = query.include_all or bool(query.include - _default_tags(query))
-    if extra:
-        if "study" in levels:
-            cols.append("st.attrs")
-        if "series" in levels:
-            cols.append("se.attrs")
-        if "instance" in levels:
-            cols.append("i.metadata")
-    if query.level == "study":
-        source = "studies st"
-    elif query.level == "series":
-        source = ("series se JOIN studies st ON st.StudyInstanceUID = se.StudyInstanceUID")
-    else:
-        source = ("instances i JOIN series se ON se.SeriesInstanceUID = i.SeriesInstanceUID "
-                  "JOIN studies st ON st.StudyInstanceUID = i.StudyInstanceUID")
-    cols.append(f"{ALIASES[query.level]}.common")
-    sql = f"SELECT {', '.join(cols)} FROM {source}"
-    if query.where:
-        sql += " WHERE " + " AND ".join(query.where)
-    sql += f" ORDER BY {ALIASES[query.level]}.id"
+_SOURCES = {
+    "study": "studies st",
+    "series": "series se JOIN studies st ON st.StudyInstanceUID = se.StudyInstanceUID",
+    "instance": ("instances i JOIN series se ON se.SeriesInstanceUID = i.SeriesInstanceUID "
+                 "JOIN studies st ON st.StudyInstanceUID = i.StudyInstanceUID"),
+}
+_PRIMARY = {
+    "study": "st.id, st.StudyInstanceUID, st.qido, st.common, st.modalities, st.num_series, "
+             "st.num_instances",
+    "series": "se.id, se.StudyInstanceUID, se.SeriesInstanceUID, se.qido, se.common, "
+              "se.num_instances",
+    "instance": "i.id, i.StudyInstanceUID, i.SeriesInstanceUID, i.SOPInstanceUID, i.qido, "
+                "i.common",
+}
+
+
+def _select(query: Query) -> str:
+    """SQL for the matching rows of the searched level (upper tables joined only to match)."""
+    alias = ALIASES[query.level]
+    where = " AND ".join(query.where)
+    source = _SOURCES[query.level]
+    if query.level == "instance" and "st." not in where:
+        source = source.split(" JOIN studies")[0]
+    if query.level != "study" and "se." not in where and "st." not in where:
+        source = source.split(" JOIN ")[0]
+    sql = f"SELECT {_PRIMARY[query.level]} FROM {source}"
+    if where:
+        sql += f" WHERE {where}"
+    sql += f" ORDER BY {alias}.id"
     if query.limit is not None or query.offset:
         sql += f" LIMIT {query.limit if query.limit is not None else -1} OFFSET {query.offset}"
-    return sql, cols
+    return sql
 
 
 def _default_tags(query: Query) -> set[int]:
@@ -371,76 +370,126 @@ def _default_tags(query: Query) -> set[int]:
     return tags
 
 
+def _by_uid(archive: Archive, table: str, key: str, columns: str,
+            uids: Iterable[str]) -> dict[str, tuple]:
+    """Rows of an upper-level table for the given UIDs, fetched in chunks."""
+    found: dict[str, tuple] = {}
+    uids = list(dict.fromkeys(uids))
+    for start in range(0, len(uids), 500):
+        chunk = uids[start:start + 500]
+        sql = (f"SELECT {key}, {columns} FROM {table} "
+               f"WHERE {key} IN ({', '.join('?' * len(chunk))})")
+        for row in archive.db.execute(sql, chunk):
+            found[row[0]] = row[1:]
+    return found
+
+
+class _Parts:
+    """JSON text pieces shared by the results of one search."""
+
+    def __init__(self, base: str) -> None:
+        self.base = json.dumps(base)[1:-1]
+        self.url_head, self.url_tail = _fragment(RETRIEVE_URL, "UR", _URL_MARK).split(_URL_MARK)
+        self.online = _fragment(INSTANCE_AVAILABILITY, "CS", "ONLINE")
+
+    def url(self, path: str) -> str:
+        return f"{self.url_head}{self.base}{path}{self.url_tail}"
+
+    @staticmethod
+    def study(qido: str, modalities: str | None, n_series: int, n_instances: int) -> str:
+        return ",".join(piece for piece in (
+            qido,
+            _fragment(MODALITIES_IN_STUDY, "CS",
+                      tuple(modalities.split("\\")) if modalities else None),
+            _fragment(NUMBER_OF_STUDY_SERIES, "IS", n_series),
+            _fragment(NUMBER_OF_STUDY_INSTANCES, "IS", n_instances)) if piece)
+
+    @staticmethod
+    def series(qido: str, n_instances: int) -> str:
+        return ",".join(piece for piece in (
+            qido, _fragment(NUMBER_OF_SERIES_INSTANCES, "IS", n_instances)) if piece)
+
+
 def search(archive: Archive, query: Query, base: str) -> list[str]:
     """Run ``query``; return one DICOM JSON object text per match. ``base`` is the service
     URL that RetrieveURLs and BulkDataURIs start with (e.g. ``http://127.0.0.1:8042/v1``)."""
-    sql, cols = _select(query)
-    rows = archive.db.execute(sql, query.args).fetchall()
-    position = {name: i for i, name in enumerate(cols)}
-    extra = query.include_all or bool(query.include - _default_tags(query))
-    online = _fragment(INSTANCE_AVAILABILITY, "CS", "ONLINE")
-    results = []
-    for row in rows:
-        pieces: list[str] = [row[-1]]
-        if "st.qido" in position:
-            p = position["st.qido"]
-            qido, study, modalities, n_series, n_instances = row[p:p + 5]
-            pieces += [qido,
-                       _fragment(MODALITIES_IN_STUDY, "CS",
-                                 tuple(modalities.split("\\")) if modalities else None),
-                       _fragment(NUMBER_OF_STUDY_SERIES, "IS", n_series),
-                       _fragment(NUMBER_OF_STUDY_INSTANCES, "IS", n_instances)]
-            if query.level == "study":
-                pieces += [online, _url_fragment(f"{base}/studies/{study}")]
-        if "se.qido" in position:
-            p = position["se.qido"]
-            qido, study, series, n_instances = row[p:p + 4]
-            pieces += [qido, _fragment(NUMBER_OF_SERIES_INSTANCES, "IS", n_instances)]
-            if query.level == "series":
-                pieces.append(_url_fragment(f"{base}/studies/{study}/series/{series}"))
-        if "i.qido" in position:
-            p = position["i.qido"]
-            qido, study, series, sop = row[p:p + 4]
-            pieces += [qido, online,
-                       _url_fragment(f"{base}/studies/{study}/series/{series}/instances/{sop}")]
-        text = "{" + ",".join(piece for piece in pieces if piece) + "}"
-        if extra:
-            text = _with_extra(archive, query, row, position, text, base)
-        results.append(text)
+    rows = archive.db.execute(_select(query), query.args).fetchall()
+    parts = _Parts(base)
+    levels = query.levels
+    results: list[str] = []
+    if query.level == "study":
+        for _id, study, qido, common, modalities, n_series, n_instances in rows:
+            pieces = (common, parts.study(qido, modalities, n_series, n_instances),
+                      parts.online, parts.url(f"/studies/{study}"))
+            results.append("{" + ",".join(p for p in pieces if p) + "}")
+    else:
+        studies: dict[str, str] = {}
+        if "study" in levels:
+            found = _by_uid(archive, "studies", "StudyInstanceUID",
+                            "qido, modalities, num_series, num_instances", (r[1] for r in rows))
+            studies = {uid: parts.study(*values) for uid, values in found.items()}
+        if query.level == "series":
+            for _id, study, series, qido, common, n_instances in rows:
+                pieces = (common, studies.get(study, ""), parts.series(qido, n_instances),
+                          parts.url(f"/studies/{study}/series/{series}"))
+                results.append("{" + ",".join(p for p in pieces if p) + "}")
+        else:
+            series_parts: dict[str, str] = {}
+            if "series" in levels:
+                found = _by_uid(archive, "series", "SeriesInstanceUID", "qido, num_instances",
+                                (r[2] for r in rows))
+                series_parts = {uid: parts.series(*values) for uid, values in found.items()}
+            for _id, study, series, sop, qido, common in rows:
+                pieces = (common, studies.get(study, ""), series_parts.get(series, ""), qido,
+                          parts.online,
+                          parts.url(f"/studies/{study}/series/{series}/instances/{sop}"))
+                results.append("{" + ",".join(p for p in pieces if p) + "}")
+    if query.include_all or query.include - _default_tags(query):
+        results = [_with_extra(archive, query, row, text, base)
+                   for row, text in zip(rows, results, strict=True)]
     return results
 
 
-def _with_extra(archive: Archive, query: Query, row: tuple, position: dict[str, int],
-                text: str, base: str) -> str:
+def _metadata_of(archive: Archive, where: str, arg: Any) -> dict[str, Any] | None:
+    row = archive.db.execute(
+        "SELECT d.metadata FROM instances i JOIN instance_data d ON d.id = i.id "
+        f"WHERE {where} ORDER BY i.id LIMIT 1", (arg,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def _with_extra(archive: Archive, query: Query, row: tuple, text: str, base: str) -> str:
     """Add ``includefield`` attributes (the slow path: parse and re-serialise)."""
     obj = json.loads(text)
+    levels = query.levels
     sources: list[dict[str, Any]] = []
-    if "i.metadata" in position:
-        sources.append(json.loads(absolute_bulk_uris(row[position["i.metadata"]], base)))
-    if "se.attrs" in position:
-        sources.append(json.loads(row[position["se.attrs"]]))
-    if "st.attrs" in position:
-        sources.append(json.loads(row[position["st.attrs"]]))
+    db = archive.db
+    if query.level == "instance":
+        sources.append(_metadata_of(archive, "i.id = ?", row[0]) or {})
+    if "series" in levels:
+        series = row[2]
+        attrs = db.execute("SELECT attrs FROM series WHERE SeriesInstanceUID = ?",
+                           (series,)).fetchone()
+        sources.append(json.loads(attrs[0]) if attrs else {})
+    if "study" in levels:
+        attrs = db.execute("SELECT attrs FROM studies WHERE StudyInstanceUID = ?",
+                           (row[1],)).fetchone()
+        sources.append(json.loads(attrs[0]) if attrs else {})
     if query.include_all:
         for source in reversed(sources):
-            for key, value in source.items():
-                obj.setdefault(key, value)
+            for key, element in source.items():
+                obj.setdefault(key, element)
     wanted = [tag_hex(t) for t in sorted(query.include) if tag_hex(t) not in obj]
     missing = [key for key in wanted if not any(key in s for s in sources)]
-    if missing and "i.metadata" not in position:
+    if missing and query.level != "instance":
         # an attribute of a lower level: take it from the first instance of this study/series
-        if query.level == "series":
-            sql, uid = ("SELECT metadata FROM instances WHERE SeriesInstanceUID = ? "
-                        "ORDER BY id LIMIT 1", row[position["se.qido"] + 2])
-        else:
-            sql, uid = ("SELECT metadata FROM instances WHERE StudyInstanceUID = ? "
-                        "ORDER BY id LIMIT 1", row[position["st.qido"] + 1])
-        first = archive.db.execute(sql, (uid,)).fetchone()
+        first = (_metadata_of(archive, "i.SeriesInstanceUID = ?", row[2])
+                 if query.level == "series" else
+                 _metadata_of(archive, "i.StudyInstanceUID = ?", row[1]))
         if first:
-            sources.append(json.loads(absolute_bulk_uris(first[0], base)))
+            sources.append(first)
     for key in wanted:
         for source in sources:
             if key in source:
                 obj[key] = source[key]
                 break
-    return _json_text(dict(sorted(obj.items())))
+    return absolute_bulk_uris(_json_text(dict(sorted(obj.items()))), base)

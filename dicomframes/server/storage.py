@@ -4,6 +4,7 @@ Layout of an archive folder::
 
     files/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
     tmp/        uploads and files being written (wiped at start-up)
+    rejected/   files found in files/ without an index row that cannot be stored (kept aside)
     index.sqlite3 (+ -wal, -shm)
 
 Every UID is checked with :func:`dicomframes.uids.validate_uid` before it becomes part of a
@@ -25,6 +26,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -266,16 +268,17 @@ def _schema() -> str:
     study = ", ".join(["id INTEGER PRIMARY KEY", *_columns("study"), "modalities TEXT",
                        "num_series INTEGER NOT NULL DEFAULT 0",
                        "num_instances INTEGER NOT NULL DEFAULT 0",
-                       "attrs TEXT NOT NULL", "qido TEXT NOT NULL", "common TEXT NOT NULL"])
+                       "qido TEXT NOT NULL", "common TEXT NOT NULL", "attrs TEXT NOT NULL"])
     series = ", ".join(["id INTEGER PRIMARY KEY", "StudyInstanceUID TEXT NOT NULL",
                         *_columns("series"), "num_instances INTEGER NOT NULL DEFAULT 0",
-                        "attrs TEXT NOT NULL", "qido TEXT NOT NULL", "common TEXT NOT NULL"])
+                        "qido TEXT NOT NULL", "common TEXT NOT NULL", "attrs TEXT NOT NULL"])
     instance = ", ".join(["id INTEGER PRIMARY KEY", "StudyInstanceUID TEXT NOT NULL",
                           "SeriesInstanceUID TEXT NOT NULL", *_columns("instance"),
                           "transfer_syntax TEXT NOT NULL", "path TEXT NOT NULL UNIQUE",
                           "size INTEGER NOT NULL", "stored_at REAL NOT NULL",
-                          "metadata TEXT NOT NULL", "qido TEXT NOT NULL",
-                          "common TEXT NOT NULL", "pixels TEXT NOT NULL"])
+                          "qido TEXT NOT NULL", "common TEXT NOT NULL"])
+    # large values apart, so that searches scan small rows
+    data = "id INTEGER PRIMARY KEY, metadata TEXT NOT NULL, pixels TEXT NOT NULL"
     indexes = [
         "CREATE INDEX IF NOT EXISTS series_study ON series(StudyInstanceUID)",
         "CREATE INDEX IF NOT EXISTS instances_series ON instances(SeriesInstanceUID)",
@@ -291,11 +294,12 @@ def _schema() -> str:
         f"CREATE TABLE IF NOT EXISTS studies ({study})",
         f"CREATE TABLE IF NOT EXISTS series ({series})",
         f"CREATE TABLE IF NOT EXISTS instances ({instance})",
+        f"CREATE TABLE IF NOT EXISTS instance_data ({data})",
         *indexes,
     ]) + ";"
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _json_text(obj: dict[str, Any]) -> str:
@@ -334,6 +338,22 @@ def _level_subset(obj: dict[str, Any], level: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+class _Handle:
+    """One thread's SQLite connection; closed when the thread (and its local data) ends."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class Archive:
     """Files and index of one archive folder; safe to use from many threads and processes."""
 
@@ -346,12 +366,23 @@ class Archive:
         for folder in (self.root, self.files, self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
         self._lock_file = open(self.root / ".lock", "a+b")  # noqa: SIM115 - held while open
         exclusive = self._take_lock()
         conn = self._conn()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            if not exclusive:
+                raise RuntimeError(f"the index of {self.root} has an older layout and another "
+                                   "server uses it; stop that server first")
+            # the files are the archive: drop the old index, reconcile() rebuilds it from them
+            log.warning("rebuilding the index of %s (layout %d -> %d)", self.root, version,
+                        SCHEMA_VERSION)
+            conn.executescript("DROP TABLE IF EXISTS instance_data; DROP TABLE IF EXISTS "
+                               "instances; DROP TABLE IF EXISTS series; "
+                               "DROP TABLE IF EXISTS studies;")
         conn.executescript(_schema())
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         if exclusive:
@@ -373,19 +404,19 @@ class Archive:
             return False
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+        handle = getattr(self._local, "handle", None)
+        if handle is None:
             if self._closed:
                 raise RuntimeError("the archive is closed")
             conn = sqlite3.connect(self.index_path, timeout=60, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=OFF")
-            self._local.conn = conn
+            handle = _Handle(conn)
+            self._local.handle = handle
             with self._lock:
-                self._connections.append(conn)
-        return conn
+                self._handles.add(handle)
+        return handle.conn
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -409,10 +440,8 @@ class Archive:
         """Close every connection and release the folder lock."""
         with self._lock:
             self._closed = True
-            for conn in self._connections:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-            self._connections.clear()
+            for handle in list(self._handles):
+                handle.close()
         with contextlib.suppress(OSError):
             self._lock_file.close()
 
@@ -445,15 +474,43 @@ class Archive:
         :class:`StoreFailure` (reason 272 unreadable, 43264 invalid or wrong study, 45070
         already stored); the temporary file is then removed.
         """
+        [outcome] = self.store_files([temp], study)
+        if isinstance(outcome, StoreFailure):
+            raise outcome
+        return outcome
+
+    def store_files(self, temps: list[Path], study: str | None = None
+                    ) -> list[Stored | StoreFailure]:
+        """Store several complete files of tmp/ (one STOW request) in one index transaction.
+
+        Files are flushed and parsed in parallel, then inserted and renamed into place under one
+        write lock (one savepoint each, so that a failure stays with its file), each folder is
+        flushed once, and the transaction commits. Returns one outcome per file, in order;
+        temporary files are always removed.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        def prepare(temp: Path) -> dict[str, Any] | StoreFailure:
+            try:
+                if self.durable:
+                    with open(temp, "rb+") as fp:
+                        os.fsync(fp.fileno())
+                return self._prepare(temp, study)
+            except StoreFailure as failure:
+                return failure
+
         try:
-            if self.durable:
-                with open(temp, "rb+") as fp:
-                    os.fsync(fp.fileno())
-            prepared = self._prepare(temp, study)
-            return self._commit(temp, prepared)
+            if len(temps) > 1:
+                with ThreadPoolExecutor(min(4, len(temps)),
+                                        thread_name_prefix="dicomframes-store") as pool:
+                    prepared = list(pool.map(prepare, temps))
+            else:
+                prepared = [prepare(t) for t in temps]
+            return self._commit(temps, prepared)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+            for temp in temps:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
 
     def _prepare(self, path: Path, study: str | None) -> dict[str, Any]:
         """Parse a file and compute every index value (no lock held)."""
@@ -536,9 +593,9 @@ class Archive:
         nested: dict[int, str] = {}
 
         def walk(dataset: pydicom.Dataset, prefix: str) -> None:
-            for tag in list(dataset.keys()):
-                raw = dataset.get_item(tag)
-                vr = getattr(raw, "VR", None)
+            # items() gives the elements as read (raw), without decoding their values
+            for tag, raw in list(dataset.items()):
+                vr = raw.VR
                 if vr == "SQ" or (vr is None and vr_of(int(tag)) == "SQ"):
                     for index, item in enumerate(dataset[tag].value or []):
                         walk(item, f"{prefix}{tag_hex(int(tag))}/{index}/")
@@ -552,22 +609,45 @@ class Archive:
 
         return dataset_to_json(ds, bulk_uri=bulk_uri, bulk_threshold=BULK_THRESHOLD)
 
-    def _commit(self, temp: Path, p: dict[str, Any]) -> Stored:
-        final = self.path_of(p["study"], p["series"], p["sop"])
-        relative = final.relative_to(self.root).as_posix()
-        moved = False
+    def _commit(self, temps: list[Path], prepared: list[dict[str, Any] | StoreFailure]
+                ) -> list[Stored | StoreFailure]:
+        outcomes: list[Stored | StoreFailure] = []
+        moved: list[tuple[Path, Path]] = []
         try:
             with self.transaction() as db:
-                moved = self._insert_and_move(db, temp, final, relative, p)
+                for temp, p in zip(temps, prepared, strict=True):
+                    if isinstance(p, StoreFailure):
+                        outcomes.append(p)
+                        continue
+                    final = self.path_of(p["study"], p["series"], p["sop"])
+                    db.execute("SAVEPOINT instance")
+                    try:
+                        self._check_and_insert(db, p, final.relative_to(self.root).as_posix())
+                        final.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(temp, final)
+                    except StoreFailure as failure:
+                        db.execute("ROLLBACK TO instance")
+                        db.execute("RELEASE instance")
+                        outcomes.append(failure)
+                        continue
+                    except BaseException:
+                        db.execute("ROLLBACK TO instance")
+                        db.execute("RELEASE instance")
+                        raise
+                    db.execute("RELEASE instance")
+                    moved.append((final, temp))
+                    outcomes.append(Stored(p["study"], p["series"], p["sop"], p["sop_class"]))
+                for folder in {final.parent for final, _ in moved}:
+                    self._fsync_dir(folder)
         except BaseException:
-            if moved:  # the commit failed after the rename: put the file back
+            for final, temp in moved:  # nothing was committed: put the files back
                 with contextlib.suppress(OSError):
                     os.replace(final, temp)
             raise
-        return Stored(p["study"], p["series"], p["sop"], p["sop_class"])
+        return outcomes
 
-    def _insert_and_move(self, db: sqlite3.Connection, temp: Path, final: Path, relative: str,
-                         p: dict[str, Any]) -> bool:
+    def _check_and_insert(self, db: sqlite3.Connection, p: dict[str, Any],
+                          relative: str) -> None:
         if db.execute("SELECT 1 FROM instances WHERE SOPInstanceUID = ?",
                       (p["sop"],)).fetchone():
             raise StoreFailure(ALREADY_EXISTS, f"instance {p['sop']} is already stored",
@@ -578,14 +658,6 @@ class Archive:
             raise StoreFailure(INVALID, f"series {p['series']} belongs to study {row[0]}, "
                                f"not to {p['study']}", p["sop_class"], p["sop"])
         self._insert_rows(db, p, relative)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp, final)
-        try:
-            self._fsync_dir(final.parent)
-        except BaseException:
-            os.replace(final, temp)
-            raise
-        return True
 
     def _insert_rows(self, db: sqlite3.Connection, p: dict[str, Any], relative: str) -> None:
         cols = p["columns"]
@@ -608,13 +680,14 @@ class Archive:
             self._update_modalities(db, p["study"])
         inst_cols = cols["instance"]
         names = list(inst_cols)
-        db.execute(
+        cursor = db.execute(
             f"INSERT INTO instances (StudyInstanceUID, SeriesInstanceUID, {', '.join(names)}, "
-            "transfer_syntax, path, size, stored_at, metadata, qido, common, pixels) "
-            f"VALUES ({', '.join('?' * (len(names) + 10))})",
+            "transfer_syntax, path, size, stored_at, qido, common) "
+            f"VALUES ({', '.join('?' * (len(names) + 8))})",
             [p["study"], p["series"], *inst_cols.values(), p["ts"], relative, p["size"],
-             time.time(), p["metadata"], p["qido"]["instance"], p["common"],
-             _json_text(p["layout"].to_json())])
+             time.time(), p["qido"]["instance"], p["common"]])
+        db.execute("INSERT INTO instance_data (id, metadata, pixels) VALUES (?, ?, ?)",
+                   (cursor.lastrowid, p["metadata"], _json_text(p["layout"].to_json())))
         db.execute("UPDATE series SET num_instances = num_instances + 1 "
                    "WHERE SeriesInstanceUID = ?", (p["series"],))
         db.execute("UPDATE studies SET num_instances = num_instances + 1 "
@@ -634,40 +707,43 @@ class Archive:
         return InstanceRecord(study, series, sop, ts, self.root / path, size,
                               PixelLayout.from_json(json.loads(pixels)), metadata)
 
-    _RECORD_COLS = ("StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, transfer_syntax, "
-                    "path, size, pixels, metadata")
+    _RECORD_COLS = ("i.StudyInstanceUID, i.SeriesInstanceUID, i.SOPInstanceUID, "
+                    "i.transfer_syntax, i.path, i.size, d.pixels, d.metadata "
+                    "FROM instances i JOIN instance_data d ON d.id = i.id")
 
     def instance(self, study: str, series: str, sop: str) -> InstanceRecord | None:
         """The record of one instance, or None (also when it is not in that study/series)."""
         row = self.db.execute(
-            f"SELECT {self._RECORD_COLS} FROM instances WHERE SOPInstanceUID = ? "
-            "AND SeriesInstanceUID = ? AND StudyInstanceUID = ?", (sop, series, study)).fetchone()
+            f"SELECT {self._RECORD_COLS} WHERE i.SOPInstanceUID = ? "
+            "AND i.SeriesInstanceUID = ? AND i.StudyInstanceUID = ?",
+            (sop, series, study)).fetchone()
         return self._record(row) if row else None
 
     def instances(self, study: str, series: str | None = None) -> list[InstanceRecord]:
         """Records of a study's (or one series') instances, in the order they were stored."""
         if series is None:
             rows = self.db.execute(
-                f"SELECT {self._RECORD_COLS} FROM instances WHERE StudyInstanceUID = ? "
-                "ORDER BY id", (study,)).fetchall()
+                f"SELECT {self._RECORD_COLS} WHERE i.StudyInstanceUID = ? "
+                "ORDER BY i.id", (study,)).fetchall()
         else:
             rows = self.db.execute(
-                f"SELECT {self._RECORD_COLS} FROM instances WHERE StudyInstanceUID = ? "
-                "AND SeriesInstanceUID = ? ORDER BY id", (study, series)).fetchall()
+                f"SELECT {self._RECORD_COLS} WHERE i.StudyInstanceUID = ? "
+                "AND i.SeriesInstanceUID = ? ORDER BY i.id", (study, series)).fetchall()
         return [self._record(r) for r in rows]
 
     def metadata(self, study: str, series: str | None = None,
                  sop: str | None = None) -> list[str]:
         """Stored DICOM JSON texts of the matching instances (relative BulkDataURIs)."""
-        sql = "SELECT metadata FROM instances WHERE StudyInstanceUID = ?"
+        sql = ("SELECT d.metadata FROM instances i JOIN instance_data d ON d.id = i.id "
+               "WHERE i.StudyInstanceUID = ?")
         args: list[str] = [study]
         if series is not None:
-            sql += " AND SeriesInstanceUID = ?"
+            sql += " AND i.SeriesInstanceUID = ?"
             args.append(series)
         if sop is not None:
-            sql += " AND SOPInstanceUID = ?"
+            sql += " AND i.SOPInstanceUID = ?"
             args.append(sop)
-        return [r[0] for r in self.db.execute(sql + " ORDER BY id", args)]
+        return [r[0] for r in self.db.execute(sql + " ORDER BY i.id", args)]
 
     def count(self) -> int:
         """Number of stored instances."""
@@ -690,6 +766,8 @@ class Archive:
                               args).fetchall()
             if not rows:
                 return 0
+            db.execute(f"DELETE FROM instance_data WHERE id IN (SELECT id FROM instances "
+                       f"WHERE {where})", args)
             db.execute(f"DELETE FROM instances WHERE {where}", args)
             for series_uid in {r[1] for r in rows}:
                 self._recount_series(db, series_uid)
@@ -773,6 +851,8 @@ class Archive:
             with self.transaction() as tx:
                 touched: set[tuple[str, str]] = set()
                 for path in missing:
+                    tx.execute("DELETE FROM instance_data WHERE id IN (SELECT id FROM instances "
+                               "WHERE path = ?)", (path,))
                     tx.execute("DELETE FROM instances WHERE path = ?", (path,))
                     touched.add(known[path])
                 for _study, series in touched:
@@ -785,11 +865,18 @@ class Archive:
             source = self.root / path
             temp = self.temp_path(".restore")
             try:
-                os.replace(source, temp)
-                self.store_file(temp)
+                os.link(source, temp)  # a second name in tmp/: store_file moves it into place
+                stored = self.store_file(temp)
+                if self.path_of(stored.study, stored.series, stored.sop_instance) != source:
+                    source.unlink()  # it was in the wrong place
                 report["restored"] += 1
             except (StoreFailure, OSError) as exc:
-                log.warning("discarded %s, which has no index row: %s", path, exc)
+                rejected = self.root / "rejected" / path
+                log.warning("moved %s, which has no index row and cannot be stored (%s), to %s",
+                            path, exc, rejected)
+                with contextlib.suppress(OSError):
+                    rejected.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(source, rejected)
                 report["discarded"] += 1
         if on_disk - set(known):
             self._remove_empty_dirs({(self.root / p).parent for p in on_disk - set(known)})

@@ -109,16 +109,19 @@ class StudyBrowser(widgets.VBox):
         self._meta: pandas.Series | None = None
         self._quiet = False
 
-        text = functools.partial(widgets.Text, continuous_update=False,
+        label = {"description_width": "80px"}
+        text = functools.partial(widgets.Text, continuous_update=False, style=label,
                                  layout=widgets.Layout(width="auto"))
         self.patient_name = text(description="Patient", placeholder="name, e.g. Doe*")
         self.patient_id = text(description="Patient ID")
-        self.date_from = widgets.DatePicker(description="From")
-        self.date_to = widgets.DatePicker(description="To")
+        self.date_from = widgets.DatePicker(description="From", style=label,
+                                            layout=widgets.Layout(width="auto"))
+        self.date_to = widgets.DatePicker(description="To", style=label,
+                                          layout=widgets.Layout(width="auto"))
         self.modality = widgets.Combobox(description="Modality", placeholder="CT, MR...",
                                          options=["CT", "MR", "CR", "DX", "US", "OT", "PT",
                                                   "NM", "XA", "MG", "SM"],
-                                         layout=widgets.Layout(width="auto"))
+                                         style=label, layout=widgets.Layout(width="auto"))
         self.accession = text(description="Accession")
         self.description = text(description="Description", placeholder="words of it")
         self.search_button = widgets.Button(description="Search", button_style="primary",
@@ -139,11 +142,13 @@ class StudyBrowser(widgets.VBox):
                                           disabled=True)
         self.width = widgets.FloatSlider(description="Width", min=1, continuous_update=False,
                                          disabled=True)
-        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="512px"))
+        self.image = widgets.Image(format="png", layout=widgets.Layout(
+            width="384px", height="auto", object_fit="contain"))
         self.image_info = widgets.HTML()
 
         self.target = widgets.ToggleButtons(options=["study", "series", "instance"],
-                                            value="study", description="Selection")
+                                            value="study", description="Selection",
+                                            style={"button_width": "80px"})
         self.folder = widgets.Text(value=folder, description="Folder")
         self.download_button = widgets.Button(description="Download", icon="download")
         self.delete_button = widgets.Button(description="Delete…", button_style="danger",
@@ -170,7 +175,8 @@ class StudyBrowser(widgets.VBox):
         form = widgets.GridBox(
             [self.patient_name, self.patient_id, self.date_from, self.date_to, self.modality,
              self.accession, self.description, self.search_button],
-            layout=widgets.Layout(grid_template_columns="repeat(4, 1fr)", grid_gap="4px"),
+            layout=widgets.Layout(grid_template_columns="repeat(auto-fill, minmax(270px, 1fr))",
+                                  grid_gap="4px"),
         )
         viewer = widgets.VBox([self.frame, self.center, self.width, self.image_info])
         super().__init__([
@@ -180,8 +186,10 @@ class StudyBrowser(widgets.VBox):
             self.studies_header,
             self.studies,
             widgets.HBox([
-                widgets.VBox([widgets.HTML("<b>Series</b>"), self.series,
-                              widgets.HTML("<b>Instances</b>"), self.instances],
+                widgets.VBox([widgets.HTML("<b>Series</b> (number, modality, instances, "
+                                           "description)"), self.series,
+                              widgets.HTML("<b>Instances</b> (number, frames, "
+                                           "SOPInstanceUID)"), self.instances],
                              layout=widgets.Layout(width="50%")),
                 widgets.VBox([self.image, viewer], layout=widgets.Layout(width="50%")),
             ]),

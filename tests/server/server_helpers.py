@@ -9,9 +9,9 @@ from __future__ import annotations
 import http.client
 import re
 import secrets
-from urllib.parse import urlsplit
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pydicom
 import requests
