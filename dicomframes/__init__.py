@@ -21,6 +21,9 @@ from .errors import (
     UnsupportedMediaType,
 )
 
+# Registers the ``df.dicom`` accessor, so DataFrames read back from CSV or Parquet have it too.
+from . import tables as _tables  # noqa: F401
+
 if TYPE_CHECKING:
     from .client import Client, connect
     from .server import Server, serve
@@ -45,7 +48,7 @@ __all__ = [
     "serve",
 ]
 
-# Heavy parts (pandas, the web server) load on first use so `import dicomframes` stays quick.
+# The web server and HTTP client load on first use.
 _LAZY = {
     "Client": ("client", "Client"),
     "connect": ("client", "connect"),

@@ -952,13 +952,23 @@ class DicomAccessor:
             out = out.reset_index(drop=True)
         return out
 
-    def frames(self, frames: Sequence[int] | None = None, **options: Any) -> list[np.ndarray]:
-        """Pixel data of each instance row: a list of arrays, one per row, in row order."""
+    def frames(
+        self, frame: int | None = None, *, stack: bool = True, order: str = "slice", **options: Any
+    ) -> np.ndarray | list[np.ndarray]:
+        """Pixel data of the instance rows.
+
+        ``stack=True`` (default) gives one array: the instances fetched concurrently and ordered
+        along the slice normal (ImagePositionPatient), else by InstanceNumber (``order="given"``
+        keeps row order); ``frame`` picks one frame of each instance, None takes all. Instances
+        of different shapes cannot stack: ``stack=False`` gives a list, one array per row.
+        """
         client = self.client
-        return [
-            client.frames(study, series, sop, frames=frames, **options)
-            for study, series, sop in self._uids(3, "frames")
-        ]
+        uids = list(self._uids(3, "frames"))
+        if not stack:
+            return [client.frames(*row, frames=frame, **options) for row in uids]
+        from .frames import fetch_stack
+
+        return fetch_stack(client, uids, frame=frame, order=order, **options)
 
     def retrieve(self, **options: Any) -> list[pydicom.Dataset]:
         """WADO-RS retrieve of the rows (instances, series or studies) as pydicom Datasets."""

@@ -55,12 +55,18 @@ def test_metadata_keeps_the_row_order_and_types(client):
 
 def test_frames_and_retrieve_per_row(client):
     instances = client.search_instances(study=STUDY, series=SERIES_1)
-    arrays = instances.dicom.frames()
+    stacked = instances.dicom.frames()
+    assert isinstance(stacked, np.ndarray) and stacked.shape == (2, 979, 985, 3)
+    arrays = instances.dicom.frames(stack=False)
     assert len(arrays) == 2
-    assert all(isinstance(a, np.ndarray) and a.shape[-3:] == (979, 985, 3) for a in arrays)
+    assert all(isinstance(a, np.ndarray) and a.shape == (1, 979, 985, 3) for a in arrays)
     datasets = instances.dicom.retrieve()
     assert sorted(ds.SOPInstanceUID for ds in datasets) == sorted(instances["SOPInstanceUID"])
     assert all(isinstance(ds, pydicom.Dataset) for ds in datasets)
+    # no positions in these files: the stack follows InstanceNumber
+    by_number = sorted(datasets, key=lambda ds: int(ds.InstanceNumber))
+    for got, ds in zip(stacked, by_number, strict=True):
+        np.testing.assert_array_equal(got, ds.pixel_array)
 
 
 def test_filters_from_a_row_find_it_again(client):

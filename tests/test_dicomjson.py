@@ -117,7 +117,7 @@ def test_dataset_to_json_of_python_values():
         ds = pydicom.Dataset()
         ds.ReferringPhysicianName = ""
         ds.ContentDate = dt.date(2021, 2, 3)
-        ds.AcquisitionDateTime = dt.datetime(2021, 2, 3, 4, 5, 6, 7000, tzinfo=dt.timezone.utc)
+        ds.AcquisitionDateTime = dt.datetime(2021, 2, 3, 4, 5, 6, 7000, tzinfo=dt.UTC)
         ds.ContentTime = dt.time(1, 2, 3)
         ds.Rows = 0
         ds.add_new(0x00280106, "US or SS", 3)

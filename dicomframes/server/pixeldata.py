@@ -22,8 +22,7 @@ EXPLICIT_LE = str(ExplicitVRLittleEndian)
 IMPLICIT_LE = str(ImplicitVRLittleEndian)
 _NATIVE_LE = {EXPLICIT_LE, IMPLICIT_LE}
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float-, Double Float Pixel Data
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV",
-             b"UV"}
+_PIXEL_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"UN"}
 _ITEM, _SEQ_END = 0xE000FFFE, 0xE0DDFFFE  # (FFFE,E000) and (FFFE,E0DD) read as little-endian
 
 # PS3.18 Table 8.7.3-2: media types of compressed pixel data (bulk data / frames).
@@ -146,17 +145,16 @@ def locate_pixel_data(fp: BinaryIO, ds: pydicom.Dataset, file_size: int) -> Pixe
     tag = (group << 16) | elem
     if tag not in PIXEL_TAGS:
         return PixelLayout("none", ts)
-    if ts == IMPLICIT_LE:
-        length = struct.unpack("<I", header[4:8])[0]
-        value_offset = start + 8
-    elif header[4:6] in _LONG_VRS:
+    # files that declare one VR encoding and use the other exist (pydicom reads them too)
+    explicit = header[4:6] in _PIXEL_VRS and header[6:8] == b"\0\0"
+    if explicit:
         extra = fp.read(4)
         if len(extra) < 4:
             raise PixelDataError("truncated Pixel Data element header")
         length = struct.unpack("<I", extra)[0]
         value_offset = start + 12
     else:
-        length = struct.unpack("<H", header[6:8])[0]
+        length = struct.unpack("<I", header[4:8])[0]
         value_offset = start + 8
     if length != 0xFFFFFFFF:
         if value_offset + length > file_size:
@@ -297,9 +295,13 @@ def _decode_array(path: Path, index: int) -> np.ndarray:
         raise PixelDataError(f"cannot decode frame {index + 1}: {exc}") from exc
 
 
-def _to_native_bytes(arr: np.ndarray, bits_allocated: int) -> bytes:
+def _to_native_bytes(arr: np.ndarray, bits_allocated: int, planar: bool = False) -> bytes:
+    """Little-endian native bytes of one decoded frame (or of all frames); ``planar``: colour
+    by plane (PlanarConfiguration 1) instead of pydicom's interleaved samples."""
     if bits_allocated == 1:
         return np.packbits(arr.astype(np.uint8).ravel(), bitorder="little").tobytes()
+    if planar and arr.ndim >= 3 and arr.shape[-1] in (3, 4):
+        arr = np.moveaxis(arr, -1, -3)
     little = arr.dtype.newbyteorder("<") if arr.dtype.itemsize > 1 else arr.dtype
     return np.ascontiguousarray(arr, dtype=little).tobytes()
 
@@ -310,7 +312,9 @@ def native_frame(path: Path, layout: PixelLayout, index: int) -> bytes:
     if layout.kind == "native":
         return stored_frame(path, layout, index)
     ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return _to_native_bytes(_decode_array(path, index), _int(ds, "BitsAllocated", 8))
+    # native data keep the instance's PlanarConfiguration, as its metadata tells clients
+    planar = layout.is_native and _int(ds, "PlanarConfiguration", 0) == 1
+    return _to_native_bytes(_decode_array(path, index), _int(ds, "BitsAllocated", 8), planar)
 
 
 def can_decode(transfer_syntax: str) -> bool:
@@ -341,7 +345,8 @@ def transcode_to_explicit_le(path: Path) -> bytes:
                 if elem.tag not in PIXEL_TAGS:
                     ds.add(elem)
             if "PixelData" in big:
-                ds.PixelData = _to_native_bytes(big.pixel_array, _int(big, "BitsAllocated", 8))
+                ds.PixelData = _to_native_bytes(big.pixel_array, _int(big, "BitsAllocated", 8),
+                                                _int(big, "PlanarConfiguration", 0) == 1)
                 ds["PixelData"].VR = "OW" if _int(big, "BitsAllocated", 8) > 8 else "OB"
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
             buffer = io.BytesIO()

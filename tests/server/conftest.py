@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,10 @@ PYDICOM_FILES = {
     "rle_rgb_2frame": "SC_rgb_rle_2frame.dcm",
     "native_multiframe": "rtdose.dcm",  # 15 frames, implicit VR, 32-bit
     "no_pixels": "waveform_ecg.dcm",
+    "big_endian_planar": "ExplVR_BigEnd.dcm",  # RGB, PlanarConfiguration 1
+    "vr_mismatch": "SC_rgb_jpeg.dcm",  # declares explicit VR, written implicit (kept as is)
 }
+KEEP_AS_IS = {"vr_mismatch"}
 
 
 @pytest.fixture(scope="session")
@@ -40,12 +44,16 @@ def pydicom_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("pydicom-files")
     out: dict[str, Path] = {}
     for key, name in PYDICOM_FILES.items():
+        path = folder / f"{key}.dcm"
+        if key in KEEP_AS_IS:  # rewriting would repair what the test is about
+            shutil.copy(get_testdata_file(name), path)
+            out[key] = path
+            continue
         ds = pydicom.dcmread(get_testdata_file(name))
         ds.StudyInstanceUID = generate_uid()
         ds.SeriesInstanceUID = generate_uid()
         ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        path = folder / f"{key}.dcm"
         ds.save_as(path, enforce_file_format=True)
         out[key] = path
     return out
