@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# Registers the ``df.dicom`` accessor, so DataFrames read back from CSV or Parquet have it too.
+from . import tables as _tables  # noqa: F401
 from .errors import (
     BadRequest,
     Conflict,
@@ -20,9 +22,6 @@ from .errors import (
     NotFound,
     UnsupportedMediaType,
 )
-
-# Registers the ``df.dicom`` accessor, so DataFrames read back from CSV or Parquet have it too.
-from . import tables as _tables  # noqa: F401
 
 if TYPE_CHECKING:
     from .client import Client, connect

@@ -71,7 +71,8 @@ def test_instance_single_part_and_multipart(loaded, tutorial_files) -> None:
 
 
 @pytest.mark.parametrize("key", ["jpeg_baseline_multiframe", "j2k", "rle", "jpeg_ls",
-                                 "implicit", "big_endian", "deflated"])
+                                 "implicit", "big_endian", "deflated", "big_endian_planar",
+                                 "vr_mismatch"])
 def test_other_syntaxes_are_transcoded_to_explicit_little_endian(loaded, pydicom_files,
                                                                  key) -> None:
     path = pydicom_files[key]
