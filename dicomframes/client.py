@@ -892,11 +892,10 @@ class Client:
             self._read_preview(response, exchange)
             self._finish(exchange)
             message = self._scrub(_server_message(response.content))
-            error = errors.error_for(
-                response.status_code, method, shown_url, message, exchange.response_headers
+            raise errors.error_for(
+                response.status_code, method, shown_url, message, exchange.response_headers,
+                response.content,
             )
-            error.body = response.content  # type: ignore[attr-defined]  # the raw answer
-            raise error
         if stream:
             exchange.streamed = True
         else:

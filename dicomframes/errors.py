@@ -21,7 +21,8 @@ class DICOMwebError(DicomFramesError):
     """A DICOMweb server answered with an error status.
 
     Attributes: ``status`` (int), ``method``, ``url`` (without credentials), ``message`` (the
-    server's own words, whatever its Content-Type) and ``headers`` (response headers).
+    server's own words, whatever its Content-Type), ``headers`` (response headers) and ``body``
+    (the raw answer, e.g. a STOW response's DICOM JSON with its FailedSOPSequence).
     """
 
     def __init__(
@@ -31,8 +32,10 @@ class DICOMwebError(DicomFramesError):
         url: str,
         message: str = "",
         headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
     ) -> None:
         self.status = status
+        self.body = body
         self.method = method
         self.url = url
         self.message = message
@@ -81,7 +84,8 @@ def error_for(
     url: str,
     message: str = "",
     headers: Mapping[str, str] | None = None,
+    body: bytes = b"",
 ) -> DICOMwebError:
     """Build the most specific :class:`DICOMwebError` subclass for ``status``."""
     cls = _BY_STATUS.get(status, DICOMwebError)
-    return cls(status, method, url, message, headers)
+    return cls(status, method, url, message, headers, body)

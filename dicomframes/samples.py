@@ -423,8 +423,8 @@ def _cr_series(ds_base: Dataset, uid: _Uids, rng: np.random.Generator, series_nu
         image[chest] = 1800.0
         if view == "PA":
             for side in (-0.35, 0.35):
-                image[((x - side) / 0.25) ** 2 + (y / 0.55) ** 2 <= 1] = 900.0
-        image[np.abs(x) < 0.05] = 2600.0 if view == "PA" else 1800.0
+                image[((x - side) / 0.25) ** 2 + (y / 0.55) ** 2 <= 1] = 3000.0  # air: dark
+        image[np.abs(x) < 0.05] = 600.0 if view == "PA" else 1800.0  # bone: bright
         image += rng.normal(0, 20, size=image.shape)
         stored = np.clip(np.round(image), 0, 4095).astype(np.uint16)
         ds = _copy(ds_base)

@@ -595,13 +595,15 @@ RETRIEVE = [
         ## From a search to arrays
 
         Every DataFrame that `dicomframes` returns knows its client. The `.dicom` accessor then
-        runs the follow-up calls for its rows. Here we get the frames of every instance found
-        by a search:
+        runs the follow-up calls for its rows. Here we get the pixels of every instance found
+        by a search, stacked into one array (ordered by instance number, or by position for
+        slices of a volume). `stack=False` gives a list with one array per row instead:
     """),
     code("""
         instances = client.search_instances(study=STUDY)
-        arrays = instances.dicom.frames()
-        [array.shape for array in arrays]
+        stack = instances.dicom.frames()
+        print(stack.shape, stack.dtype)
+        [array.shape for array in instances.dicom.frames(stack=False)]
     """),
     md("""
         **Next:** [3 · Searching](03-search.ipynb) finds studies, series and instances by their
@@ -899,7 +901,7 @@ DELETE = [
         try:
             client.request("DELETE", f"studies/{STUDY}/series/{SERIES_1}/instances/{RED}")
         except dicomframes.DICOMwebError as error:
-            print(f"not deleted ({error.status}): {error.message}")
+            print(f"not deleted ({error.status}): {error.message or 'the server gave no reason'}")
         print(client.last_exchange)
     """),
     code("""

@@ -335,6 +335,8 @@ def transcode_to_explicit_le(path: Path) -> bytes:
     ds = pydicom.dcmread(path)
     ts = UID(ds.file_meta.TransferSyntaxUID)
     try:
+        for _ in ds.iterall():  # decode every element (a VR read implicitly becomes known)
+            pass
         if ts.is_compressed:
             ds.decompress(generate_instance_uid=False)
         elif not ts.is_little_endian:
