@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import require
-from dicom_factory import make_files
+from support import make_files, require
 
 from dicomframes import connect
 from dicomframes.uids import new_uid

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pydicom
-from dicom_factory import make_files
+from support import make_files
 
 from dicomframes.uids import new_uid
 

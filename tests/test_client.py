@@ -20,7 +20,7 @@ import pandas as pd
 import pydicom
 import pytest
 import requests
-from conftest import SHARED_SAMPLES, DicomwebServer, make_instances
+from support import SHARED_SAMPLES, DicomwebServer, make_instances
 
 from dicomframes import errors
 from dicomframes.client import Client, Exchange, connect, qido_params
@@ -589,7 +589,7 @@ def test_token_is_sent_and_redacted(scripted: Callable[..., Scripted]) -> None:
 
 
 def test_basic_auth_against_orthanc(tmp_path: Path, tutorial_files: list[Path]) -> None:
-    from conftest import require
+    from support import require
 
     from dicomframes.testing.orthanc import orthanc_installed, start_orthanc
 

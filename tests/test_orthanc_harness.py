@@ -7,7 +7,7 @@ from pathlib import Path
 import pydicom
 import pytest
 import requests
-from conftest import require
+from support import require
 
 from dicomframes import multipart
 from dicomframes.testing.orthanc import OrthancServer, orthanc_installed, start_orthanc

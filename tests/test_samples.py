@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import SHARED_SAMPLES, TUTORIAL_NAMES
 from pydicom.uid import ExplicitVRLittleEndian
+from support import SHARED_SAMPLES, TUTORIAL_NAMES
 
 from dicomframes import samples
 from dicomframes.uids import validate_uid

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from dicom_factory import make_dataset, make_files, to_bytes
+from support import make_dataset, make_files, to_bytes
 
 from dicomframes import connect
 from dicomframes.uids import new_uid

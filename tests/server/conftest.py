@@ -10,9 +10,10 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
-from server_helpers import stow
 
 from dicomframes.server import Server, serve
+
+from .server_helpers import stow
 
 # pydicom's bundled files: one per storage form the server must handle
 PYDICOM_FILES = {

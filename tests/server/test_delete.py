@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from server_helpers import DICOM_JSON, instance_url, stow, uids_of, value
+
+from .server_helpers import DICOM_JSON, instance_url, stow, uids_of, value
 
 
 def _rows(server) -> int:

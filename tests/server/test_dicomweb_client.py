@@ -10,7 +10,8 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.encaps import generate_frames
-from server_helpers import native_bytes, uids_of
+
+from .server_helpers import native_bytes, uids_of
 
 dicomweb_client = pytest.importorskip("dicomweb_client")
 from dicomweb_client.api import DICOMwebClient  # noqa: E402

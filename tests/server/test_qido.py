@@ -14,10 +14,11 @@ import pytest
 import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
-from server_helpers import DICOM_JSON, stow, uids_of, value
 
 from dicomframes import samples
 from dicomframes.server import Server, serve
+
+from .server_helpers import DICOM_JSON, stow, uids_of, value
 
 TUTORIAL_STUDY = "1.2.826.0.1.3680043.8.498.13230779778012324449356534479549187420"
 NAMES = ["Doe^John^A", "DOE^Jane", "van Dyke^Dick", "Doeson^Anna", "Smith^John"]

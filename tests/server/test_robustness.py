@@ -18,7 +18,11 @@ import pydicom
 import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
-from server_helpers import (
+
+from dicomframes import samples
+from dicomframes.server import serve
+
+from .server_helpers import (
     DICOM_JSON,
     failure_reasons,
     instance_url,
@@ -27,9 +31,6 @@ from server_helpers import (
     stow,
     uids_of,
 )
-
-from dicomframes import samples
-from dicomframes.server import serve
 
 
 def _index(folder: Path) -> list[tuple[str, str]]:

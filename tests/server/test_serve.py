@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from server_helpers import stow
 
 import dicomframes
 from dicomframes import server as server_module
 from dicomframes.server import Server, serve
+
+from .server_helpers import stow
 
 
 def test_serve_with_temporary_storage(tutorial_files) -> None:

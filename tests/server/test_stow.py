@@ -7,7 +7,8 @@ from pathlib import Path
 import pydicom
 import pytest
 import requests
-from server_helpers import (
+
+from .server_helpers import (
     DICOM_JSON,
     failure_reasons,
     instance_url,

@@ -12,7 +12,8 @@ import pytest
 import requests
 from PIL import Image
 from pydicom.encaps import generate_frames
-from server_helpers import (
+
+from .server_helpers import (
     DICOM_JSON,
     EXPLICIT_LE,
     instance_url,
