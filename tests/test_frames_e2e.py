@@ -127,13 +127,7 @@ def _check_instance(archive: Archive, path: str | Path, transfer_syntax: str = "
 
 # Known gaps of a server (not of the client), reported to its owner; xfail (not strict) so a
 # fix shows up as XPASS.
-KNOWN_GAPS = {
-    ("embedded", "test_files/ExplVR_BigEnd.dcm"):
-        "embedded server: big endian -> little endian frames lose PlanarConfiguration 1",
-    ("embedded", "test_files/SC_rgb_jpeg.dcm"):
-        "embedded server: STOW does not store this file (explicit VR declared, implicit "
-        "written) that pydicom reads",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("name", BUNDLED)

@@ -63,6 +63,12 @@ _JSON_TYPES = {DICOM_JSON, "application/json", "*/*", "application/*"}
 CHUNK = 1 << 20
 
 
+def _encode(parts: Any, boundary: str) -> Iterator[bytes]:
+    """Every answer part carries its Content-Length, so a client can jump to the next boundary
+    instead of searching the content for it."""
+    return encode(parts, boundary, CHUNK, content_length=True)
+
+
 class HTTPProblem(Exception):
     """An error answer: status and a message for the client (text/plain)."""
 
@@ -532,12 +538,12 @@ class DICOMwebApp:
                 yield (headers, content) if isinstance(content, str) else \
                     (headers, self._transcode(content))
 
-        return StreamingResponse(encode(transcoded(), boundary, CHUNK), media_type=content_type)
+        return StreamingResponse(_encode(transcoded(), boundary), media_type=content_type)
 
     @staticmethod
     def _length(parts: list[tuple[dict[str, str], Any]], boundary: str) -> int | None:
         try:
-            return encoded_length(parts, boundary)
+            return encoded_length(parts, boundary, content_length=True)
         except OSError:
             return None
 
@@ -715,7 +721,7 @@ class DICOMwebApp:
                 yield {"Content-Type": part_type}, self._frame(read, record, index)
 
         boundary = new_boundary()
-        return StreamingResponse(encode(parts(), boundary, CHUNK),
+        return StreamingResponse(_encode(parts(), boundary),
                                  media_type=related_content_type(boundary, plan.media_type))
 
     @staticmethod
@@ -727,7 +733,7 @@ class DICOMwebApp:
                     r.type == "multipart/related" and r.inner[0] in ("*/*", media,
                                                                      "application/octet-stream")):
                 boundary = new_boundary()
-                body = b"".join(encode([({"Content-Type": part_type}, data)], boundary))
+                body = b"".join(_encode([({"Content-Type": part_type}, data)], boundary))
                 return Response(body, media_type=related_content_type(boundary, media))
             if r.type in (media, "application/octet-stream"):
                 return Response(data, media_type=part_type)
@@ -802,10 +808,10 @@ async def _multipart_response(parts: Callable[[], Any], boundary: str, content_t
     """A multipart answer: built in one go when small (fewer thread hand-offs), else streamed
     (with Content-Length when ``size`` is the ``exact`` encoded length)."""
     if size is not None and size <= SMALL_BODY:
-        body = await run_in_threadpool(lambda: b"".join(encode(parts(), boundary, CHUNK)))
+        body = await run_in_threadpool(lambda: b"".join(_encode(parts(), boundary)))
         return Response(body, media_type=content_type)
     headers = {"Content-Length": str(size)} if exact and size is not None else None
-    return StreamingResponse(encode(parts(), boundary, CHUNK), media_type=content_type,
+    return StreamingResponse(_encode(parts(), boundary), media_type=content_type,
                              headers=headers)
 
 
