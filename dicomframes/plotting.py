@@ -250,7 +250,8 @@ def montage(
     images = [np.asarray(f) for f in frames]
     n = len(images)
     nrows, ncols = _grid(n, cols)
-    fig = _plt().figure(figsize=figsize or (tile_size * ncols, tile_size * nrows + 0.4))
+    # each row gets room for its tiles' titles, which tight_layout cannot make for square axes
+    fig = _plt().figure(figsize=figsize or (tile_size * ncols, (tile_size + 0.35) * nrows + 0.4))
     # Without a window, grey tiles share the stack's range so that they compare.
     grey = [im for im in images if not _is_color(im) and im.size]
     shared_range = None
