@@ -40,7 +40,7 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from . import errors
+from . import dicomjson, errors
 from .uids import validate_uid
 
 if TYPE_CHECKING:
@@ -1012,7 +1012,7 @@ class Client:
         response = self.request("GET", path, params=params, headers={"Accept": DICOM_JSON})
         if response.status_code == 204 or not response.content.strip():
             return []
-        data = json.loads(response.content)
+        data = dicomjson.loads(response.content)
         if isinstance(data, dict):  # a lone object instead of an array
             data = [data]
         if not isinstance(data, list):
@@ -1100,7 +1100,7 @@ class Client:
         response = self.request("GET", path, headers={"Accept": DICOM_JSON})
         if response.status_code == 204 or not response.content.strip():
             return []
-        data = json.loads(response.content)
+        data = dicomjson.loads(response.content)
         return data if isinstance(data, list) else [data]
 
     def metadata(

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import gc
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -68,6 +67,7 @@ from .dicomjson import (
     _pn_groups,
     _readable,
     _tm_microseconds,
+    gc_paused,
     json_to_dataset,
     keyword_of,
     parse_person_name,
@@ -528,13 +528,8 @@ def to_dataframe(
     if objs:
         # Millions of small objects are made and dropped here, none in reference cycles: the
         # cyclic garbage collector would only re-scan the parsed JSON again and again.
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             columns = builder.columns(objs, range(len(objs)))
-        finally:
-            if paused:
-                gc.enable()
     elif level is not None:
         columns = {
             keyword_of(tag): (
