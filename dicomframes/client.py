@@ -771,13 +771,22 @@ class Client:
         finally:
             self._trace_files.pop()
 
-    def _scrub(self, text: str) -> str:
-        if self._token and self._token in text:
-            text = text.replace(self._token, "***")
+    def _secrets(self) -> list[str]:
+        secrets = [self._token] if self._token else []
         password = getattr(self._auth, "password", None)
-        if isinstance(password, str) and len(password) >= 4 and password in text:
-            text = text.replace(password, "***")
+        if isinstance(password, str) and len(password) >= 4:
+            secrets.append(password)
+        return secrets
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets():
+            text = text.replace(secret, "***")
         return text
+
+    def _scrub_bytes(self, data: bytes) -> bytes:
+        for secret in self._secrets():
+            data = data.replace(secret.encode("utf-8"), b"***")
+        return data
 
     def _finish(self, exchange: Exchange) -> None:
         """Announce a completed exchange to an active :meth:`trace`."""
@@ -807,8 +816,9 @@ class Client:
 
         ``params`` become the query string; values keep DICOM wildcards (``*?^,``) raw and
         lists become comma-separated. ``summary`` describes a streamed body in the recorded
-        :class:`Exchange` (e.g. ``"multipart/related, 3 parts, 8.6 MB"``). Retries on 429/503
-        (honouring Retry-After) and, for idempotent methods, on connection errors. Returns the
+        :class:`Exchange` (e.g. ``"multipart/related, 3 parts, 8.6 MB"``). Idempotent methods
+        (GET, HEAD, DELETE, OPTIONS, PUT) are retried on 429/503 (honouring Retry-After) and on
+        connection errors; POST never is (a STOW could be stored twice). Returns the
         ``requests.Response`` for statuses below 400, else raises a
         :class:`dicomframes.DICOMwebError` subclass.
         """
@@ -839,8 +849,7 @@ class Client:
         shown_url = _redact_url(url)
         headers = dict(headers or {})
         body_summary = summary if summary is not None else self._body_summary(data, headers)
-        can_retry_status = _replayable(data)
-        can_retry_connection = method in IDEMPOTENT and _replayable(data)
+        can_retry = method in IDEMPOTENT and _replayable(data)
         kwargs: dict[str, Any] = {"timeout": self.timeout, "stream": True}
         if self._auth is not None:
             kwargs["auth"] = self._auth
@@ -860,7 +869,7 @@ class Client:
                 exchange.elapsed = time.perf_counter() - started
                 exchange.error = self._scrub(f"{type(exc).__name__}: {exc}")
                 self._record(exchange)
-                if can_retry_connection and attempt <= self.retries:
+                if can_retry and attempt <= self.retries:
                     delay = self.backoff * 2 ** (attempt - 1)
                     log.info("%s %s failed (%s); retrying in %.1f s", method, shown_url,
                              type(exc).__name__, delay)
@@ -873,7 +882,7 @@ class Client:
             exchange.reason = response.reason or ""
             exchange.request_headers = _redact_headers(response.request.headers)
             exchange.response_headers = _redact_headers(response.headers)
-            if response.status_code in RETRY_STATUSES and can_retry_status and (
+            if response.status_code in RETRY_STATUSES and can_retry and (
                 attempt <= self.retries
             ):
                 wait = _retry_after(response.headers.get("Retry-After"))
@@ -894,7 +903,7 @@ class Client:
             message = self._scrub(_server_message(response.content))
             raise errors.error_for(
                 response.status_code, method, shown_url, message, exchange.response_headers,
-                response.content,
+                self._scrub_bytes(response.content),
             )
         if stream:
             exchange.streamed = True
@@ -1365,9 +1374,9 @@ def connect(
     any requests auth object), or ``session`` (a ready ``requests.Session`` such as Google's
     ``AuthorizedSession``). TLS certificates are verified unless ``verify=False``.
     ``timeout`` (seconds) applies to connecting and to each read; ``retries`` is the number of
-    retries on 429/503 and on connection errors of idempotent calls. Other keyword ``options``
-    go to :class:`Client` (``page_size``, ``max_pages``, ``backoff``, ``history_size``,
-    ``progress``).
+    retries on 429/503 and on connection errors, for idempotent calls only (never POST).
+    Other keyword ``options`` go to :class:`Client` (``page_size``, ``max_pages``,
+    ``backoff``, ``history_size``, ``progress``).
     """
     if url is None:
         url = os.environ.get("DICOMWEB_URL") or None

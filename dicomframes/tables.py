@@ -724,7 +724,8 @@ def row_to_filters(row: pd.Series, keys: Sequence[str] | None = None) -> dict[st
     decimal text. ``keys`` picks the attributes (keywords or tags); by default every
     single-valued attribute of the row with a value, except sequences, binary data and the
     return-only attributes servers refuse as matching keys (RetrieveURL,
-    NumberOfStudyRelatedInstances...).
+    NumberOfStudyRelatedInstances...). A key that is not a column of the row raises KeyError
+    (dropping it silently would widen the search); a key whose value is missing is left out.
     """
     values = _merged(dict(row.items()))
     vrs = _row_vrs(row)
@@ -733,6 +734,9 @@ def row_to_filters(row: pd.Series, keys: Sequence[str] | None = None) -> dict[st
         wanted = [k for k in values if k not in _NOT_FILTERS]
     else:
         wanted = [keyword_of(tag_of(k)) for k in keys]
+        absent = [name for name in wanted if name not in values]
+        if absent:
+            raise KeyError(f"{', '.join(absent)}: not a column of this row")
     out: dict[str, str] = {}
     for name in wanted:
         value = values.get(name)

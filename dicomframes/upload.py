@@ -22,6 +22,7 @@ import glob
 import io
 import logging
 import os
+import struct
 import threading
 import time
 import zipfile
@@ -102,6 +103,9 @@ _HEADER_TAGS = [Tag(0x00080016), Tag(0x00080018), Tag(0x0020000D), Tag(0x0020000
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 _GLOB_CHARS = frozenset("*?[")
 _STOW_ACCEPT = "application/dicom+json"
+_PIXEL_TAGS = frozenset({(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)})
+_PIXEL_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"UN"})
+_LITTLE_ENDIAN_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 
 
 @dataclass
@@ -173,7 +177,8 @@ def discover(items: Any) -> list[Instance]:
     a glob pattern (``"scans/**/*.dcm"``), a :class:`pydicom.Dataset`, ``bytes`` of a Part-10
     file or of a zip file, or a ``(name, bytes)`` pair (the name shows as the row's source).
     Only the header is read (``stop_before_pixels``). Inputs that cannot be used get
-    ``status="failed"`` and a message; DICOMDIR index files are ``skipped``.
+    ``status="failed"`` and a message (also a file cut short inside its native Pixel Data);
+    DICOMDIR index files are ``skipped``.
     """
     found = expand(items)
     for inst in found:
@@ -330,6 +335,7 @@ def _read_header(inst: Instance) -> None:
     try:
         with _open(inst) as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            shortfall = _pixel_data_shortfall(fh, ds, inst.size)
     except OSError as exc:
         inst.fail(f"cannot read this file: {exc.strerror or exc}")
         return
@@ -349,10 +355,38 @@ def _read_header(inst: Instance) -> None:
     inst.series_instance_uid = _text(ds.get("SeriesInstanceUID"))
     if inst.sop_class_uid == _DICOMDIR_CLASS:
         inst.skip("DICOMDIR is an index of a DICOM medium, not an instance to store")
+    elif shortfall:
+        inst.fail(shortfall)
     elif not sop:
         inst.fail("not a DICOM instance: no SOPInstanceUID")
     elif not inst.study_instance_uid:
         inst.fail("not a DICOM instance: no StudyInstanceUID")
+
+
+def _pixel_data_shortfall(fh: BinaryIO, ds: Dataset, size: int) -> str | None:
+    """After ``dcmread(fh, stop_before_pixels=True)``: a message when the pixel data value
+    declares more bytes than the file holds (a truncated file, which servers refuse without
+    saying why or drop silently), else None. Reads one element header; checks native little
+    endian data of defined length only."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if syntax not in _LITTLE_ENDIAN_SYNTAXES or size <= 0:
+        return None
+    start = fh.tell()
+    header = fh.read(12)
+    if len(header) < 8 or struct.unpack("<HH", header[:4]) not in _PIXEL_TAGS:
+        return None
+    if header[4:6] in _PIXEL_VRS and header[6:8] == b"\0\0":  # explicit VR
+        if len(header) < 12:
+            return "truncated DICOM file: it ends inside the Pixel Data element header"
+        length, value_offset = struct.unpack("<I", header[8:12])[0], start + 12
+    else:
+        length, value_offset = struct.unpack("<I", header[4:8])[0], start + 8
+    present = max(size - value_offset, 0)
+    if length == 0xFFFFFFFF or length <= present:
+        return None
+    return (f"truncated DICOM file: its Pixel Data declares {length} bytes, only {present} "
+            "are present")
 
 
 def _text(value: Any) -> str | None:

@@ -585,6 +585,7 @@ def test_token_is_sent_and_redacted(scripted: Callable[..., Scripted]) -> None:
     assert server.seen[0][2]["Authorization"] == f"Bearer {TOKEN}"
     assert info.value.status == 401
     assert TOKEN not in str(info.value) and "*** rejected" in info.value.message
+    assert TOKEN.encode() not in info.value.body and b"*** rejected" in info.value.body
     assert TOKEN not in str(client.last_exchange)
 
 
@@ -659,6 +660,18 @@ def test_streamed_post_not_retried_on_503(scripted: Callable[..., Scripted]) -> 
                        summary="multipart/related, 1 part, 3 B")
     assert info.value.status == 503 and len(server.seen) == 1
     assert client.last_exchange.request_body == "multipart/related, 1 part, 3 B"
+
+
+def test_post_not_retried_on_503_even_with_a_bytes_body(scripted: Callable[..., Scripted]) -> None:
+    server = scripted([(503, {"Retry-After": "0"}, b"busy"), (200, JSON, b"{}")])
+    client = connect(server.url)
+    with pytest.raises(errors.DICOMwebError) as info:
+        client.request("POST", "studies", data=b"--b\r\n\r\nx\r\n--b--\r\n",
+                       headers={"Content-Type": "multipart/related; boundary=b"})
+    assert info.value.status == 503 and len(server.seen) == 1  # STOW is never sent twice
+    server.steps[:] = [(503, {"Retry-After": "0"}, b"busy"), (204, {}, b"")]
+    client.request("DELETE", f"studies/{STUDY}")  # idempotent: retried after the 503
+    assert [seen[0] for seen in server.seen] == ["POST", "DELETE", "DELETE"]
 
 
 # ---------------------------------------------------------------------------------------------

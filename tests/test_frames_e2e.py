@@ -345,3 +345,23 @@ def test_missing_local_decoder_asks_the_server_to_decode(embedded: object, tmp_p
     finally:
         archive.clear(ds)
         archive.client.close()
+
+
+def test_ybr_frames_stay_ybr_unless_converting(archive: Archive) -> None:
+    """convert_color=False gives the stored YCbCr samples (422 expanded to full size) on every
+    server, convert_color=True gives RGB: the embedded server serves native YBR_FULL_422 frames
+    as stored (two samples per pixel), not decoded to RGB under a YBR label."""
+    from pydicom.pixels import pixel_array
+
+    path = _path("test_files/SC_ybr_full_422_uncompressed.dcm")
+    ds = archive.store(path)
+    uids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Orthanc's refusal makes the client fall back
+            ybr = archive.client.frames(*uids, frames=1)
+            rgb = archive.client.frames(*uids, frames=1, convert_color=True)
+        np.testing.assert_array_equal(ybr, pixel_array(path, as_rgb=False))
+        np.testing.assert_array_equal(rgb, pixel_array(path, as_rgb=True))
+    finally:
+        archive.clear(ds)

@@ -361,3 +361,5 @@ def test_row_to_filters():
     assert row_to_filters(row, keys=["PixelSpacing"]) == {"PixelSpacing": "0.5\\0.5"}
     with pytest.raises(ValueError, match="cannot be a QIDO filter"):
         row_to_filters(row, keys=["ReferencedSOPSequence"])
+    with pytest.raises(KeyError, match="PatientID"):  # never a silently wider search
+        row_to_filters(row, keys=["PatientName", "PatientID"])

@@ -76,7 +76,9 @@ def test_mixed_items_each_get_an_outcome(client, tmp_path: Path) -> None:
     copy = rows[str(folder / "sub" / "copy-of-first.dcm")]
     assert copy.status == SKIPPED and str(files[0]) in copy.message
     truncated = rows[str(folder / "truncated.dcm")]
-    assert truncated.status == FAILED and truncated.message
+    # found before sending: Orthanc answers 400 without details, the embedded server an
+    # unnamed failure item, so the server's answer cannot say which file was cut short
+    assert truncated.status == FAILED and "truncated DICOM file" in truncated.message
     for i, ds in enumerate(zipped):
         row = rows[f"{folder / 'more.zip'}!inner/z{i}.dcm"]
         assert row.status == STORED and row.SOPInstanceUID == ds.SOPInstanceUID

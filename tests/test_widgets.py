@@ -64,6 +64,24 @@ def test_uploader_cancel_and_empty_input(embedded, tmp_path: Path) -> None:
     assert statuses <= {("stored", ""), ("skipped", "cancelled before sending")}
     assert uploader.cancel_button.disabled is True
 
+    # Cancel clicked once the first request is answered: the rest is not sent.
+    other = make_files(tmp_path / "more", 6)
+    uploader = Uploader(client, workers=1, batch_size=1)
+    shown = uploader._on_progress
+
+    def progress_then_cancel(progress) -> None:
+        shown(progress)
+        uploader.cancel_button.click()
+
+    uploader._on_progress = progress_then_cancel
+    uploader.folder.value = str(tmp_path / "more")
+    uploader.upload_button.click()
+    result = uploader.wait(120)
+    assert list(result["status"]) == ["stored"] + ["skipped"] * (len(other) - 1)
+    assert "(cancelled)" in uploader.message.value
+    assert len(client.search_instances(
+        study=str(pydicom.dcmread(other[0]).StudyInstanceUID))) == 1
+
 
 def _stored_study(client, tmp_path: Path, patient_id: str) -> tuple[str, str, str]:
     study, series_a, series_b = new_uid(), new_uid(), new_uid()

@@ -161,6 +161,12 @@ def locate_pixel_data(fp: BinaryIO, ds: pydicom.Dataset, file_size: int) -> Pixe
             raise PixelDataError(f"Pixel Data is truncated: {length} bytes declared, "
                                  f"{file_size - value_offset} present")
         nbytes = native_frame_nbytes(ds, tag)
+        if (nbytes is not None and nbytes * frames > length and tag == 0x7FE00010
+                and _int(ds, "SamplesPerPixel", 1) == 3
+                and str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422"):
+            # PS3.3 C.7.6.3.1.2: native YBR_FULL_422 holds two samples per pixel (Y1 Y2 Cb Cr);
+            # served as stored, not decoded (which would give RGB under a YBR label)
+            nbytes = nbytes * 2 // 3
         if nbytes is None or nbytes * frames > length:
             return PixelLayout("opaque", ts, frames, tag=tag, offset=value_offset, length=length)
         return PixelLayout("native", ts, frames, tag=tag, offset=value_offset, length=length,
