@@ -514,6 +514,7 @@ class Archive:
 
     def _prepare(self, path: Path, study: str | None) -> dict[str, Any]:
         """Parse a file and compute every index value (no lock held)."""
+        ds: pydicom.Dataset | None = None
         try:
             with open(path, "rb") as fp:
                 size = os.fstat(fp.fileno()).st_size
@@ -531,7 +532,13 @@ class Archive:
             raise
         except (InvalidDicomError, PixelDataError, EOFError, OSError, ValueError, KeyError,
                 TypeError, AttributeError, NotImplementedError) as exc:
-            raise StoreFailure(PROCESSING_FAILURE, f"not a readable DICOM file: {exc}") from exc
+            # a readable header (e.g. a file cut short in its pixel data) names the instance,
+            # so the client can tell which of its files failed
+            known = {k: str(ds.get(k, "") or "") for k in ("SOPClassUID", "SOPInstanceUID")} \
+                if ds is not None else {}
+            raise StoreFailure(PROCESSING_FAILURE, f"not a readable DICOM file: {exc}",
+                               known.get("SOPClassUID") or None,
+                               known.get("SOPInstanceUID") or None) from exc
         sop_class = str(ds.get("SOPClassUID", "") or "")
         sop = str(ds.get("SOPInstanceUID", "") or "")
         study_uid = str(ds.get("StudyInstanceUID", "") or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pydicom
@@ -169,3 +170,24 @@ def test_stored_pydicom_files_come_back_byte_for_byte(server, pydicom_files) -> 
                            headers={"Accept": "application/dicom; transfer-syntax=*"})
         assert got.status_code == 200
         assert got.content == path.read_bytes(), path.name
+
+
+def test_file_cut_short_in_its_pixel_data_fails_alone_and_is_named(server, tutorial_files,
+                                                                     pydicom_files) -> None:
+    # a fresh instance (new UIDs), then cut in the middle of its pixel data
+    ds = pydicom.dcmread(pydicom_files["explicit"])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.StudyInstanceUID = pydicom.uid.generate_uid()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    whole = buffer.getvalue()
+    cut = whole[: len(whole) - len(ds.PixelData) // 2]
+    answer = stow(server.url, [cut, pydicom_files["rle"]])
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    failed = body["00081198"]["Value"]
+    assert len(failed) == 1
+    assert value(failed[0], "00081197") == 272
+    assert value(failed[0], "00081155") == ds.SOPInstanceUID
+    assert value(failed[0], "00081150") == ds.SOPClassUID
+    assert referenced(body) == [uids_of(pydicom_files["rle"])[2]]
