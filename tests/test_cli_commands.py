@@ -91,3 +91,41 @@ def test_demo_runs_on_its_own_server() -> None:
     assert "Anony" in result.stdout
     assert "979, 985, 3)" in result.stdout
     assert len(result.stdout.splitlines()) < 30
+
+
+def test_token_from_env_is_sent_but_never_printed(tmp_path: Path) -> None:
+    """A server that echoes the Authorization header into its 401 answer: the command fails with
+    the server's words, and the token appears in neither stdout nor stderr."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            auth = self.headers.get("Authorization", "")
+            seen.append(auth)
+            body = f"denied for {auth}".encode()
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        secret = "s3cr3t-token-XYZ"
+        result = run("search", "studies", "--url", url, "--token-env", "MY_TOKEN",
+                     env={"MY_TOKEN": secret})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert seen and seen[0] == f"Bearer {secret}"
+    assert result.returncode != 0
+    assert "401" in result.stdout + result.stderr
+    assert secret not in result.stdout + result.stderr
