@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -44,12 +42,12 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from _servers import embedded_in_child
+from pydicom.uid import generate_uid
 
 import dicomframes
 from dicomframes import frames as frames_module
-from dicomframes.samples import write_multiframe_study
+from dicomframes.samples import ct_slice, write_multiframe_study
 
 OCTET = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 WORKERS = frames_module.DEFAULT_WORKERS
@@ -68,22 +66,8 @@ def write_series(folder: Path, pixels: np.ndarray) -> tuple[str, str, list[str]]
     study, series = generate_uid(), generate_uid()
     sops = []
     for i, frame in enumerate(pixels):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.PatientName, ds.PatientID, ds.Modality = "Bench^Frames", "BENCH1", "CT"
-        ds.InstanceNumber = i + 1
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [0.0, 0.0, float(i)]
-        ds.Rows, ds.Columns = frame.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.PixelData = np.ascontiguousarray(frame, dtype="<u2").tobytes()
+        ds = ct_slice(np.ascontiguousarray(frame, dtype=np.uint16), study=study, series=series,
+                      number=i + 1, z=float(i), patient=("Bench^Frames", "BENCH1"))
         ds.save_as(folder / f"slice{i:04d}.dcm", enforce_file_format=True)
         sops.append(str(ds.SOPInstanceUID))
     return study, series, sops
@@ -100,30 +84,6 @@ class Layout:
 
 
 # ---------------------------------------------------------------------------- servers
-
-
-@contextlib.contextmanager
-def embedded_in_child(folder: Path) -> Iterator[str]:
-    code = ("import sys\nfrom dicomframes.server import serve\n"
-            "with serve(sys.argv[1]) as server:\n"
-            "    print(server.url, flush=True)\n"
-            "    sys.stdin.read()\n")
-    process = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline().strip()
-        if not url.startswith("http://127.0.0.1:"):
-            raise RuntimeError(f"the embedded server did not start (said {url!r})")
-        yield url
-    finally:
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.contextmanager
@@ -316,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "embedded"):
             storage = folder / "embedded"
             storage.mkdir()
-            with embedded_in_child(storage) as url:
+            with embedded_in_child(storage) as (url, _):
                 rows += bench_server("embedded", url, None, layouts, paths, args.repeat)
         if args.only in (None, "orthanc"):
             with orthanc_server() as (url, auth):

@@ -33,7 +33,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import requests
+from _servers import embedded_in_child
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     CTImageStorage,
@@ -240,26 +240,8 @@ def embedded_server(folder: Path, in_process: bool) -> Iterator[tuple[str, int |
         with serve(folder) as server:
             yield server.url, None
         return
-    code = ("import sys\nfrom dicomframes.server import serve\n"
-            "with serve(sys.argv[1]) as server:\n"
-            "    print(server.url, flush=True)\n"
-            "    sys.stdin.read()\n")
-    process = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline().strip()
-        if not url.startswith("http://127.0.0.1:"):
-            raise RuntimeError(f"the embedded server did not start (said {url!r})")
-        yield url, process.pid
-    finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with embedded_in_child(folder) as (url, pid):
+        yield url, pid
 
 
 # --------------------------------------------------------------------------- measurements

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _servers import embedded_in_child
 
 METHODS = ["dicomframes", "dicomweb-client 1 request", "dicomweb-client batches of 50",
            "requests per file"]
@@ -84,40 +84,11 @@ def write_instances(folder: Path, count: int, rows: int = 512, cols: int = 512) 
 # --------------------------------------------------------------------------- servers
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def embedded_server(data: Path) -> Iterator[str]:
-    """``dicomframes serve`` in a child process on a free loopback port; yields its URL."""
-    import requests
-
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dicomframes", "serve", "--data", str(data), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(url + "/studies", timeout=2)
-                break
-            except requests.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the embedded server did not start") from None
-                time.sleep(0.1)
+    """The embedded server on ``data`` in a child process; yields its URL."""
+    with embedded_in_child(data) as (url, _):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # --------------------------------------------------------------------------- one method

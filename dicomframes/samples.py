@@ -35,6 +35,7 @@ from pydicom.uid import (
 __all__ = [
     "TUTORIAL",
     "TutorialUIDs",
+    "ct_slice",
     "multiframe_pixels",
     "tutorial_pixels",
     "write_archive",
@@ -102,6 +103,52 @@ def _set_pixels(ds: Dataset, array: np.ndarray) -> None:
     """Set PixelData from a C-ordered array, OB for 8-bit and OW for 16-bit samples."""
     data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False)
     ds.add_new(0x7FE00010, "OB" if array.dtype.itemsize == 1 else "OW", data.tobytes())
+
+
+def ct_slice(
+    pixels: np.ndarray,
+    *,
+    study: str,
+    series: str,
+    number: int,
+    z: float = 0.0,
+    orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
+    bits_stored: int | None = None,
+    patient: tuple[str, str] = ("Test^Slice", "SLICE1"),
+    **attributes: object,
+) -> Dataset:
+    """One single-frame CT slice of ``pixels`` (2-D uint16 or int16) with its position.
+
+    The slice lies at ``(0, 0, z)`` with ``orientation`` as ImageOrientationPatient, so a stack
+    of them can be ordered along the slice normal; ``number`` is its InstanceNumber, ``patient``
+    its (PatientName, PatientID). ``attributes`` sets further keywords (RescaleSlope,
+    WindowCenter...). Write it with ``ds.save_as(path, enforce_file_format=True)``.
+    """
+    if pixels.ndim != 2 or pixels.dtype not in (np.uint16, np.int16):
+        raise ValueError(f"ct_slice needs a 2-D uint16 or int16 array, not {pixels.dtype} "
+                         f"{pixels.shape}")
+    bits = bits_stored or 16
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.PatientName, ds.PatientID = patient
+    ds.Modality, ds.InstanceNumber = "CT", number
+    ds.ImageOrientationPatient = list(orientation)
+    ds.ImagePositionPatient = [0.0, 0.0, float(z)]
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
+    ds.PixelRepresentation = 1 if pixels.dtype == np.int16 else 0
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    _set_pixels(ds, pixels)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds
 
 
 def tutorial_pixels(name: str) -> np.ndarray:

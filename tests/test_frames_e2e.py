@@ -24,6 +24,7 @@ from test_pixels import BUNDLED, LOSSY_SYNTAXES, _path
 
 import dicomframes
 from dicomframes import frames as frames_module
+from dicomframes.samples import ct_slice
 from dicomframes.uids import is_valid_uid
 
 
@@ -221,26 +222,14 @@ def test_frame_selection_and_cached_metadata(archive: Archive, tmp_path: Path) -
 
 
 def _slice(folder: Path, study: str, series: str, z: float, number: int) -> tuple[Path, int]:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-    ds.PatientName, ds.PatientID, ds.Modality = "Volume^Test", "V1", "CT"
-    ds.InstanceNumber = number
+    value = int(z * 10) + 100
     # an oblique-free axial stack whose normal is -z (row x, column -y): z decreasing first
-    ds.ImageOrientationPatient = [1, 0, 0, 0, -1, 0]
-    ds.ImagePositionPatient = [0.0, 0.0, z]
-    ds.Rows, ds.Columns = 8, 10
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.full((8, 10), int(z * 10) + 100, dtype=np.uint16).tobytes()
+    ds = ct_slice(np.full((8, 10), value, dtype=np.uint16), study=study, series=series,
+                  number=number, z=z, orientation=(1, 0, 0, 0, -1, 0), bits_stored=12,
+                  patient=("Volume^Test", "V1"))
     path = folder / f"slice{number}.dcm"
     ds.save_as(path, enforce_file_format=True)
-    return path, int(z * 10) + 100
+    return path, value
 
 
 def test_volume_sorted_along_the_slice_normal(archive: Archive, tmp_path: Path) -> None:

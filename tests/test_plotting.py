@@ -102,31 +102,17 @@ def test_show_series_strip_of_a_volume() -> None:
 
 
 def _ct_slices(folder, count: int = 3) -> tuple[list, np.ndarray]:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
+
+    from dicomframes.samples import ct_slice
 
     study, series = generate_uid(), generate_uid()
     paths, stack = [], []
     for i in range(count):
         arr = (np.arange(20 * 16, dtype=np.uint16).reshape(20, 16) * (i + 1)) % 4000
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.PatientName, ds.PatientID = "Doe^Jane", "PLOT1"
-        ds.Modality, ds.SeriesDescription, ds.InstanceNumber = "CT", "Plot test", i + 1
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [0, 0, float(i)]
-        ds.Rows, ds.Columns = 20, 16
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-        ds.WindowCenter, ds.WindowWidth = 40, 400
-        ds.PixelData = arr.tobytes()
+        ds = ct_slice(arr, study=study, series=series, number=i + 1, z=float(i), bits_stored=12,
+                      patient=("Doe^Jane", "PLOT1"), SeriesDescription="Plot test",
+                      RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=40, WindowWidth=400)
         path = folder / f"ct{i}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
