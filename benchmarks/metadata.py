@@ -2,7 +2,7 @@
 
 One JSON body holds the metadata of N instances (default 20,000) of realistic content:
 pydicom's CT_small.dcm (258 attributes, 179 of them private) converted with
-``dicomframes.dicomjson.dataset_to_json``, each instance with its own SOP Instance UID,
+``dicomframes.standard.dicomjson.dataset_to_json``, each instance with its own SOP Instance UID,
 series UID and instance number, and PixelData as a BulkDataURI. Measured in one run:
 
 1. ``json.loads`` of the body alone;
@@ -31,8 +31,8 @@ import pandas as pd
 import pydicom
 from pydicom.data import get_testdata_file
 
-from dicomframes import dicomjson
-from dicomframes.dicomjson import dataset_to_json
+from dicomframes.standard import dicomjson
+from dicomframes.standard.dicomjson import dataset_to_json
 from dicomframes.tables import to_dataframe
 
 BASE = "http://127.0.0.1:8042"

@@ -5,9 +5,10 @@ Measured in one run, on the same bodies (default: 200 frames of 512x512 uint16, 
 * baseline: a plain copy of the body's bytes into a preallocated, already touched buffer
   (np.copyto; the fastest copy there is), and a bytes copy that allocates (what a naive
   "memcpy" figure usually measures);
-* dicomframes.multipart.decode (in memory, zero-copy parts) + a copy of each frame into the
-  array;
-* dicomframes.multipart.iter_parts fed 1 MiB chunks (as response.iter_content gives) + copy;
+* dicomframes.standard.multipart.decode (in memory, zero-copy parts) + a copy of each frame
+  into the array;
+* dicomframes.standard.multipart.iter_parts fed 1 MiB chunks (as response.iter_content gives)
+  + copy;
 * dicomweb-client's decoder (DICOMwebClient._decode_multipart_message, called with a
   requests.Response holding the body), in memory and fed the same chunks, + the same copy.
 
@@ -34,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import requests
 
-from dicomframes import multipart
+from dicomframes.standard import multipart
 
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 

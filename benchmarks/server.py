@@ -13,7 +13,7 @@ Both servers are loaded with the same DICOM files over STOW-RS, then driven by o
     fetched one per request (Orthanc re-reads the whole instance for each frame, about 0.7 s),
     and all 200 frames in one request, with ``Accept:
     multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1``,
-    decoded with :mod:`dicomframes.multipart` into a numpy array and checked;
+    decoded with :mod:`dicomframes.standard.multipart` into a numpy array and checked;
 (c) whole-series retrieval (``multipart/related; type="application/dicom"; transfer-syntax=*``)
     of a 100-slice 512x512 int16 series (about 52 MB) and of a 10-instance tiny series.
 
@@ -55,8 +55,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from dicomframes import multipart
 from dicomframes.samples import multiframe_pixels, write_multiframe_study
+from dicomframes.standard import multipart
 from dicomframes.testing.orthanc import orthanc_installed, start_orthanc
 
 DICOM_JSON = "application/dicom+json"

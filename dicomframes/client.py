@@ -40,8 +40,9 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from . import dicomjson, errors
-from .uids import validate_uid
+from . import errors
+from .standard import dicomjson, multipart, tags
+from .standard.uids import validate_uid
 
 if TYPE_CHECKING:
     import numpy
@@ -252,7 +253,6 @@ def _summarize_body(body: bytes, total: int | None, content_type: str | None) ->
             return text
     if complete and media.startswith("multipart/"):
         try:
-            from . import multipart
 
             parts = multipart.decode(body, content_type or "")
             return _summarize_parts(
@@ -484,25 +484,24 @@ def _format_value(value: Any, vr: str, name: str) -> str | None:
 
 def _attribute_name(key: Any) -> tuple[str, str]:
     """(name to send, VR) for a filter key given as keyword, tag, or a dotted sequence path."""
-    from . import dicomjson
 
     names = []
     vr = "UN"
     pieces = key.split(".") if isinstance(key, str) else [key]
     for piece in pieces:
         try:
-            tag = dicomjson.tag_of(piece)
+            tag = tags.tag_of(piece)
         except KeyError:
             raise ValueError(
                 f"unknown DICOM attribute {piece!r} in the search filters: use a keyword "
                 "(PatientName) or an 8-hex-digit tag (00100010)"
             ) from None
         is_keyword = isinstance(piece, str) and piece[:1].isalpha() and (
-            dicomjson.keyword_of(tag) == piece
+            tags.keyword_of(tag) == piece
         )
-        names.append(piece if is_keyword else dicomjson.tag_hex(tag))
+        names.append(piece if is_keyword else tags.tag_hex(tag))
         try:
-            vr = dicomjson.vr_of(tag)
+            vr = tags.vr_of(tag)
         except KeyError:
             vr = "UN"
     return ".".join(names), vr
@@ -631,7 +630,6 @@ def _element(obj: Mapping[str, Any], tag_hex: str) -> dict | None:
 
 
 def _json_value(obj: Mapping[str, Any], tag_hex: str) -> Any:
-    from . import dicomjson
 
     elem = _element(obj, tag_hex)
     if elem is None:
@@ -936,7 +934,6 @@ class Client:
             media = (ctype or "").split(";", 1)[0].strip().lower()
             if media.startswith("multipart/"):
                 try:
-                    from . import multipart
 
                     parts = multipart.decode(data, ctype or "")
                     infos = [PartInfo(dict(p.headers), len(p.content)) for p in parts]
@@ -1169,7 +1166,6 @@ class Client:
         Yields ``(part, transfer_syntax)``: each :class:`multipart.Part` as it arrives, with its
         own transfer syntax or else the one named in the response's Content-Type (or None).
         """
-        from . import multipart
 
         def accept(ts: str | None) -> str:
             value = f'multipart/related; type="{media}"'

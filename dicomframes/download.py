@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .uids import validate_uid
+from .standard.uids import validate_uid
 
 if TYPE_CHECKING:
     from pydicom import Dataset

@@ -89,7 +89,7 @@ class InstanceInfo:
 
 
 def _value(obj: Mapping[str, Any], tag: str) -> Any:
-    from .dicomjson import python_value
+    from .standard.dicomjson import python_value
 
     element = obj.get(tag) or obj.get(tag.lower())
     if not isinstance(element, Mapping):

@@ -120,7 +120,7 @@ def syntax_for_media_type(content_type: str | None) -> str:
     """
     if not content_type:
         return EXPLICIT_VR_LITTLE_ENDIAN
-    from .multipart import parse_media_type, transfer_syntax_of
+    from .standard.mediatypes import parse_media_type, transfer_syntax_of
 
     syntax = transfer_syntax_of(content_type)
     if syntax:
@@ -171,7 +171,7 @@ DECODE_TAGS: tuple[str, ...] = (
 
 def _first_json_value(obj: Mapping[str, Any], tag: str) -> Any:
     """First value of ``tag`` in a DICOM JSON object (None when absent or empty)."""
-    from .dicomjson import python_value
+    from .standard.dicomjson import python_value
 
     element = obj.get(tag) or obj.get(tag.lower())
     if not isinstance(element, Mapping):

@@ -51,31 +51,22 @@ import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence as DicomSequence
 
-from .dicomjson import (
-    _BINARY_VRS,
-    _FLOAT_VRS,
-    _INT_VRS,
-    _STRING_VRS,
-    _STRUCT_CODES,
+from .errors import DicomFramesError
+from .standard.dicomjson import ds_string, gc_paused, json_to_dataset, sequence_item
+from .standard.personname import parse_person_name, person_name_parts, pn_groups, readable_group
+from .standard.tags import (
+    BINARY_VRS,
+    FLOAT_VRS,
+    INT_VRS,
+    STRING_VRS,
+    STRUCT_CODES,
     UnknownAttribute,
-    _ds_string,
-    _format_dt,
-    _format_tm,
-    _item,
-    _parse_dt,
-    _pn_components,
-    _pn_groups,
-    _readable,
-    _tm_microseconds,
-    gc_paused,
-    json_to_dataset,
     keyword_of,
-    parse_person_name,
     tag_hex,
     tag_of,
     vr_of,
 )
-from .errors import DicomFramesError
+from .standard.temporal import format_dt, format_tm, parse_dt, tm_microseconds
 
 if TYPE_CHECKING:
     from .client import Client
@@ -233,7 +224,7 @@ def _times(values: list[Any]) -> tuple[Any, list[int]]:
             micros[i] = _NAT
             continue
         if v not in cache:
-            cache[v] = _tm_microseconds(v if isinstance(v, str) else str(v))
+            cache[v] = tm_microseconds(v if isinstance(v, str) else str(v))
         m = cache[v]
         if m is None:
             micros[i] = _NAT
@@ -252,7 +243,7 @@ def _datetimes(values: list[Any]) -> tuple[Any, list[int]]:
             parsed.append(None)
             continue
         if v not in cache:
-            cache[v] = _parse_dt(v if isinstance(v, str) else str(v))
+            cache[v] = parse_dt(v if isinstance(v, str) else str(v))
         p = cache[v]
         if p is None:
             bad.append(i)
@@ -267,20 +258,20 @@ def _datetimes(values: list[Any]) -> tuple[Any, list[int]]:
 
 def _names(values: list[Any], pn_components: bool) -> tuple[Any, list[int]]:
     if pn_components:
-        return _objects([_pn_components(v) if v is not None else None for v in values]), []
+        return _objects([person_name_parts(v) if v is not None else None for v in values]), []
     cache: dict[str, str | None] = {}
     out: list[Any] = []
     for v in values:
         if v is None:
             out.append(None)
             continue
-        groups = _pn_groups(v)
+        groups = pn_groups(v)
         group = groups.get("Alphabetic") or groups.get("Ideographic") or groups.get("Phonetic")
         if not group:
             out.append(None)
             continue
         if group not in cache:
-            cache[group] = _readable(group)
+            cache[group] = readable_group(group)
         out.append(cache[group])
     return _strings(out)
 
@@ -294,9 +285,9 @@ def _tags(values: list[Any]) -> tuple[Any, list[int]]:
 
 def _convert(vr: str, values: list[Any], tag: int, pn_components: bool) -> tuple[Any, list[int]]:
     """Convert one column's scalar JSON values by VR."""
-    if vr in _INT_VRS:
+    if vr in INT_VRS:
         return _ints(values, vr)
-    if vr in _FLOAT_VRS:
+    if vr in FLOAT_VRS:
         return _floats(values)
     if vr == "DA":
         return _dates(values)
@@ -308,7 +299,7 @@ def _convert(vr: str, values: list[Any], tag: int, pn_components: bool) -> tuple
         return _names(values, pn_components)
     if vr == "AT":
         return _tags(values)
-    if vr in _STRING_VRS:
+    if vr in STRING_VRS:
         return _strings(values)
     return _objects(values), []
 
@@ -415,7 +406,7 @@ class _Builder:
                     self._flatten(name, items, rows, main)
                 else:
                     main[name] = _objects([
-                        None if v is None else [_item(i, self.pn) for i in v] for v in items
+                        None if v is None else [sequence_item(i, self.pn) for i in v] for v in items
                     ])
             elif key in multi:
                 self._multi(name, tag, vr, values, rows, main, extra)
@@ -496,7 +487,7 @@ def _ordered_keys(columns: dict[str, Any]) -> list[tuple[int, str]]:
 
 def _empty_column(tag: int, pn_components: bool) -> Any:
     vr = vr_of(tag)
-    if vr == "SQ" or (vr == "PN" and pn_components) or vr in _BINARY_VRS:
+    if vr == "SQ" or (vr == "PN" and pn_components) or vr in BINARY_VRS:
         return np.empty(0, dtype=object)
     return _convert(vr, [], tag, pn_components)[0]
 
@@ -566,20 +557,20 @@ def _dicom_text(value: Any, vr: str) -> Any:
     """One typed cell value -> the value pydicom expects for that VR."""
     value = _scalar(value)
     if _missing(value):
-        return "" if vr not in _STRUCT_CODES else None
+        return "" if vr not in STRUCT_CODES else None
     if vr == "DA":
         if isinstance(value, _dt.date | pd.Timestamp | np.datetime64):
             return pd.Timestamp(value).strftime("%Y%m%d")
         return str(value)
     if vr == "DT":
         if isinstance(value, _dt.datetime | np.datetime64):
-            return _format_dt(pd.Timestamp(value).to_pydatetime())
+            return format_dt(pd.Timestamp(value).to_pydatetime())
         return str(value)
     if vr == "TM":
         if isinstance(value, _dt.timedelta | np.timedelta64):
-            return _format_tm(pd.Timedelta(value).to_pytimedelta())
+            return format_tm(pd.Timedelta(value).to_pytimedelta())
         if isinstance(value, _dt.time):
-            return _format_tm(value)
+            return format_tm(value)
         return str(value)
     if vr == "PN":
         if isinstance(value, dict):
@@ -596,10 +587,10 @@ def _dicom_text(value: Any, vr: str) -> Any:
     if vr == "IS":
         return str(int(value)) if isinstance(value, int | float) else str(value)
     if vr == "DS":
-        return _ds_string(value) if isinstance(value, int | float) else str(value)
+        return ds_string(value) if isinstance(value, int | float) else str(value)
     if vr in ("FL", "FD"):
         return float(value)
-    if vr in _STRUCT_CODES:
+    if vr in STRUCT_CODES:
         return int(value)
     if vr == "AT":
         return int(value, 16) if isinstance(value, str) else int(value)
@@ -638,7 +629,7 @@ def _add(ds: pydicom.Dataset, name: str, value: Any, vrs: dict[str, str]) -> Non
             ds.add(elem)
         return
     vr = vrs.get(name) or vr_of(tag)
-    if vr in _BINARY_VRS:
+    if vr in BINARY_VRS:
         if isinstance(value, bytes):
             ds.add(DataElement(tag, vr, value))
         return  # a BulkDataURI: the bytes are not here
@@ -745,8 +736,8 @@ def row_to_filters(row: pd.Series, keys: Sequence[str] | None = None) -> dict[st
         except UnknownAttribute:
             continue
         vr = vrs.get(name) or vr_of(tag)
-        if value is None or _missing(value) or vr == "SQ" or vr in _BINARY_VRS:
-            if keys is not None and (vr == "SQ" or vr in _BINARY_VRS):
+        if value is None or _missing(value) or vr == "SQ" or vr in BINARY_VRS:
+            if keys is not None and (vr == "SQ" or vr in BINARY_VRS):
                 raise ValueError(f"{name} ({vr}) cannot be a QIDO filter")
             continue
         if isinstance(value, list | tuple | np.ndarray):

@@ -39,7 +39,7 @@ from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian
 
 from .errors import DICOMwebError
-from .uids import is_valid_uid, validate_uid
+from .standard.uids import is_valid_uid, validate_uid
 
 if TYPE_CHECKING:
     import pandas
@@ -491,7 +491,7 @@ class _Body:
         self.sent = 0
 
     def __iter__(self) -> Iterator[bytes]:
-        from .multipart import encode
+        from .standard.multipart import encode
 
         if self.sent and self.on_bytes:
             self.on_bytes(-self.sent)  # a retry: count the bytes again from zero
@@ -518,7 +518,7 @@ def _content_length(instances: Sequence[Instance], boundary: str, part_type: str
     Zip members are described by placeholders of the same size, so no member is read here.
     """
     try:
-        from .multipart import encoded_length
+        from .standard.multipart import encoded_length
     except ImportError:  # pragma: no cover - multipart without encoded_length
         return None
     headers = {"Content-Type": part_type}
@@ -580,7 +580,7 @@ def post_batch(
     itself is always ``multipart/related; type="application/dicom"``). Returns the HTTP status
     of the request (None when no answer came).
     """
-    from .multipart import new_boundary, related_content_type
+    from .standard.multipart import new_boundary, related_content_type
 
     boundary = new_boundary()
     length = _content_length(instances, boundary, part_type)
@@ -651,7 +651,7 @@ def _parse_stow(answer: bytes | str) -> tuple[dict[str, tuple[str | None, int | 
     """Read a STOW response body: {uid: (RetrieveURL, WarningReason)}, {uid: FailureReason}."""
     import json
 
-    from .dicomjson import json_to_dataset
+    from .standard.dicomjson import json_to_dataset
 
     if not answer:
         return None

@@ -165,13 +165,13 @@ STORE = [
         A STOW request body is `multipart/related`. The files come one after another, each
         behind a short header (`Content-Type: application/dicom`), separated by a *boundary*:
         a random string that the request's `Content-Type` names. Below we build that body with
-        `dicomframes.multipart` and send it with `client.request`, the client's bare HTTP call.
+        `dicomframes.standard.multipart` and send it with `client.request`, the client's bare HTTP call.
         It adds the base URL and the credentials, nothing else. `client.last_exchange` records
         what went over the wire. Printing it shows the request (`>` lines), the answer (`<`
         lines) and a summary of each body.
     """),
     code("""
-        from dicomframes import multipart
+        from dicomframes.standard import multipart
 
 
         def stow_body(*paths):
@@ -191,11 +191,11 @@ STORE = [
     md("""
         The answer (200 OK) is **DICOM JSON**: each attribute is keyed by its tag. `00081199` is
         the *ReferencedSOPSequence*, with one item per stored instance and the URL to fetch it
-        back (*RetrieveURL*). `dicomframes.dicomjson.json_to_dataset` turns the answer into a
+        back (*RetrieveURL*). `dicomframes.standard.dicomjson.json_to_dataset` turns the answer into a
         pydicom Dataset, whose attributes have names:
     """),
     code("""
-        from dicomframes.dicomjson import json_to_dataset
+        from dicomframes.standard.dicomjson import json_to_dataset
 
         answer = json_to_dataset(response.json())
         for item in answer.ReferencedSOPSequence:
@@ -362,7 +362,7 @@ RETRIEVE = [
 
         import numpy as np
         import pandas as pd
-        from dicomframes import multipart
+        from dicomframes.standard import multipart
 
         outcome = client.store(cine, progress=False)        # stored, or already there
     """),
@@ -391,7 +391,7 @@ RETRIEVE = [
         print(body[end_of_headers + 128:end_of_headers + 132])
     """),
     md("""
-        `dicomframes.multipart.decode` splits the body into parts. Each part keeps its own
+        `dicomframes.standard.multipart.decode` splits the body into parts. Each part keeps its own
         headers, and its content can be read by pydicom:
     """),
     code("""

@@ -16,7 +16,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
-from dicomframes.uids import new_uid
+from dicomframes.standard.uids import new_uid
 
 SHARED_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "tutorial-dcms"
 TUTORIAL_NAMES = ("green-square.dcm", "red-triangle.dcm", "blue-circle.dcm")
@@ -48,7 +48,7 @@ class DicomwebServer:
         """
         import requests
 
-        from dicomframes.multipart import encode, new_boundary, related_content_type
+        from dicomframes.standard.multipart import encode, new_boundary, related_content_type
 
         boundary = new_boundary()
         parts = [({"Content-Type": "application/dicom"},

@@ -20,7 +20,7 @@ import requests
 from support import make_files, require
 
 from dicomframes import connect
-from dicomframes.uids import new_uid
+from dicomframes.standard.uids import new_uid
 
 pytestmark = pytest.mark.browser
 

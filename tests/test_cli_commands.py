@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 from support import make_files
 
-from dicomframes.uids import new_uid
+from dicomframes.standard.uids import new_uid
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300

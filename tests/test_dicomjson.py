@@ -1,4 +1,4 @@
-"""dicomframes.dicomjson: the DICOM JSON model (PS3.18 F.2) on real DICOM files."""
+"""dicomframes.standard.dicomjson: the DICOM JSON model (PS3.18 F.2) on real DICOM files."""
 
 from __future__ import annotations
 
@@ -14,18 +14,9 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
 
-from dicomframes.dicomjson import (
-    UnknownAttribute,
-    dataset_to_json,
-    json_to_dataset,
-    keyword_of,
-    parse_person_name,
-    person_name,
-    python_value,
-    tag_hex,
-    tag_of,
-    vr_of,
-)
+from dicomframes.standard.dicomjson import dataset_to_json, json_to_dataset, python_value
+from dicomframes.standard.personname import parse_person_name, person_name
+from dicomframes.standard.tags import UnknownAttribute, keyword_of, tag_hex, tag_of, vr_of
 
 # pydicom's bundled files on which our converter and pydicom's to_json_dict agree exactly
 # (explicit/implicit VR, big endian, sequences, private sequences, SR, RT, waveforms).

@@ -25,7 +25,7 @@ from test_pixels import BUNDLED, LOSSY_SYNTAXES, _path
 import dicomframes
 from dicomframes import frames as frames_module
 from dicomframes.samples import ct_slice
-from dicomframes.uids import is_valid_uid
+from dicomframes.standard.uids import is_valid_uid
 
 
 def _storable(path: str | Path, folder: Path) -> Path:

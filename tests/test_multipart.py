@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from dicomframes import multipart
 from dicomframes.errors import MultipartError
-from dicomframes.multipart import Headers, Part
+from dicomframes.standard import multipart
+from dicomframes.standard.multipart import Headers, Part
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 ORTHANC_FRAMES_TYPE = (

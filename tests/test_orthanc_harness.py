@@ -9,7 +9,7 @@ import pytest
 import requests
 from support import require
 
-from dicomframes import multipart
+from dicomframes.standard import multipart
 from dicomframes.testing.orthanc import OrthancServer, orthanc_installed, start_orthanc
 
 pytestmark = pytest.mark.orthanc

@@ -12,7 +12,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from support import SHARED_SAMPLES, TUTORIAL_NAMES
 
 from dicomframes import samples
-from dicomframes.uids import validate_uid
+from dicomframes.standard.uids import validate_uid
 
 # File meta elements that name the software that wrote the file, not its content.
 IMPLEMENTATION = {0x00020000, 0x00020012, 0x00020013}

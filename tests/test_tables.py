@@ -14,8 +14,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from dicomframes.dicomjson import dataset_to_json, json_to_dataset
 from dicomframes.errors import DicomFramesError
+from dicomframes.standard.dicomjson import dataset_to_json, json_to_dataset
 from dicomframes.tables import row_to_dataset, row_to_filters, to_dataframe
 
 SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "tutorial-dcms" / "dicom-metadata.csv"

@@ -13,7 +13,7 @@ import pytest
 from support import make_dataset, make_files, to_bytes
 
 from dicomframes import connect
-from dicomframes.uids import new_uid
+from dicomframes.standard.uids import new_uid
 from dicomframes.upload import (
     ALREADY_STORED,
     COLUMNS,

@@ -10,7 +10,7 @@ import pydicom
 from support import make_dataset, make_files, to_bytes
 
 from dicomframes import connect
-from dicomframes.uids import new_uid
+from dicomframes.standard.uids import new_uid
 from dicomframes.widgets import StudyBrowser, Uploader
 
 

@@ -30,9 +30,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
-from ..dicomjson import dataset_to_json
 from ..errors import MultipartError
-from ..multipart import (
+from ..standard.dicomjson import dataset_to_json
+from ..standard.multipart import (
     boundary_of,
     encode,
     encoded_length,
@@ -41,7 +41,7 @@ from ..multipart import (
     parse_media_type,
     related_content_type,
 )
-from ..uids import validate_uid
+from ..standard.uids import validate_uid
 from .pixeldata import (
     EXPLICIT_LE,
     MEDIA_ALIASES,

@@ -25,8 +25,9 @@ from typing import Any
 
 import pydicom
 
-from ..dicomjson import UnknownAttribute, dataset_to_json, keyword_of, tag_hex, tag_of
-from ..uids import validate_uid
+from ..standard.dicomjson import dataset_to_json
+from ..standard.tags import UnknownAttribute, keyword_of, tag_hex, tag_of
+from ..standard.uids import validate_uid
 from .storage import (
     BULK_PREFIX,
     COMMON_TAGS,

@@ -38,8 +38,9 @@ from pydicom.dataelem import DataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from ..dicomjson import dataset_to_json, tag_hex, vr_of
-from ..uids import validate_uid
+from ..standard.dicomjson import dataset_to_json
+from ..standard.tags import tag_hex, vr_of
+from ..standard.uids import validate_uid
 from .pixeldata import PIXEL_TAGS, PixelDataError, PixelLayout, locate_pixel_data
 
 try:  # advisory lock so that only the first server on a folder cleans its tmp/
@@ -71,7 +72,7 @@ class Attribute:
     @property
     def tag(self) -> int:
         """The attribute's tag."""
-        from ..dicomjson import tag_of
+        from ..standard.tags import tag_of
 
         return tag_of(self.keyword)
 

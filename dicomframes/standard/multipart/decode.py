@@ -1,7 +1,4 @@
-"""multipart/related bodies (RFC 2046, RFC 2387): media types, streaming decode and encode.
-
-This is the only place in dicomframes that reads or writes multipart bodies; the client and the
-embedded server both use it. It knows nothing about DICOM: a part is headers plus bytes.
+"""Streaming decode of multipart/related bodies (RFC 2046, RFC 2387).
 
 Decoding keeps every part's headers (so a frame's ``Content-Type`` and its ``transfer-syntax``
 survive) and copies as little as possible:
@@ -13,168 +10,23 @@ survive) and copies as little as possible:
   chunk; a part spread over several chunks is joined once. A body that stops before the closing
   ``--boundary--`` raises :class:`~dicomframes.errors.MultipartError` ("truncated"), which is
   how a retrieve that ends at connection close (Orthanc) is checked.
-
-Encoding (:func:`encode`) is a generator: files given by path or as open file objects are read
-in ``chunk_size`` pieces while the body is sent, never held whole. :func:`encoded_length` gives
-the exact length beforehand when every size is known, so a server can send ``Content-Length``.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from typing import Any, BinaryIO, TypeAlias
 
-from .errors import MultipartError
+from ...errors import MultipartError
+from ..mediatypes import boundary_of, parse_media_type
+from .parts import Headers, Part
 
-__all__ = [
-    "Content",
-    "Headers",
-    "Part",
-    "boundary_of",
-    "decode",
-    "encode",
-    "encoded_length",
-    "iter_parts",
-    "new_boundary",
-    "parse_media_type",
-    "related_content_type",
-    "transfer_syntax_of",
-]
-
-#: What :func:`encode` accepts as a part's content: bytes in memory, a file path (``str`` or
-#: ``os.PathLike``) or a binary file object open for reading (read from its current position).
-Content: TypeAlias = bytes | bytearray | memoryview | os.PathLike[str] | str | BinaryIO
-
-# ---------------------------------------------------------------------------------------------
-# Media types
-# ---------------------------------------------------------------------------------------------
-
-_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-# RFC 2046 5.1.1: 1 to 70 characters from bchars, not ending with a space.
-_BOUNDARY_RE = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
+__all__ = ["decode", "iter_parts"]
 
 
-def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
-    """Split a ``Content-Type`` value into its media type and parameters.
-
-    The type/subtype and the parameter names are lowercased; parameter values are unquoted
-    (backslash escapes inside quotes are resolved) and keep their case. A ``;`` inside a quoted
-    value does not end it, so Orthanc's
-    ``multipart/related; type="application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1";
-    boundary=abc`` gives ``{"type": "application/octet-stream; transfer-syntax=...",
-    "boundary": "abc"}``. A parameter given twice keeps its first value.
-    """
-    if not isinstance(value, str):
-        raise TypeError(f"a media type is a str, not {type(value).__name__}")
-    head, _, rest = value.partition(";")
-    params: dict[str, str] = {}
-    i, n = 0, len(rest)
-    while i < n:
-        j = i
-        while j < n and rest[j] not in "=;":
-            j += 1
-        name = rest[i:j].strip().lower()
-        if j >= n or rest[j] == ";":  # a parameter without "=": keep its name with ""
-            if name:
-                params.setdefault(name, "")
-            i = j + 1
-            continue
-        j += 1
-        while j < n and rest[j] in " \t":
-            j += 1
-        if j < n and rest[j] == '"':
-            j += 1
-            chars: list[str] = []
-            while j < n and rest[j] != '"':
-                if rest[j] == "\\" and j + 1 < n:
-                    j += 1
-                chars.append(rest[j])
-                j += 1
-            param_value = "".join(chars)
-            end = rest.find(";", j)  # anything between the closing quote and ";" is ignored
-        else:
-            end = rest.find(";", j)
-            param_value = rest[j : n if end < 0 else end].strip()
-        if name:
-            params.setdefault(name, param_value)
-        i = n if end < 0 else end + 1
-    return head.strip().lower(), params
-
-
-def boundary_of(content_type: str) -> str:
-    """Return the ``boundary`` parameter of a multipart ``Content-Type`` (quoted or not).
-
-    Raises :class:`MultipartError` when there is none (e.g. a server answered with a single
-    part's media type, or an error page).
-    """
-    _, params = parse_media_type(content_type)
-    boundary = params.get("boundary", "")
-    if not boundary:
-        raise MultipartError(f"no boundary parameter in Content-Type {content_type!r}")
-    return boundary
-
-
-def transfer_syntax_of(content_type: str) -> str | None:
-    """Return the ``transfer-syntax`` parameter of a media type, or None.
-
-    Looks at the top-level parameters first, then inside the quoted ``type`` parameter of a
-    multipart type, where Orthanc puts it:
-    ``multipart/related; type="application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"``.
-    """
-    _, params = parse_media_type(content_type)
-    syntax = params.get("transfer-syntax")
-    if not syntax and params.get("type"):
-        syntax = parse_media_type(params["type"])[1].get("transfer-syntax")
-    return syntax or None
-
-
-def new_boundary() -> str:
-    """Return a fresh random boundary: 64 hex digits (256 random bits).
-
-    Long on purpose: decoders search for the boundary, and the longer it is the faster their
-    search skips through the content (RFC 2046 allows 70 characters).
-    """
-    return secrets.token_hex(32)
-
-
-def _quote(value: str) -> str:
-    if any(c in value for c in "\r\n\0"):
-        raise ValueError(f"line break or NUL in a media type parameter: {value!r}")
-    if _TOKEN_RE.match(value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def related_content_type(boundary: str, type_: str, **params: str) -> str:
-    """Build ``multipart/related; type="..."; <params>; boundary=...``.
-
-    Keyword names have ``_`` replaced by ``-`` (``transfer_syntax="1.2.840.10008.1.2.1"`` ->
-    ``transfer-syntax=1.2.840.10008.1.2.1``); values are quoted when they need it.
-    """
-    _check_boundary(boundary)
-    items = [f"multipart/related; type={_quote(type_)}"]
-    for name, value in params.items():
-        items.append(f"{name.replace('_', '-')}={_quote(str(value))}")
-    items.append(f"boundary={_quote(boundary)}")
-    return "; ".join(items)
-
-
-def _check_boundary(boundary: str) -> bytes:
-    """Validate a boundary for encoding (RFC 2046 bchars, 1 to 70 characters)."""
-    if not isinstance(boundary, str) or not _BOUNDARY_RE.match(boundary):
-        raise ValueError(
-            f"invalid multipart boundary {boundary!r}: 1 to 70 characters from "
-            "letters, digits and '()+_,-./:=? (not ending with a space)")
-    return boundary.encode("ascii")
-
-
-def _boundary_bytes(boundary: str | bytes) -> bytes:
+def boundary_bytes(boundary: str | bytes) -> bytes:
     """A boundary for decoding: lenient (servers send what they send), but never empty."""
     try:
         raw = boundary.encode("latin-1") if isinstance(boundary, str) else bytes(boundary)
@@ -184,106 +36,6 @@ def _boundary_bytes(boundary: str | bytes) -> bytes:
         raise MultipartError(f"unusable multipart boundary {boundary!r}")
     return raw
 
-
-# ---------------------------------------------------------------------------------------------
-# Parts
-# ---------------------------------------------------------------------------------------------
-
-
-class Headers(MutableMapping[str, str]):
-    """Header fields of one part: case-insensitive lookup, names kept as they were sent."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, data: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
-                 /, **fields: str) -> None:
-        self._items: dict[str, tuple[str, str]] = {}
-        if data is not None:
-            self.update(data)
-        if fields:
-            self.update(fields)
-
-    def __getitem__(self, name: str) -> str:
-        if not isinstance(name, str):
-            raise KeyError(name)
-        return self._items[name.lower()][1]
-
-    def __setitem__(self, name: str, value: str) -> None:
-        self._items[name.lower()] = (name, value)
-
-    def __delitem__(self, name: str) -> None:
-        del self._items[name.lower()]
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._items
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """The value of header ``name`` (any case), or ``default``."""
-        item = self._items.get(name.lower()) if isinstance(name, str) else None
-        return default if item is None else item[1]
-
-    def __iter__(self) -> Iterator[str]:
-        return (name for name, _ in self._items.values())
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        return {k: v for k, (_, v) in self._items.items()} == {
-            str(k).lower(): v for k, v in other.items()}
-
-    def __repr__(self) -> str:
-        return f"Headers({dict(self.items())!r})"
-
-    def copy(self) -> Headers:
-        """Return an independent copy."""
-        return Headers(self)
-
-
-@dataclass(repr=False)
-class Part:
-    """One body part: its header fields and its content.
-
-    ``content`` is ``bytes`` or a ``memoryview`` (decoders return views into the body or the
-    received chunks; ``bytes(part.content)`` makes an independent copy, ``numpy.frombuffer``
-    reads it without one).
-    """
-
-    headers: Headers = field(default_factory=Headers)
-    content: bytes | memoryview = b""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.headers, Headers):
-            self.headers = Headers(self.headers)
-
-    @property
-    def content_type(self) -> str | None:
-        """The part's ``Content-Type`` header, or None."""
-        return self.headers.get("Content-Type")
-
-    @property
-    def transfer_syntax(self) -> str | None:
-        """The ``transfer-syntax`` parameter of the part's ``Content-Type``, or None."""
-        content_type = self.content_type
-        return transfer_syntax_of(content_type) if content_type else None
-
-    @property
-    def location(self) -> str | None:
-        """The part's ``Content-Location`` header, or None."""
-        return self.headers.get("Content-Location")
-
-    def __len__(self) -> int:
-        return self.content.nbytes if isinstance(self.content, memoryview) else len(self.content)
-
-    def __repr__(self) -> str:
-        return f"Part({dict(self.headers.items())!r}, {len(self)} bytes)"
-
-
-# ---------------------------------------------------------------------------------------------
-# Decoding
-# ---------------------------------------------------------------------------------------------
 
 _COALESCE = 1 << 16  # chunks smaller than this are gathered into one buffer before searching
 _GROW_AT = 8 << 20  # a part larger than this is gathered into one buffer as it arrives
@@ -661,7 +413,7 @@ def iter_parts(chunks: Iterable[bytes], boundary: str) -> Iterator[Part]:
     stream is not consumed). Raises :class:`MultipartError` if the data ends before the closing
     boundary ("truncated") or is malformed.
     """
-    parser = _Parser(_boundary_bytes(boundary))
+    parser = _Parser(boundary_bytes(boundary))
     if isinstance(chunks, bytes | bytearray | memoryview):
         chunks = [chunks]  # a whole body is one chunk (iterating it would give ints)
     for chunk in chunks:
@@ -691,7 +443,7 @@ def decode(body: bytes | bytearray | memoryview, content_type: str) -> list[Part
     media_type, _ = parse_media_type(content_type)
     if not media_type.startswith("multipart/"):
         raise MultipartError(f"not a multipart body: Content-Type {content_type!r}")
-    parser = _Parser(_boundary_bytes(boundary_of(content_type)))
+    parser = _Parser(boundary_bytes(boundary_of(content_type)))
     data: bytes | bytearray | memoryview = body
     if isinstance(body, memoryview):
         if body.format != "B" or body.ndim != 1:
@@ -710,168 +462,3 @@ def decode(body: bytes | bytearray | memoryview, content_type: str) -> list[Part
     parts = list(parser.parts())
     parser.finish()
     return parts
-
-
-# ---------------------------------------------------------------------------------------------
-# Encoding
-# ---------------------------------------------------------------------------------------------
-
-
-def _unpack(item: Any) -> tuple[Mapping[str, str], Any]:
-    if isinstance(item, Part):
-        return item.headers, item.content
-    try:
-        headers, content = item
-    except (TypeError, ValueError):
-        raise TypeError("each part is a (headers, content) pair or a Part") from None
-    return headers, content
-
-
-def _header_block(headers: Mapping[str, str], length: int | None = None) -> bytes:
-    lines = []
-    has_length = False
-    for name, value in headers.items():
-        value = str(value)
-        if not _TOKEN_RE.match(name) or any(c in value for c in "\r\n\0"):
-            raise ValueError(f"invalid part header {name!r}: {value!r}")
-        has_length = has_length or name.lower() == "content-length"
-        lines.append(f"{name}: {value}\r\n")
-    if length is not None and not has_length:
-        lines.append(f"Content-Length: {length}\r\n")
-    return "".join(lines).encode("utf-8") + b"\r\n"
-
-
-def _is_path(content: object) -> bool:
-    return isinstance(content, str | os.PathLike)
-
-
-def _content_size(content: object) -> int | None:
-    if isinstance(content, bytes | bytearray):
-        return len(content)
-    if isinstance(content, memoryview):
-        return content.nbytes
-    if _is_path(content):
-        return os.stat(content).st_size  # type: ignore[arg-type]
-    if hasattr(content, "read"):
-        try:
-            if not content.seekable():  # type: ignore[attr-defined]
-                return None
-            here = content.tell()  # type: ignore[attr-defined]
-            size = content.seek(0, os.SEEK_END)  # type: ignore[attr-defined]
-            content.seek(here)  # type: ignore[attr-defined]
-        except (AttributeError, OSError, ValueError):
-            return None
-        return max(size - here, 0)
-    raise TypeError(f"unsupported part content: {type(content).__name__} "
-                    "(bytes, memoryview, a path or a binary file object)")
-
-
-def _read_pieces(stream: BinaryIO, chunk_size: int) -> Iterator[bytes]:
-    while True:
-        piece = stream.read(chunk_size)
-        if not piece:
-            return
-        if not isinstance(piece, bytes | bytearray | memoryview):
-            raise TypeError(f"part file object returned {type(piece).__name__}, not bytes "
-                            "(open it in binary mode)")
-        yield bytes(piece) if not isinstance(piece, bytes) else piece
-
-
-def _content_pieces(content: object, chunk_size: int) -> Iterator[bytes]:
-    if isinstance(content, bytes):
-        yield content  # already in memory: no copy
-    elif isinstance(content, bytearray | memoryview):
-        view = memoryview(content).cast("B")
-        for i in range(0, view.nbytes, chunk_size):
-            yield view[i : i + chunk_size].tobytes()
-    elif _is_path(content):
-        with open(content, "rb") as stream:  # type: ignore[arg-type]
-            yield from _read_pieces(stream, chunk_size)
-    elif hasattr(content, "read"):
-        yield from _read_pieces(content, chunk_size)  # type: ignore[arg-type]
-    else:
-        raise TypeError(f"unsupported part content: {type(content).__name__} "
-                        "(bytes, memoryview, a path or a binary file object)")
-
-
-def encode(
-    parts: Iterable[tuple[Mapping[str, str], Content] | Part],
-    boundary: str,
-    chunk_size: int = 1 << 20,
-    *,
-    content_length: bool = False,
-) -> Iterator[bytes]:
-    """Encode a multipart body as a stream of byte chunks (for a request or response body).
-
-    Each part is ``(headers, content)`` (or a :class:`Part`); content is bytes, a memoryview,
-    a file path (``str`` or ``os.PathLike``) or a binary file object read from its current
-    position (not closed). Files are read ``chunk_size`` bytes at a time while the chunks are
-    consumed; ``bytes`` contents are passed through without a copy; small pieces (boundary
-    lines, headers, small parts) are gathered into chunks of up to ``chunk_size``. The body is
-    ``--boundary CRLF headers CRLF content`` per part, then ``CRLF --boundary--``. Header names
-    must be tokens and values must not contain line breaks (``ValueError``). Use
-    :func:`new_boundary` for a boundary that cannot occur in the content.
-
-    ``content_length=True`` adds a ``Content-Length`` header to every part whose size is known
-    and that has none (as Orthanc does): :func:`decode` and :func:`iter_parts` then check the
-    delimiter at that offset instead of searching the content for it.
-    """
-    raw = _check_boundary(boundary)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, not {chunk_size}")
-    out = bytearray()
-    for piece in _raw_pieces(parts, raw, chunk_size, content_length):
-        if len(out) + len(piece) <= chunk_size:
-            out += piece
-            continue
-        if out:
-            yield bytes(out)
-            out.clear()
-        if len(piece) >= chunk_size:
-            yield piece
-        else:
-            out += piece
-    if out:
-        yield bytes(out)
-
-
-def _raw_pieces(parts: Iterable[Any], raw: bytes, chunk_size: int,
-                content_length: bool) -> Iterator[bytes]:
-    """The body's pieces in order, before :func:`encode` gathers the small ones."""
-    opening = b"--" + raw + b"\r\n"
-    for item in parts:
-        headers, content = _unpack(item)
-        yield opening + _header_block(headers, _content_size(content) if content_length else None)
-        opening = b"\r\n--" + raw + b"\r\n"
-        yield from _content_pieces(content, chunk_size)
-    yield opening[:-2] + b"--\r\n"
-
-
-def encoded_length(
-    parts: Iterable[tuple[Mapping[str, str], Content] | Part],
-    boundary: str,
-    *,
-    content_length: bool = False,
-) -> int | None:
-    """Exact byte length of ``encode(parts, boundary, content_length=...)``, or None if a size
-    is unknown.
-
-    Sizes come from ``len``, ``os.stat`` for paths and ``seek``/``tell`` for seekable file
-    objects (a non-seekable one gives None). ``parts`` must be a sequence (it is iterated
-    twice: here and by :func:`encode`); an iterator raises ``TypeError``. Files must not
-    change between this call and the encoding.
-    """
-    if iter(parts) is parts:
-        raise TypeError("encoded_length() needs a sequence of parts (it would use up an iterator)")
-    raw = _check_boundary(boundary)
-    total = 0
-    count = 0
-    for item in parts:
-        headers, content = _unpack(item)
-        size = _content_size(content)
-        if size is None:
-            return None
-        block = _header_block(headers, size if content_length else None)
-        total += len(raw) + 4 + len(block) + size + (2 if count else 0)
-        count += 1
-    return total + len(raw) + 6 + (2 if count else 0)

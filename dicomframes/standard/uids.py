@@ -6,12 +6,14 @@ import re
 
 from pydicom.uid import generate_uid
 
-_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+# fullmatch, not "$": "$" would let a trailing newline through
+_UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
 def is_valid_uid(value: object) -> bool:
     """Return True when ``value`` is a syntactically valid DICOM UID (PS3.5 9.1)."""
-    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID_RE.match(value))
+    return (isinstance(value, str) and 0 < len(value) <= 64
+            and _UID_RE.fullmatch(value) is not None)
 
 
 def validate_uid(value: object, what: str = "UID") -> str:

@@ -26,51 +26,47 @@ import datetime as _dt
 import gc
 import json
 import math
-import re
 import struct
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from functools import cache, lru_cache
 from typing import Any
 
 import pydicom
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName, format_number_as_ds
 
-__all__ = [
-    "UnknownAttribute",
-    "dataset_to_json",
-    "json_to_dataset",
-    "keyword_of",
-    "parse_person_name",
-    "person_name",
-    "python_value",
-    "tag_hex",
-    "tag_of",
-    "vr_of",
-]
+from .personname import PN_GROUPS, person_name, person_name_parts, pn_groups
+from .tags import (
+    BINARY_VRS,
+    CODE_VRS,
+    FLOAT_VRS,
+    INT_VRS,
+    NUMBER_STRING_VRS,
+    PIXEL_TAGS,
+    SINGLE_TEXT_VRS,
+    STRING_VRS,
+    STRUCT_CODES,
+    keyword_of,
+    tag_hex,
+    vr_of,
+)
+from .temporal import format_dt, format_tm, parse_da, parse_dt, parse_tm
 
-# VR families (module-private; dicomframes.tables imports them).
-_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
-_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
-_INT_VRS = frozenset({"IS", "SS", "US", "SL", "UL", "SV", "UV"})
-_FLOAT_VRS = frozenset({"DS", "FL", "FD"})
-_NUMBER_STRING_VRS = frozenset({"IS", "DS"})
-# Strings whose leading and trailing spaces are insignificant (default repertoire only).
-_CODE_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
-# Strings that may use the Specific Character Set and may hold several values.
-_TEXT_VRS = frozenset({"SH", "LO", "UC"})
-# Strings that always hold one value (a backslash is an ordinary character).
-_SINGLE_TEXT_VRS = frozenset({"ST", "LT", "UT"})
-_STRING_VRS = _CODE_VRS | _TEXT_VRS | _SINGLE_TEXT_VRS | {"UR"}
-_STRUCT_CODES = {
-    "US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "SV": "q", "UV": "Q",
-}
+__all__ = [
+    "dataset_to_json",
+    "ds_string",
+    "first_value",
+    "gc_paused",
+    "json_to_dataset",
+    "loads",
+    "python_value",
+    "sequence_item",
+]
 
 # Single-byte and multi-byte character sets that decode without ISO 2022 code extensions.
 # Anything else (ISO 2022 escapes, several values) goes through pydicom's own decoder.
@@ -81,197 +77,6 @@ _SIMPLE_CHARSETS = {
     "ISO_IR 138": "iso8859_8", "ISO_IR 148": "iso8859_9", "ISO_IR 203": "iso8859_15",
     "ISO_IR 166": "tis_620", "GB18030": "gb18030", "GBK": "gbk",
 }
-_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
-
-
-class UnknownAttribute(KeyError):
-    """A name that is neither a DICOM keyword nor a tag; ``.name`` holds what was given."""
-
-    def __init__(self, name: object) -> None:
-        super().__init__(name)
-        self.name = name
-
-    def __str__(self) -> str:
-        return (
-            f"unknown DICOM attribute {self.name!r}: not a keyword of the DICOM dictionary "
-            "nor a tag such as '00100010', '0x00100010' or '(0010,0010)'"
-        )
-
-
-# --------------------------------------------------------------------------- tags and names
-
-_TAG_PAIR_RE = re.compile(
-    r"\(?\s*(?:0x)?([0-9A-Fa-f]{4})\s*,\s*(?:0x)?([0-9A-Fa-f]{4})\s*\)?"
-)
-_TAG_HEX_RE = re.compile(r"(?:0x|0X)?([0-9A-Fa-f]{8})")
-
-
-def tag_of(name: str | int | tuple[int, int]) -> int:
-    """Return the tag (an int such as ``0x00100010``) of a keyword or a tag in any usual form.
-
-    Accepts ``"PatientName"``, ``"00100010"``, ``"0x00100010"``, ``"(0010,0010)"``,
-    ``0x00100010`` and ``(0x0010, 0x0010)``. Raises :class:`UnknownAttribute` (a ``KeyError``)
-    for anything else.
-    """
-    if isinstance(name, bool):
-        raise UnknownAttribute(name)
-    if isinstance(name, int):
-        if 0 <= name <= 0xFFFFFFFF:
-            return int(name)
-        raise UnknownAttribute(name)
-    if isinstance(name, tuple):
-        if (
-            len(name) == 2
-            and all(isinstance(x, int) and 0 <= x <= 0xFFFF for x in name)
-        ):
-            return (name[0] << 16) | name[1]
-        raise UnknownAttribute(name)
-    if isinstance(name, str):
-        return _tag_of_str(name)
-    raise UnknownAttribute(name)
-
-
-@lru_cache(maxsize=4096)
-def _tag_of_str(name: str) -> int:
-    text = name.strip()
-    tag = tag_for_keyword(text) if text else None
-    if tag is not None:
-        return tag
-    match = _TAG_HEX_RE.fullmatch(text)
-    if match:
-        return int(match.group(1), 16)
-    match = _TAG_PAIR_RE.fullmatch(text)
-    if match:
-        return (int(match.group(1), 16) << 16) | int(match.group(2), 16)
-    raise UnknownAttribute(name)
-
-
-def tag_hex(tag: int) -> str:
-    """Return a tag as 8 upper-case hex digits, the form DICOM JSON uses: ``"00100010"``."""
-    return f"{tag:08X}"
-
-
-@cache
-def keyword_of(tag: int) -> str:
-    """Return the keyword of a tag, or its 8-hex-digit form for private and unknown tags.
-
-    Repeating groups other than the dictionary's own (e.g. overlay group 6002) also get the
-    hex form, so that every name maps back to exactly one tag.
-    """
-    try:
-        keyword = keyword_for_tag(tag)
-    except Exception:  # pragma: no cover - pydicom raises for odd input
-        keyword = ""
-    if keyword and tag_for_keyword(keyword) == tag:
-        return keyword
-    return tag_hex(tag)
-
-
-@cache
-def vr_of(tag: int) -> str:
-    """Return the dictionary VR of a tag.
-
-    Ambiguous dictionary VRs resolve to the first one listed ("US or SS" -> "US",
-    "OB or OW" -> "OB"). Group lengths are "UL", private creators "LO", and any other
-    unknown or private tag "UN".
-    """
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        element = tag & 0xFFFF
-        if element == 0:
-            return "UL"
-        if (tag >> 16) % 2 == 1 and 0x0010 <= element <= 0x00FF:
-            return "LO"
-        return "UN"
-    return vr.split(" or ")[0] if vr else "UN"
-
-
-# --------------------------------------------------------------------------- person names
-
-def _pn_groups(value: Any) -> dict[str, str]:
-    """PN JSON value (object or "a=b=c" string) -> {"Alphabetic": ..., ...}."""
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, PersonName):
-        value = str(value)
-    if not isinstance(value, str):
-        return {}
-    return {g: part for g, part in zip(_PN_GROUPS, value.split("="), strict=False) if part}
-
-
-def _readable(group: str) -> str:
-    if "^" not in group:
-        return group
-    parts = [p.strip() for p in group.split("^")]
-    parts += [""] * (5 - len(parts))
-    family, given, middle, prefix, suffix = parts[:5]
-    first = " ".join(p for p in (given, middle) if p)
-    text = ", ".join(p for p in (family, first) if p)
-    if prefix:
-        text = f"{prefix} {text}" if text else prefix
-    if suffix:
-        text = f"{text}, {suffix}" if text else suffix
-    return text
-
-
-def person_name(value: dict | str | None) -> str | None:
-    """Return a person name in readable form, from a PN JSON value or a "^" string.
-
-    The Alphabetic group is used (the Ideographic, then the Phonetic group when it is
-    empty): family + ", " + given and middle names; a prefix is prepended with a space and a
-    suffix appended with ", ". ``"Doe^John^A"`` -> ``"Doe, John A"``, ``"Doe"`` -> ``"Doe"``,
-    ``"Doe^John^^Dr.^Jr."`` -> ``"Dr. Doe, John, Jr."``; a value without "^" stays as it is
-    (``"Anony Mous"``). Returns None for an empty value.
-    """
-    if value is None:
-        return None
-    groups = _pn_groups(value)
-    for name in _PN_GROUPS:
-        group = groups.get(name)
-        if group:
-            return _readable(group)
-    return None
-
-
-def parse_person_name(readable: str) -> str:
-    """Return the DICOM "^" form of a readable name made by :func:`person_name`.
-
-    ``"Doe, John A"`` -> ``"Doe^John^A"``; ``"Doe, John, Jr."`` -> ``"Doe^John^^^Jr."``; a
-    string without ", " (``"Anony Mous"``, ``"Doe*"``) or already holding "^" or "=" is
-    returned unchanged. A prefix cannot be told from the family name and stays in it.
-    """
-    text = readable.strip()
-    if "^" in text or "=" in text or ", " not in text:
-        return text
-    family, rest = text.split(", ", 1)
-    suffix = ""
-    if ", " in rest:
-        rest, suffix = rest.split(", ", 1)
-    words = rest.split()
-    given = words[0] if words else ""
-    middle = " ".join(words[1:])
-    parts = [family.strip(), given, middle, "", suffix.strip()]
-    while parts and not parts[-1]:
-        parts.pop()
-    return "^".join(parts)
-
-
-def _pn_components(value: Any) -> dict[str, str] | None:
-    groups = _pn_groups(value)
-    if not groups:
-        return None
-
-    def split(group: str) -> dict[str, str]:
-        parts = group.split("^") + [""] * 5
-        return dict(zip(("family", "given", "middle", "prefix", "suffix"), parts[:5], strict=True))
-
-    out = split(groups.get("Alphabetic", ""))
-    for name in ("Ideographic", "Phonetic"):
-        if groups.get(name):
-            out[name.lower()] = split(groups[name])  # type: ignore[assignment]
-    return out
-
 
 # --------------------------------------------------------------------------- Dataset -> JSON
 
@@ -300,11 +105,11 @@ def _dicom_string(value: Any, vr: str) -> str:
     if original:
         return str(original)
     if isinstance(value, _dt.datetime):
-        return _format_dt(value) if vr == "DT" else value.strftime("%Y%m%d")
+        return format_dt(value) if vr == "DT" else value.strftime("%Y%m%d")
     if isinstance(value, _dt.date):
         return value.strftime("%Y%m%d")
     if isinstance(value, _dt.time):
-        return _format_tm(value)
+        return format_tm(value)
     return str(value)
 
 
@@ -378,8 +183,8 @@ class _Encoder:
                 return None
         if raw.length == 0 or not data:
             return {"vr": vr}
-        if vr in _STRING_VRS or vr == "PN":
-            if vr in _CODE_VRS or vr in _NUMBER_STRING_VRS or vr == "UR":
+        if vr in STRING_VRS or vr == "PN":
+            if vr in CODE_VRS or vr in NUMBER_STRING_VRS or vr == "UR":
                 text = data.decode("latin_1")
             else:
                 if codec is None:
@@ -389,9 +194,9 @@ class _Encoder:
                 except UnicodeDecodeError:
                     return None
             return self._strings(vr, text)
-        if vr in _NUMBER_STRING_VRS:
+        if vr in NUMBER_STRING_VRS:
             return self._strings(vr, data.decode("latin_1"))
-        code = _STRUCT_CODES.get(vr)
+        code = STRUCT_CODES.get(vr)
         if code is not None:
             size = struct.calcsize(code)
             if len(data) % size:
@@ -406,32 +211,32 @@ class _Encoder:
             pairs = struct.unpack(f"{order}{len(data) // 2}H", data)
             tags = zip(pairs[::2], pairs[1::2], strict=True)
             return {"vr": vr, "Value": [f"{g:04X}{e:04X}" for g, e in tags]}
-        if vr in _BINARY_VRS:
+        if vr in BINARY_VRS:
             return self._binary(ds, tag, vr, data)
         return None
 
     def _strings(self, vr: str, text: str) -> dict[str, Any]:
-        if vr in _SINGLE_TEXT_VRS or vr == "UR":
+        if vr in SINGLE_TEXT_VRS or vr == "UR":
             text = text.rstrip(" \0")
             return {"vr": vr, "Value": [text]} if text else {"vr": vr}
         text = text.rstrip(" \0")
-        if vr in _CODE_VRS or vr in _NUMBER_STRING_VRS:
+        if vr in CODE_VRS or vr in NUMBER_STRING_VRS:
             text = text.lstrip(" ")
         if not text:
             return {"vr": vr}
         parts = text.split("\\")
         if vr == "PN":
-            values: list[Any] = [_pn_groups(p.rstrip(" ")) or None for p in parts]
-        elif vr in _NUMBER_STRING_VRS:
+            values: list[Any] = [pn_groups(p.rstrip(" ")) or None for p in parts]
+        elif vr in NUMBER_STRING_VRS:
             values = [_number(s, vr) if (s := p.strip(" \0")) else None for p in parts]
-        elif vr in _CODE_VRS:
+        elif vr in CODE_VRS:
             values = [p.strip(" \0") or None for p in parts]
         else:
             values = [p.rstrip(" \0") or None for p in parts]
         return {"vr": vr, "Value": values}
 
     def _binary(self, ds: pydicom.Dataset, tag: int, vr: str, data: bytes) -> dict[str, Any]:
-        if self.bulk_uri is not None and (tag in _PIXEL_TAGS or len(data) > self.threshold):
+        if self.bulk_uri is not None and (tag in PIXEL_TAGS or len(data) > self.threshold):
             return {"vr": vr, "BulkDataURI": self.bulk_uri(tag, ds[tag])}
         return {"vr": vr, "InlineBinary": base64.b64encode(data).decode("ascii")}
 
@@ -446,23 +251,23 @@ class _Encoder:
             return {"vr": vr, "Value": items} if items else {"vr": vr}
         if _is_empty(value):
             return {"vr": vr}
-        if vr in _BINARY_VRS:
+        if vr in BINARY_VRS:
             data = value if isinstance(value, bytes) else bytes(value)
             return self._binary(ds, tag, vr, data)
         values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
         if vr == "PN":
-            out: list[Any] = [_pn_groups(str(v)) or None for v in values]
+            out: list[Any] = [pn_groups(str(v)) or None for v in values]
         elif vr == "AT":
             out = [tag_hex(int(v)) for v in values]
-        elif vr in _NUMBER_STRING_VRS:
+        elif vr in NUMBER_STRING_VRS:
             out = [self._number_value(v, vr) for v in values]
-        elif vr in _STRING_VRS:
-            if vr in _SINGLE_TEXT_VRS or vr == "UR":
+        elif vr in STRING_VRS:
+            if vr in SINGLE_TEXT_VRS or vr == "UR":
                 values = ["\\".join(_dicom_string(v, vr) for v in values)]
             out = [_dicom_string(v, vr) or None for v in values]
         elif vr in ("FL", "FD"):
             out = [float(v) for v in values]
-        elif vr in _STRUCT_CODES:
+        elif vr in STRUCT_CODES:
             out = [int(v) for v in values]
         else:
             out = [v if isinstance(v, str | int | float) else str(v) for v in values]
@@ -510,7 +315,7 @@ def dataset_to_json(
 
 # --------------------------------------------------------------------------- JSON -> Dataset
 
-def _ds_string(value: float) -> str:
+def ds_string(value: float) -> str:
     text = repr(float(value))
     if text.endswith(".0"):
         text = text[:-2]
@@ -523,18 +328,18 @@ def _element_value(vr: str, values: list[Any]) -> Any:
     if vr == "PN":
         out: list[Any] = []
         for v in values:
-            groups = _pn_groups(v)
-            parts = [groups.get(g, "") for g in _PN_GROUPS]
+            groups = pn_groups(v)
+            parts = [groups.get(g, "") for g in PN_GROUPS]
             while parts and not parts[-1]:
                 parts.pop()
             out.append("=".join(parts))
     elif vr == "AT":
         out = [int(v, 16) if isinstance(v, str) else int(v) for v in values if v is not None]
     elif vr == "DS":
-        out = ["" if v is None else v if isinstance(v, str) else _ds_string(v) for v in values]
+        out = ["" if v is None else v if isinstance(v, str) else ds_string(v) for v in values]
     elif vr == "IS":
         out = ["" if v is None else str(int(v)) if isinstance(v, float) else str(v) for v in values]
-    elif vr in _STRUCT_CODES:
+    elif vr in STRUCT_CODES:
         out = [v for v in values if v is not None]
     else:
         out = ["" if v is None else v if isinstance(v, str) else str(v) for v in values]
@@ -581,88 +386,6 @@ def json_to_dataset(obj: dict[str, Any]) -> pydicom.Dataset:
     return ds
 
 
-# --------------------------------------------------------------------------- JSON -> Python
-
-_DA_RE = re.compile(r"(\d{4})\.?(\d{2})\.?(\d{2})")
-_TM_RE = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6})\d*)?)?)?")
-_DT_RE = re.compile(
-    r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6})\d*)?)?)?)?)?)?"
-    r"(?:([+-])(\d{2})(\d{2}))?"
-)
-
-
-def _parse_da(text: str) -> _dt.date | None:
-    match = _DA_RE.fullmatch(text.strip())
-    if not match:
-        return None
-    try:
-        return _dt.date(int(match[1]), int(match[2]), int(match[3]))
-    except ValueError:
-        return None
-
-
-def _tm_microseconds(text: str) -> int | None:
-    """TM text -> microseconds since midnight (None when invalid). 60 s allowed (leap)."""
-    match = _TM_RE.fullmatch(text.strip())
-    if not match:
-        return None
-    hh, mm, ss = int(match[1]), int(match[2] or 0), int(match[3] or 0)
-    if hh > 23 or mm > 59 or ss > 60:
-        return None
-    frac = match[4] or ""
-    micro = int(frac.ljust(6, "0")) if frac else 0
-    return ((hh * 60 + mm) * 60 + ss) * 1_000_000 + micro
-
-
-def _parse_tm(text: str) -> _dt.timedelta | None:
-    micro = _tm_microseconds(text)
-    return None if micro is None else _dt.timedelta(microseconds=micro)
-
-
-def _parse_dt(text: str) -> _dt.datetime | None:
-    match = _DT_RE.fullmatch(text.strip())
-    if not match:
-        return None
-    year = int(match[1])
-    month, day = int(match[2] or 1), int(match[3] or 1)
-    hour, minute, second = int(match[4] or 0), int(match[5] or 0), int(match[6] or 0)
-    micro = int((match[7] or "0").ljust(6, "0"))
-    tz = None
-    if match[8]:
-        offset = _dt.timedelta(hours=int(match[9]), minutes=int(match[10]))
-        if offset > _dt.timedelta(hours=14):
-            return None
-        tz = _dt.timezone(-offset if match[8] == "-" else offset)
-    try:
-        return _dt.datetime(year, month, day, hour, minute, min(second, 59), micro, tzinfo=tz)
-    except ValueError:
-        return None
-
-
-def _format_tm(value: _dt.time | _dt.timedelta) -> str:
-    if isinstance(value, _dt.timedelta):
-        micro = (value // _dt.timedelta(microseconds=1)) % 86_400_000_000
-        seconds, micro = divmod(micro, 1_000_000)
-        minutes, ss = divmod(seconds, 60)
-        hh, mm = divmod(minutes, 60)
-    else:
-        hh, mm, ss, micro = value.hour, value.minute, value.second, value.microsecond
-    text = f"{hh:02d}{mm:02d}{ss:02d}"
-    return f"{text}.{micro:06d}" if micro else text
-
-
-def _format_dt(value: _dt.datetime) -> str:
-    text = value.strftime("%Y%m%d%H%M%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}"
-    offset = value.utcoffset()
-    if offset is not None:
-        minutes = int(offset.total_seconds() // 60)
-        sign = "-" if minutes < 0 else "+"
-        hh, mm = divmod(abs(minutes), 60)
-        text += f"{sign}{hh:02d}{mm:02d}"
-    return text
-
 
 def _warn_bad(tag: int | None, vr: str, value: Any) -> None:
     where = f"{keyword_of(tag)} ({tag_hex(tag)}) " if tag is not None else ""
@@ -678,8 +401,8 @@ def _scalar(vr: str, value: Any, tag: int | None, pn_components: bool) -> Any:
     if value is None:
         return None
     if vr == "PN":
-        return _pn_components(value) if pn_components else person_name(value)
-    if vr in _INT_VRS:
+        return person_name_parts(value) if pn_components else person_name(value)
+    if vr in INT_VRS:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         try:
@@ -690,7 +413,7 @@ def _scalar(vr: str, value: Any, tag: int | None, pn_components: bool) -> Any:
             pass
         _warn_bad(tag, vr, value)
         return None
-    if vr in _FLOAT_VRS:
+    if vr in FLOAT_VRS:
         try:
             return float(value)
         except (TypeError, ValueError):
@@ -699,18 +422,18 @@ def _scalar(vr: str, value: Any, tag: int | None, pn_components: bool) -> Any:
     if vr in ("DA", "DT", "TM"):
         if not isinstance(value, str):
             value = str(value)
-        parsed = {"DA": _parse_da, "DT": _parse_dt, "TM": _parse_tm}[vr](value)
+        parsed = {"DA": parse_da, "DT": parse_dt, "TM": parse_tm}[vr](value)
         if parsed is None:
             _warn_bad(tag, vr, value)
         return parsed
     if vr == "AT" and isinstance(value, int):
         return tag_hex(value)
     if vr == "SQ":
-        return _item(value, pn_components)
+        return sequence_item(value, pn_components)
     return value
 
 
-def _item(obj: dict[str, Any] | None, pn_components: bool = False) -> dict[str, Any]:
+def sequence_item(obj: dict[str, Any] | None, pn_components: bool = False) -> dict[str, Any]:
     """A sequence item -> {keyword: python value}, in tag order."""
     out: dict[str, Any] = {}
     for key in sorted(obj or {}, key=lambda k: int(k, 16)):
@@ -748,13 +471,28 @@ def python_value(
         return base64.b64decode("".join(data) if isinstance(data, list) else data)
     values = element.get("Value")
     if vr == "SQ":
-        return [_item(item, pn_components) for item in (values or [])]
+        return [sequence_item(item, pn_components) for item in (values or [])]
     if not values:
         return None
     if not isinstance(values, list):
         values = [values]
     out = [_scalar(vr, v, tag, pn_components) for v in values]
     return out[0] if len(out) == 1 else out
+
+
+def first_value(obj: Mapping[str, Any], tag: int | str) -> Any:
+    """The first value of ``tag`` in a DICOM JSON object, typed by its VR (None when absent or
+    empty). ``tag`` is an int or 8 hex digits; lower-case keys are found too."""
+    key = tag_hex(tag) if isinstance(tag, int) else tag.upper()
+    element = obj.get(key)
+    if element is None:
+        element = obj.get(key.lower())
+    if not isinstance(element, Mapping):
+        return None
+    value = python_value(dict(element), int(key, 16))
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
 
 
 @contextmanager
