@@ -46,7 +46,7 @@ from _servers import embedded_in_child
 from pydicom.uid import generate_uid
 
 import dicomframes
-from dicomframes import frames as frames_module
+from dicomframes.client import frames as frames_module
 from dicomframes.samples import ct_slice, write_multiframe_study
 
 OCTET = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'

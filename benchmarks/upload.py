@@ -130,9 +130,6 @@ def run_method(method: str, url: str, folder: Path, user: str | None,
     from dicomweb_client.api import DICOMwebClient
 
     # Import what each method uses before the clock starts (pandas alone takes ~0.5 s).
-    import dicomframes.standard.dicomjson
-    import dicomframes.tables
-    import dicomframes.upload  # noqa: F401
     from dicomframes import connect
     from dicomframes.standard import multipart
 

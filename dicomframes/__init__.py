@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 # Registers the ``df.dicom`` accessor, so DataFrames read back from CSV or Parquet have it too.
-from . import tables as _tables  # noqa: F401
+from . import accessor as _accessor  # noqa: F401
 from .errors import (
     BadRequest,
     Conflict,
     DecoderMissing,
     DicomFramesError,
     DICOMwebError,
+    EmptyResponse,
     MethodNotAllowed,
     MultipartError,
     NotAcceptable,
@@ -36,6 +37,7 @@ __all__ = [
     "DICOMwebError",
     "DecoderMissing",
     "DicomFramesError",
+    "EmptyResponse",
     "MethodNotAllowed",
     "MultipartError",
     "NotAcceptable",
@@ -54,6 +56,11 @@ _LAZY = {
     "Server": ("server", "Server"),
     "serve": ("server", "serve"),
 }
+
+
+def __dir__() -> list[str]:
+    """The public names (the lazily loaded ones included) and this module's globals."""
+    return sorted(set(__all__) | set(globals()))
 
 
 def __getattr__(name: str) -> Any:

@@ -154,8 +154,8 @@ def _fail(exc: BaseException) -> int:
 
 def cmd_upload(args: argparse.Namespace) -> int:
     """Store PATHs on the server and print one outcome row per instance; 1 if any failed."""
+    from .client.store import FAILED, summary_text
     from .errors import DicomFramesError
-    from .upload import FAILED, summary_text
 
     try:
         client = _connect(args)
@@ -217,7 +217,7 @@ _SEARCH_COLUMNS = {
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
     """Download a study, series or instance into OUT/STUDY/SERIES/SOP.dcm."""
-    from .download import download
+    from .client.download import download
     from .errors import DicomFramesError
 
     try:
@@ -238,9 +238,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from . import connect
+    from .client.store import summary_text
     from .samples import write_tutorial_files
     from .server import serve
-    from .upload import summary_text
 
     def pick(df: Any, names: Sequence[str]) -> Any:
         return df[[c for c in names if c in df.columns]]

@@ -17,6 +17,20 @@ class DecoderMissing(DicomFramesError):
     """Pixel data uses a transfer syntax that no installed decoder handles."""
 
 
+class EmptyResponse(DicomFramesError):
+    """A call the server answered without error returned nothing where something was needed
+    (no metadata for an instance, an empty retrieve, a series without image instances).
+
+    Attributes: ``method``, ``url`` (the full URL, without credentials) and ``message``.
+    """
+
+    def __init__(self, method: str, url: str, message: str) -> None:
+        self.method = method
+        self.url = url
+        self.message = message
+        super().__init__(f"{method} {url}: {message}")
+
+
 class DICOMwebError(DicomFramesError):
     """A DICOMweb server answered with an error status.
 

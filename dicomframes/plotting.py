@@ -6,7 +6,7 @@ fetched through the client stored with the DataFrame (``df.attrs["dicomframes"]`
 passed as ``client=``. Titles never show who the patient is unless ``show_patient=True``.
 
 Windowing (``window=``): ``(center, width)`` applies the VOI LUT (PS3.3 C.11.2.1.2, see
-:func:`dicomframes.pixels.apply_window`) and shows the result on a 0..1 grey scale; ``None``
+:func:`dicomframes.standard.lut.apply_window`) and shows the result on a 0..1 grey scale; ``None``
 uses the WindowCenter/WindowWidth of a metadata row when there is one, else the data's own
 range; ``False`` never windows.
 """
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .pixels import apply_modality_lut, apply_window
+from .standard.lut import apply_modality_lut, apply_window, first_number
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -60,22 +60,6 @@ def _value(row: Any, key: str) -> Any:
     return value
 
 
-def _first_number(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = value.split("\\")[0]
-    elif isinstance(value, (list, tuple, np.ndarray)):
-        if len(value) == 0:
-            return None
-        value = value[0]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
 def _client_of(obj: Any, client: Any) -> Any:
     if client is not None:
         return client
@@ -89,8 +73,8 @@ def _client_of(obj: Any, client: Any) -> Any:
 
 
 def _window_of(row: Any) -> tuple[float, float] | None:
-    center = _first_number(_value(row, "WindowCenter"))
-    width = _first_number(_value(row, "WindowWidth"))
+    center = first_number(_value(row, "WindowCenter"))
+    width = first_number(_value(row, "WindowWidth"))
     if center is None or width is None or width <= 0:
         return None
     return center, width
@@ -108,7 +92,7 @@ def _row_title(row: Any, show_patient: bool, frame: int | None = None,
         if value is None or value == "":
             continue
         if key == "InstanceNumber":
-            parts.append(f"#{_first_number(value):g}" if _first_number(value) is not None
+            parts.append(f"#{first_number(value):g}" if first_number(value) is not None
                          else f"#{value}")
         else:
             parts.append(str(value))
@@ -118,8 +102,8 @@ def _row_title(row: Any, show_patient: bool, frame: int | None = None,
 
 
 def _rescaled(arr: np.ndarray, row: Any) -> np.ndarray:
-    slope = _first_number(_value(row, "RescaleSlope"))
-    intercept = _first_number(_value(row, "RescaleIntercept"))
+    slope = first_number(_value(row, "RescaleSlope"))
+    intercept = first_number(_value(row, "RescaleIntercept"))
     if slope is None and intercept is None:
         return arr
     return apply_modality_lut(arr, 1.0 if slope is None else slope,
@@ -144,7 +128,7 @@ def _display_data(
                          f"shape {arr.shape}: use montage() or show_series() for stacks")
     cmap = "gray_r" if invert else "gray"
     if window is not None and window is not False and window is not True:
-        center, width = window  # type: ignore[misc]
+        center, width = window
         return apply_window(arr, center, width), {"cmap": cmap, "vmin": 0.0, "vmax": 1.0}
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)

@@ -43,7 +43,7 @@ class DicomwebServer:
     def stow(self, items: list) -> dict:
         """Store Part-10 files (paths) or bytes with a plain ``requests`` STOW-RS POST.
 
-        Independent of ``dicomframes.upload``; the body is built by ``multipart.encode``.
+        Independent of ``dicomframes.client.store``; the body is built by ``multipart.encode``.
         Returns the DICOM JSON answer; an instance already stored is not an error.
         """
         import requests

@@ -8,9 +8,9 @@ import pydicom
 import pytest
 
 import dicomframes
+from dicomframes.rows import row_to_filters
 from dicomframes.samples import write_multiframe_study
 from dicomframes.standard.uids import new_uid
-from dicomframes.tables import row_to_filters
 
 STUDY = "1.2.826.0.1.3680043.8.498.13230779778012324449356534479549187420"
 SERIES_1 = "1.2.826.0.1.3680043.8.498.45787841905473114233124723359129632652"

@@ -836,3 +836,54 @@ def test_caret_in_person_name_matches_on_real_servers(dicomweb: DicomwebServer) 
     found = client.search_studies(PatientName="Caretson^J*", PatientID="CARET")
     assert study in set(found["StudyInstanceUID"])
     assert "PatientName=Caretson^J*" in client.last_exchange.url
+
+
+# ---------------------------------------------------------------------------------------------
+# errors that no server reported, the package's names, the low-level multipart call
+# ---------------------------------------------------------------------------------------------
+
+
+def test_empty_metadata_raises_empty_response_with_full_url(
+        scripted: Callable[..., Scripted]) -> None:
+    """A server that answers 200 with nothing is not a 404: EmptyResponse names the full URL."""
+    import dicomframes
+    from dicomframes.client import frames as frames_module
+
+    server = scripted([(200, JSON, b"[]")])
+    client = connect(server.url)
+    study, series, sop = "1.2.3", "1.2.3.4", "1.2.3.4.5"
+    with pytest.raises(dicomframes.EmptyResponse) as info:
+        client.frames(study, series, sop)
+    error = info.value
+    assert not isinstance(error, errors.NotFound)
+    assert isinstance(error, errors.DicomFramesError)
+    assert error.method == "GET"
+    assert error.url == f"{server.url}/studies/{study}/series/{series}/instances/{sop}/metadata"
+    assert error.url in str(error) and "no metadata" in str(error)
+    with pytest.raises(errors.EmptyResponse) as info:
+        frames_module.fetch_volume(client, study, series)
+    assert info.value.url == f"{server.url}/studies/{study}/series/{series}/metadata"
+    assert "no image instances" in info.value.message
+
+
+def test_package_lists_its_public_names() -> None:
+    import dicomframes
+
+    names = dir(dicomframes)
+    for name in ("connect", "Client", "serve", "Server", "EmptyResponse", "NotFound",
+                 "DICOMwebError", "DecoderMissing", "MultipartError", "__version__"):
+        assert name in names, name
+    assert dicomframes.EmptyResponse is errors.EmptyResponse
+
+
+def test_iter_multipart_is_public_and_recorded(scripted: Callable[..., Scripted]) -> None:
+    body = (b"--XX\r\nContent-Type: application/octet-stream\r\n\r\nabc\r\n"
+            b"--XX\r\nContent-Type: application/octet-stream\r\n\r\ndefg\r\n--XX--\r\n")
+    ctype = 'multipart/related; type="application/octet-stream"; boundary=XX'
+    server = scripted([(200, {"Content-Type": ctype}, body)])
+    client = connect(server.url)
+    parts = [(bytes(p.content), ts) for p, ts in client.iter_multipart("studies/1.2/bulk")]
+    assert parts == [(b"abc", None), (b"defg", None)]
+    accept = server.seen[-1][2]["Accept"]
+    assert accept == 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+    assert [p.size for p in client.last_exchange.parts] == [3, 4]

@@ -23,7 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from test_pixels import BUNDLED, LOSSY_SYNTAXES, _path
 
 import dicomframes
-from dicomframes import frames as frames_module
+from dicomframes.client import frames as frames_module
 from dicomframes.samples import ct_slice
 from dicomframes.standard.uids import is_valid_uid
 

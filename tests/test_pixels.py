@@ -25,13 +25,14 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from dicomframes.errors import DecoderMissing
 from dicomframes.pixels import (
-    PixelDescription,
     apply_modality_lut,
     apply_window,
     decode_frame,
     decode_frames,
     decode_rendered,
+    missing_decoder,
 )
+from dicomframes.standard.pixeldesc import PixelDescription
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # Lossy syntaxes: allowed absolute difference from pixel_array. Zero, because both sides run
@@ -297,7 +298,8 @@ def test_missing_plugin_names_the_package_to_install() -> None:
         "import pydicom, pydicom.data\n"
         "from pydicom.encaps import generate_frames\n"
         "from dicomframes.errors import DecoderMissing\n"
-        "from dicomframes.pixels import PixelDescription, decode_frame\n"
+        "from dicomframes.pixels import decode_frame\n"
+        "from dicomframes.standard.pixeldesc import PixelDescription\n"
         "ds = pydicom.dcmread(pydicom.data.get_testdata_file('MR_small_jp2klossless.dcm'))\n"
         "frame = next(generate_frames(ds.PixelData, number_of_frames=1))\n"
         "try:\n"
@@ -382,3 +384,13 @@ def test_decode_rendered_png_and_jpeg() -> None:
     decoded = decode_rendered(buffer.getvalue())
     assert decoded.shape == grey.shape
     assert np.abs(decoded.astype(int) - grey).max() <= 8  # lossy JPEG
+
+
+def test_missing_decoder_names_what_to_install_or_to_transcode() -> None:
+    error = missing_decoder("1.2.840.10008.1.2.4.90", "pydicom reports: no plug-in")
+    assert isinstance(error, DecoderMissing)
+    text = str(error)
+    assert 'pip install "dicomframes[codecs]"' in text and "pylibjpeg-openjpeg" in text
+    assert text.endswith("pydicom reports: no plug-in")
+    unknown = str(missing_decoder("1.2.3.4"))
+    assert "ask the server to transcode" in unknown and "1.2.840.10008.1.2.1" in unknown

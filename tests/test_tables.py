@@ -15,8 +15,12 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicomframes.errors import DicomFramesError
+from dicomframes.rows import row_to_dataset, row_to_filters
+from dicomframes.standard.attributes import returned_tags
 from dicomframes.standard.dicomjson import dataset_to_json, json_to_dataset
-from dicomframes.tables import row_to_dataset, row_to_filters, to_dataframe
+from dicomframes.standard.personname import join_person_name
+from dicomframes.standard.tags import keyword_of
+from dicomframes.tables import to_dataframe
 
 SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "tutorial-dcms" / "dicom-metadata.csv"
 
@@ -301,6 +305,57 @@ def test_accessor_errors_are_clear():
     df.dicom.client = object()
     with pytest.raises(DicomFramesError, match="StudyInstanceUID"):
         df.dicom.series()
+
+
+class _Recorder:
+    """A stand-in client that records the accessor's calls and answers with empty tables."""
+
+    def __init__(self):
+        self.calls = []
+
+    def search_series(self, study, **filters):
+        self.calls.append(("search_series", study, filters))
+        return to_dataframe([], level="series")
+
+    def metadata(self, *uids, **options):
+        self.calls.append(("metadata", *uids))
+        return to_dataframe([], level="instance")
+
+
+def test_accessor_reads_uids_from_retrieve_urls():
+    df = pd.DataFrame({"RetrieveURL": [
+        "http://h/dicom-web/studies/1.2/series/1.2.3",
+        "http://h/dicom-web/studies/1.2/series/1.2.4/",
+        "not a DICOMweb URL",
+        "http://h/dicom-web/studies/1.2/series/1.x",  # a malformed UID names nothing
+        None,
+    ]})
+    recorder = _Recorder()
+    df.dicom.client = recorder
+    series = df.dicom.series(Modality="CT")
+    assert recorder.calls == [("search_series", "1.2", {"Modality": "CT"})]
+    assert series.dicom.client is recorder and len(series) == 0
+    recorder.calls.clear()
+    df.dicom.metadata()  # series-level URLs: one metadata call per series
+    assert recorder.calls == [("metadata", "1.2", "1.2.3"), ("metadata", "1.2", "1.2.4")]
+
+
+def test_empty_answers_have_the_standard_returned_attributes():
+    for level in ("study", "series", "instance"):
+        columns = list(to_dataframe([], level=level).columns)
+        assert columns == [keyword_of(tag) for tag in returned_tags(level)]
+
+
+def test_person_names_in_every_form_go_back_to_dicom():
+    assert join_person_name({"family": "Doe", "given": "John", "middle": "", "prefix": "",
+                             "suffix": ""}) == "Doe^John"
+    assert join_person_name({"family": "Yamada", "given": "Tarou",
+                             "ideographic": {"family": "山田", "given": "太郎"}}) == \
+        "Yamada^Tarou=山田^太郎"
+    assert join_person_name({"Alphabetic": "Doe^John", "Ideographic": ""}) == "Doe^John"
+    row = to_dataframe([{"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^John^A"}]}}],
+                       pn_components=True).iloc[0]
+    assert row_to_filters(row) == {"PatientName": "Doe^John^A"}
 
 
 # ------------------------------------------------------------------------- back to DICOM

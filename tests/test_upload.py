@@ -1,4 +1,4 @@
-"""Bulk STOW (dicomframes.upload) against the embedded server and a real Orthanc, over HTTP."""
+"""Bulk STOW (dicomframes.client.store) against the embedded server and a real Orthanc."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pytest
 from support import make_dataset, make_files, to_bytes
 
 from dicomframes import connect
-from dicomframes.standard.uids import new_uid
-from dicomframes.upload import (
+from dicomframes.client.store import (
     ALREADY_STORED,
     COLUMNS,
     FAILED,
@@ -25,6 +24,7 @@ from dicomframes.upload import (
     discover,
     post_batch,
 )
+from dicomframes.standard.uids import new_uid
 
 
 @pytest.fixture(params=["embedded", "orthanc"])
@@ -193,3 +193,18 @@ def test_named_bytes_and_zip_bytes(embedded, tmp_path: Path) -> None:
                       progress=False)
     assert list(df["source"]) == ["picked.dcm", "upload.zip!one.dcm"]
     assert list(df["status"]) == [STORED, STORED]
+
+
+def test_discover_names_each_kind_of_truncation() -> None:
+    """Pixel Data cut short is named with both sizes; a file that ends inside the Pixel Data
+    element header fails too (pydicom stops at it already)."""
+    study, series = new_uid(), new_uid()
+    whole = to_bytes(make_dataset(study, series, 1))
+    start = whole.rindex(b"\xe0\x7f\x10\x00")  # (7FE0,0010) little endian
+    declared = int.from_bytes(whole[start + 8:start + 12], "little")
+    cut_value, cut_header = discover([("value.dcm", whole[:-300]),
+                                      ("header.dcm", whole[:start + 9])])
+    assert cut_value.status == FAILED
+    assert cut_value.message == (f"truncated DICOM file: its Pixel Data declares {declared} "
+                                 f"bytes, only {declared - 300} are present")
+    assert cut_header.status == FAILED and "DICOM file" in cut_header.message

@@ -25,33 +25,30 @@ from typing import Any
 
 import pydicom
 
-from ..standard.dicomjson import dataset_to_json
-from ..standard.tags import UnknownAttribute, keyword_of, tag_hex, tag_of
-from ..standard.uids import validate_uid
-from .storage import (
-    BULK_PREFIX,
+from ..standard.attributes import (
     COMMON_TAGS,
+    COMPUTED,
     DEFAULT_TAGS,
+    INSTANCE_AVAILABILITY,
+    MODALITIES_IN_STUDY,
+    NUMBER_OF_SERIES_INSTANCES,
+    NUMBER_OF_STUDY_INSTANCES,
+    NUMBER_OF_STUDY_SERIES,
+    RETRIEVE_URL,
     SEARCHABLE,
-    Archive,
     Attribute,
-    normalize_time,
 )
+from ..standard.dicomjson import dataset_to_json
+from ..standard.paths import ResourcePath
+from ..standard.tags import UnknownAttribute, keyword_of, tag_hex, tag_of
+from ..standard.temporal import normalize_date, normalize_time
+from ..standard.uids import validate_uid
+from .index import BULK_PREFIX, json_text
+from .storage import Archive
 
 ALIASES = {"study": "st", "series": "se", "instance": "i"}
 _RANK = {"study": 0, "series": 1, "instance": 2}
 RESERVED = ("limit", "offset", "includefield", "fuzzymatching")
-
-# computed attributes (PS3.4 C.3.4 and PS3.18 Table 6.7.1-2)
-MODALITIES_IN_STUDY = 0x00080061
-NUMBER_OF_STUDY_SERIES = 0x00201206
-NUMBER_OF_STUDY_INSTANCES = 0x00201208
-NUMBER_OF_SERIES_INSTANCES = 0x00201209
-INSTANCE_AVAILABILITY = 0x00080056
-RETRIEVE_URL = 0x00081190
-COMPUTED = {MODALITIES_IN_STUDY: "study", NUMBER_OF_STUDY_SERIES: "study",
-            NUMBER_OF_STUDY_INSTANCES: "study", NUMBER_OF_SERIES_INSTANCES: "series",
-            INSTANCE_AVAILABILITY: "instance", RETRIEVE_URL: "instance"}
 
 
 class QueryError(ValueError):
@@ -132,14 +129,11 @@ def _items(value: str) -> list[str]:
     return [v for v in re.split(r"[,\\]", value) if v != ""]
 
 
-_DATE = re.compile(r"\d{8}")
-
-
 def _date(value: str, name: str) -> str:
-    text = value.strip().replace(".", "")
-    if not _DATE.fullmatch(text):
-        raise QueryError(f"{name}: {value!r} is not a date (YYYYMMDD)")
-    return text
+    try:
+        return normalize_date(value)
+    except ValueError:
+        raise QueryError(f"{name}: {value!r} is not a date (YYYYMMDD)") from None
 
 
 def _time(value: str, name: str, upper: bool) -> str:
@@ -303,23 +297,15 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], study: str | None
 # --------------------------------------------------------------------------------------------
 
 
-def _json_text(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
 @lru_cache(maxsize=4096)
 def _fragment(tag: int, vr: str, value: Any) -> str:
     """``"tag":{...}`` of one computed element, made by dicomjson (cached)."""
     ds = pydicom.Dataset()
     ds.add_new(tag, vr, list(value) if isinstance(value, tuple) else value)
-    return _json_text(dataset_to_json(ds))[1:-1]
+    return json_text(dataset_to_json(ds))[1:-1]
 
 
 _URL_MARK = "@RETRIEVE-URL@"
-
-
-def _url_fragment(url: str) -> str:
-    return _fragment(RETRIEVE_URL, "UR", _URL_MARK).replace(_URL_MARK, json.dumps(url)[1:-1])
 
 
 def absolute_bulk_uris(text: str, base: str) -> str:
@@ -389,12 +375,12 @@ class _Parts:
     """JSON text pieces shared by the results of one search."""
 
     def __init__(self, base: str) -> None:
-        self.base = json.dumps(base)[1:-1]
+        self.base = base
         self.url_head, self.url_tail = _fragment(RETRIEVE_URL, "UR", _URL_MARK).split(_URL_MARK)
         self.online = _fragment(INSTANCE_AVAILABILITY, "CS", "ONLINE")
 
-    def url(self, path: str) -> str:
-        return f"{self.url_head}{self.base}{path}{self.url_tail}"
+    def url(self, path: ResourcePath) -> str:
+        return f"{self.url_head}{json.dumps(path.url(self.base))[1:-1]}{self.url_tail}"
 
     @staticmethod
     def study(qido: str, modalities: str | None, n_series: int, n_instances: int) -> str:
@@ -420,8 +406,9 @@ def search(archive: Archive, query: Query, base: str) -> list[str]:
     results: list[str] = []
     if query.level == "study":
         for _id, study, qido, common, modalities, n_series, n_instances in rows:
-            pieces = (common, parts.study(qido, modalities, n_series, n_instances),
-                      parts.online, parts.url(f"/studies/{study}"))
+            computed = parts.study(qido, modalities, n_series, n_instances)
+            pieces: tuple[str, ...] = (common, computed, parts.online,
+                                       parts.url(ResourcePath(study)))
             results.append("{" + ",".join(p for p in pieces if p) + "}")
     else:
         studies: dict[str, str] = {}
@@ -432,7 +419,7 @@ def search(archive: Archive, query: Query, base: str) -> list[str]:
         if query.level == "series":
             for _id, study, series, qido, common, n_instances in rows:
                 pieces = (common, studies.get(study, ""), parts.series(qido, n_instances),
-                          parts.url(f"/studies/{study}/series/{series}"))
+                          parts.url(ResourcePath(study, series)))
                 results.append("{" + ",".join(p for p in pieces if p) + "}")
         else:
             series_parts: dict[str, str] = {}
@@ -443,7 +430,7 @@ def search(archive: Archive, query: Query, base: str) -> list[str]:
             for _id, study, series, sop, qido, common in rows:
                 pieces = (common, studies.get(study, ""), series_parts.get(series, ""), qido,
                           parts.online,
-                          parts.url(f"/studies/{study}/series/{series}/instances/{sop}"))
+                          parts.url(ResourcePath(study, series, sop)))
                 results.append("{" + ",".join(p for p in pieces if p) + "}")
     if query.include_all or query.include - _default_tags(query):
         results = [_with_extra(archive, query, row, text, base)
@@ -493,4 +480,4 @@ def _with_extra(archive: Archive, query: Query, row: tuple, text: str, base: str
             if key in source:
                 obj[key] = source[key]
                 break
-    return absolute_bulk_uris(_json_text(dict(sorted(obj.items()))), base)
+    return absolute_bulk_uris(json_text(dict(sorted(obj.items()))), base)

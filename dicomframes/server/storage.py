@@ -7,13 +7,11 @@ Layout of an archive folder::
     rejected/   files found in files/ without an index row that cannot be stored (kept aside)
     index.sqlite3 (+ -wal, -shm)
 
-Every UID is checked with :func:`dicomframes.uids.validate_uid` before it becomes part of a
+Every UID is checked with :func:`dicomframes.standard.uids.validate_uid` before it becomes part of a
 path. A stored file is written to ``tmp/``, flushed to disk, then renamed into place inside the
 index transaction that adds its row; a crash leaves either a temporary file (removed at start)
-or a complete file (whose row is restored at start). The index keeps, per instance, the DICOM
-JSON metadata (bulk data as relative BulkDataURIs), the attributes that QIDO searches and
-returns, and where each frame lies in the file, so that metadata, search and frames never
-re-read a whole file.
+or a complete file (whose row is restored at start). What the index holds is laid out by
+:mod:`.index`.
 """
 
 from __future__ import annotations
@@ -22,26 +20,40 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import pydicom
-from pydicom.dataelem import DataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from ..standard.dicomjson import dataset_to_json
-from ..standard.tags import tag_hex, vr_of
+from ..standard.paths import ResourcePath
+from ..standard.pixellayout import (
+    PixelDataError,
+    PixelLayout,
+    locate_pixel_data,
+    number_of_frames,
+)
+from ..standard.stow import ALREADY_EXISTS, INVALID, PROCESSING_FAILURE
+from ..standard.tags import PIXEL_TAGS
 from ..standard.uids import validate_uid
-from .pixeldata import PIXEL_TAGS, PixelDataError, PixelLayout, locate_pixel_data
+from .index import (
+    DROP_TABLES,
+    SCHEMA_VERSION,
+    PreparedInstance,
+    insert_rows,
+    prepare_instance,
+    recount_series,
+    recount_study,
+    schema,
+)
 
 try:  # advisory lock so that only the first server on a folder cleans its tmp/
     import fcntl
@@ -49,107 +61,6 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
-
-BULK_THRESHOLD = 1024
-BULK_PREFIX = '"BulkDataURI":"/'  # how a relative BulkDataURI starts in the stored JSON text
-
-# PS3.4 C.4.1.1.3.1 failure reasons used by STOW-RS (PS3.18 Table 10.5.3-1 and Azure)
-PROCESSING_FAILURE = 272  # 0x0110
-INVALID = 43264  # 0xA900 (validation failed / wrong study)
-ALREADY_EXISTS = 45070  # 0xB00E
-
-LEVELS = ("study", "series", "instance")
-
-
-@dataclass(frozen=True)
-class Attribute:
-    """A searchable attribute: its keyword (also its column name), level and kind of matching."""
-
-    keyword: str
-    level: str
-    kind: str  # uid | str | cs | pn | da | tm | int
-
-    @property
-    def tag(self) -> int:
-        """The attribute's tag."""
-        from ..standard.tags import tag_of
-
-        return tag_of(self.keyword)
-
-
-_SEARCHABLE: list[Attribute] = [
-    Attribute("StudyInstanceUID", "study", "uid"),
-    Attribute("PatientName", "study", "pn"),
-    Attribute("PatientID", "study", "str"),
-    Attribute("PatientBirthDate", "study", "da"),
-    Attribute("PatientSex", "study", "cs"),
-    Attribute("StudyDate", "study", "da"),
-    Attribute("StudyTime", "study", "tm"),
-    Attribute("AccessionNumber", "study", "str"),
-    Attribute("ReferringPhysicianName", "study", "pn"),
-    Attribute("StudyID", "study", "str"),
-    Attribute("StudyDescription", "study", "str"),
-    Attribute("IssuerOfPatientID", "study", "str"),
-    Attribute("SeriesInstanceUID", "series", "uid"),
-    Attribute("Modality", "series", "cs"),
-    Attribute("SeriesNumber", "series", "int"),
-    Attribute("SeriesDescription", "series", "str"),
-    Attribute("SeriesDate", "series", "da"),
-    Attribute("SeriesTime", "series", "tm"),
-    Attribute("PerformedProcedureStepStartDate", "series", "da"),
-    Attribute("PerformedProcedureStepStartTime", "series", "tm"),
-    Attribute("BodyPartExamined", "series", "cs"),
-    Attribute("Manufacturer", "series", "str"),
-    Attribute("SOPInstanceUID", "instance", "uid"),
-    Attribute("SOPClassUID", "instance", "uid"),
-    Attribute("InstanceNumber", "instance", "int"),
-    Attribute("ContentDate", "instance", "da"),
-    Attribute("ContentTime", "instance", "tm"),
-    Attribute("NumberOfFrames", "instance", "int"),
-]
-SEARCHABLE: dict[str, Attribute] = {a.keyword: a for a in _SEARCHABLE}
-
-# PS3.18 Table 6.7.1-2, -2a, -2b: attributes returned by default (computed ones are added by
-# the query module). Present in the answer even when the instance lacks them (empty value),
-# except the ones in OPTIONAL_DEFAULTS.
-# SpecificCharacterSet and TimezoneOffsetFromUTC belong to every level: they are kept apart
-# (COMMON_TAGS) and returned once, from the level searched.
-COMMON_TAGS = (0x00080005, 0x00080201)
-DEFAULT_TAGS: dict[str, tuple[int, ...]] = {
-    "study": (0x00080020, 0x00080030, 0x00080050, 0x00080090, 0x00100010, 0x00100020,
-              0x00100030, 0x00100040, 0x0020000D, 0x00200010),
-    "series": (0x00080060, 0x0008103E, 0x0020000E, 0x00200011, 0x00400244, 0x00400245,
-               0x00400275),
-    "instance": (0x00080016, 0x00080018, 0x00200013, 0x00280010, 0x00280011, 0x00280100,
-                 0x00280008),
-}
-OPTIONAL_DEFAULTS = {0x00080005, 0x00080201, 0x00400244, 0x00400245, 0x00400275, 0x00280008,
-                     0x00280010, 0x00280011, 0x00280100, 0x0008103E}
-
-# Attributes that belong to the study (with every Patient-group 0010 attribute) or the series:
-# what ``includefield=all`` returns at those levels.
-STUDY_LEVEL_TAGS = frozenset({
-    0x00080005, 0x00080020, 0x00080030, 0x00080050, 0x00080051, 0x00080090, 0x00080096,
-    0x00080201, 0x00081030, 0x00081032, 0x00081048, 0x00081049, 0x00081060, 0x00081062,
-    0x00081080, 0x00081110, 0x0020000D, 0x00200010, 0x00321032, 0x00321033, 0x00321060,
-    0x00321064, 0x00380010, 0x00380300, 0x00400275,
-})
-SERIES_LEVEL_TAGS = frozenset({
-    0x00080005, 0x00080021, 0x00080031, 0x00080060, 0x00080064, 0x00080070, 0x00080080,
-    0x00080081, 0x00081010, 0x0008103E, 0x00081040, 0x00081050, 0x00081070, 0x00081090,
-    0x00081111, 0x00180015, 0x00181000, 0x00181020, 0x00181030, 0x00185100, 0x0020000E,
-    0x00200011, 0x00200052, 0x00200060, 0x00201040, 0x00400244, 0x00400245, 0x00400253,
-    0x00400254, 0x00400260, 0x00400275, 0x00080201,
-})
-
-
-def level_of_tag(tag: int) -> str:
-    """The level an attribute is stored at for ``includefield`` (study, series or instance)."""
-    if tag >> 16 == 0x0010 or tag in STUDY_LEVEL_TAGS:
-        return "study"
-    if tag in SERIES_LEVEL_TAGS:
-        return "series"
-    return "instance"
 
 
 class StoreFailure(Exception):
@@ -186,152 +97,10 @@ class InstanceRecord:
     pixels: PixelLayout
     metadata: str  # DICOM JSON text; BulkDataURIs are relative ("/studies/...")
 
-
-# --------------------------------------------------------------------------------------------
-# values for index columns
-# --------------------------------------------------------------------------------------------
-
-
-def _first(value: Any) -> Any:
-    if isinstance(value, pydicom.multival.MultiValue | list | tuple):
-        return value[0] if len(value) else None
-    return value
-
-
-def normalize_time(text: str, upper: bool = False) -> str:
-    """A DICOM TM value as ``HHMMSS.ffffff`` (missing digits as 0, or 9s/59 when ``upper``)."""
-    text = text.strip().replace(":", "")
-    main, _, frac = text.partition(".")
-    if not main.isdigit() or len(main) % 2 or len(main) > 6 or (frac and not frac.isdigit()):
-        raise ValueError(f"not a DICOM time: {text!r}")
-    filler = "235959" if upper else "000000"
-    main = main + filler[len(main):]
-    frac = (frac + ("9" if upper and len(main) else "0") * 6)[:6] if frac or upper else "000000"
-    return f"{main}.{frac}"
-
-
-def pn_words(name: str | None) -> str | None:
-    """Lower-case words of a person name, space separated with a leading space (fuzzy search)."""
-    if not name:
-        return None
-    words = [w for w in name.replace("^", " ").replace("=", " ").casefold().split() if w]
-    return " " + " ".join(words) if words else None
-
-
-def column_value(obj: dict[str, Any], attr: Attribute) -> Any:
-    """The value stored in the index column of ``attr``, read from the instance's DICOM JSON
-    (None when absent, empty or unusable)."""
-    element = obj.get(tag_hex(attr.tag))
-    values = element.get("Value") if element else None
-    if not values or values[0] is None:
-        return None
-    first = values[0]
-    try:
-        if attr.kind == "int":
-            return int(first)
-        if attr.kind == "pn":  # the alphabetic group is what queries match
-            text = str(first.get("Alphabetic", "")) if isinstance(first, dict) else str(first)
-        else:
-            text = str(first)
-        text = text.strip()
-        if attr.kind == "tm":
-            return normalize_time(text)
-        return text or None
-    except (TypeError, ValueError):
-        return None
-
-
-# --------------------------------------------------------------------------------------------
-# the schema
-# --------------------------------------------------------------------------------------------
-
-_TABLES = {"study": "studies", "series": "series", "instance": "instances"}
-
-
-def _columns(level: str) -> list[str]:
-    cols = []
-    for attr in _SEARCHABLE:
-        if attr.level != level:
-            continue
-        sql_type = "INTEGER" if attr.kind == "int" else "TEXT"
-        if attr.kind == "uid" and attr.keyword in ("StudyInstanceUID", "SeriesInstanceUID",
-                                                   "SOPInstanceUID"):
-            cols.append(f"{attr.keyword} TEXT NOT NULL UNIQUE")
-        else:
-            cols.append(f"{attr.keyword} {sql_type}")
-        if attr.kind == "pn":
-            cols.append(f"{attr.keyword}_fold TEXT")
-            cols.append(f"{attr.keyword}_words TEXT")
-    return cols
-
-
-def _schema() -> str:
-    study = ", ".join(["id INTEGER PRIMARY KEY", *_columns("study"), "modalities TEXT",
-                       "num_series INTEGER NOT NULL DEFAULT 0",
-                       "num_instances INTEGER NOT NULL DEFAULT 0",
-                       "qido TEXT NOT NULL", "common TEXT NOT NULL", "attrs TEXT NOT NULL"])
-    series = ", ".join(["id INTEGER PRIMARY KEY", "StudyInstanceUID TEXT NOT NULL",
-                        *_columns("series"), "num_instances INTEGER NOT NULL DEFAULT 0",
-                        "qido TEXT NOT NULL", "common TEXT NOT NULL", "attrs TEXT NOT NULL"])
-    instance = ", ".join(["id INTEGER PRIMARY KEY", "StudyInstanceUID TEXT NOT NULL",
-                          "SeriesInstanceUID TEXT NOT NULL", *_columns("instance"),
-                          "transfer_syntax TEXT NOT NULL", "path TEXT NOT NULL UNIQUE",
-                          "size INTEGER NOT NULL", "stored_at REAL NOT NULL",
-                          "qido TEXT NOT NULL", "common TEXT NOT NULL"])
-    # large values apart, so that searches scan small rows
-    data = "id INTEGER PRIMARY KEY, metadata TEXT NOT NULL, pixels TEXT NOT NULL"
-    indexes = [
-        "CREATE INDEX IF NOT EXISTS series_study ON series(StudyInstanceUID)",
-        "CREATE INDEX IF NOT EXISTS instances_series ON instances(SeriesInstanceUID)",
-        "CREATE INDEX IF NOT EXISTS instances_study ON instances(StudyInstanceUID)",
-        "CREATE INDEX IF NOT EXISTS studies_patient_id ON studies(PatientID)",
-        "CREATE INDEX IF NOT EXISTS studies_patient_name ON studies(PatientName_fold)",
-        "CREATE INDEX IF NOT EXISTS studies_date ON studies(StudyDate)",
-        "CREATE INDEX IF NOT EXISTS studies_accession ON studies(AccessionNumber)",
-        "CREATE INDEX IF NOT EXISTS series_modality ON series(Modality)",
-        "CREATE INDEX IF NOT EXISTS instances_class ON instances(SOPClassUID)",
-    ]
-    return ";\n".join([
-        f"CREATE TABLE IF NOT EXISTS studies ({study})",
-        f"CREATE TABLE IF NOT EXISTS series ({series})",
-        f"CREATE TABLE IF NOT EXISTS instances ({instance})",
-        f"CREATE TABLE IF NOT EXISTS instance_data ({data})",
-        *indexes,
-    ]) + ";"
-
-
-SCHEMA_VERSION = 2
-
-
-def _json_text(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-@lru_cache(maxsize=512)
-def _empty_element(tag: int) -> str:
-    """DICOM JSON of an element without a value (made by dicomjson)."""
-    ds = pydicom.Dataset()
-    ds.add_new(tag, vr_of(tag), None)
-    return _json_text(dataset_to_json(ds)[tag_hex(tag)])
-
-
-def _subset(obj: dict[str, Any], tags: Any, defaults: tuple[int, ...] = ()) -> dict[str, Any]:
-    """The elements of a DICOM JSON object whose tags are in ``tags``, sorted by tag, with an
-    empty element for each required default that is missing."""
-    out = {key: element for key, element in obj.items() if int(key, 16) in tags}
-    for tag in defaults:
-        key = tag_hex(tag)
-        if key not in out and tag not in OPTIONAL_DEFAULTS:
-            out[key] = json.loads(_empty_element(tag))
-    return dict(sorted(out.items()))
-
-
-def _level_subset(obj: dict[str, Any], level: str) -> dict[str, Any]:
-    if level == "study":
-        tags = {int(k, 16) for k in obj if k.startswith("0010")} | STUDY_LEVEL_TAGS
-    else:
-        tags = SERIES_LEVEL_TAGS
-    return _subset(obj, tags)
+    @property
+    def resource(self) -> ResourcePath:
+        """The instance's resource path."""
+        return ResourcePath(self.study, self.series, self.sop_instance)
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,10 +150,8 @@ class Archive:
             # the files are the archive: drop the old index, reconcile() rebuilds it from them
             log.warning("rebuilding the index of %s (layout %d -> %d)", self.root, version,
                         SCHEMA_VERSION)
-            conn.executescript("DROP TABLE IF EXISTS instance_data; DROP TABLE IF EXISTS "
-                               "instances; DROP TABLE IF EXISTS series; "
-                               "DROP TABLE IF EXISTS studies;")
-        conn.executescript(_schema())
+            conn.executescript(DROP_TABLES)
+        conn.executescript(schema())
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         if exclusive:
             self.reconcile()
@@ -489,9 +256,7 @@ class Archive:
         flushed once, and the transaction commits. Returns one outcome per file, in order;
         temporary files are always removed.
         """
-        from concurrent.futures import ThreadPoolExecutor
-
-        def prepare(temp: Path) -> dict[str, Any] | StoreFailure:
+        def prepare(temp: Path) -> PreparedInstance | StoreFailure:
             try:
                 if self.durable:
                     with open(temp, "rb+") as fp:
@@ -513,7 +278,7 @@ class Archive:
                 with contextlib.suppress(FileNotFoundError):
                     temp.unlink()
 
-    def _prepare(self, path: Path, study: str | None) -> dict[str, Any]:
+    def _prepare(self, path: Path, study: str | None) -> PreparedInstance:
         """Parse a file and compute every index value (no lock held)."""
         ds: pydicom.Dataset | None = None
         try:
@@ -554,70 +319,21 @@ class Archive:
             raise StoreFailure(INVALID, f"instance belongs to study {study_uid}, not to {study}",
                                sop_class, sop)
         try:
-            if layout.kind != "none" and layout.tag not in ds:
-                vr = "OB" if (UID(ts).is_compressed or (layout.tag == 0x7FE00010 and
-                              int(ds.get("BitsAllocated", 16) or 16) <= 8)) else "OW"
-                if layout.tag != 0x7FE00010:
-                    vr = vr_of(layout.tag)
-                # a placeholder value: dataset_to_json gives pixel data a BulkDataURI
-                ds.add(DataElement(layout.tag, vr, b"\0\0"))
-            obj = self._metadata_json(ds, study_uid, series_uid, sop)
-            metadata = _json_text(obj)
-            qido = {level: _json_text(_subset(obj, set(DEFAULT_TAGS[level]),
-                                              DEFAULT_TAGS[level]))[1:-1]
-                    for level in LEVELS}
-            common = _json_text(_subset(obj, set(COMMON_TAGS)))[1:-1]
-            attrs = {level: _json_text(_level_subset(obj, level)) for level in ("study", "series")}
-            columns = {level: {a.keyword: column_value(obj, a) for a in _SEARCHABLE
-                               if a.level == level} for level in LEVELS}
+            return prepare_instance(ds, ResourcePath(study_uid, series_uid, sop), sop_class,
+                                    layout, size)
         except Exception as exc:  # pydicom raises many kinds for malformed values
             raise StoreFailure(PROCESSING_FAILURE, f"cannot read the attributes: {exc}",
                                sop_class, sop) from exc
-        for level in LEVELS:
-            for attr in _SEARCHABLE:
-                if attr.level == level and attr.kind == "pn":
-                    name = columns[level][attr.keyword]
-                    columns[level][f"{attr.keyword}_fold"] = name.casefold() if name else None
-                    columns[level][f"{attr.keyword}_words"] = pn_words(name)
-        return {"study": study_uid, "series": series_uid, "sop": sop, "sop_class": sop_class,
-                "ts": ts, "size": size, "layout": layout, "metadata": metadata, "qido": qido,
-                "common": common, "attrs": attrs, "columns": columns,
-                "modality": columns["series"]["Modality"]}
 
     @staticmethod
     def _opaque_layout(path: Path, ts: str) -> PixelLayout:
-        from .pixeldata import number_of_frames
-
         full = pydicom.dcmread(path)
         for tag in PIXEL_TAGS:
             if tag in full:
                 return PixelLayout("opaque", ts, number_of_frames(full), tag=tag)
         return PixelLayout("none", ts)
 
-    @staticmethod
-    def _metadata_json(ds: pydicom.Dataset, study: str, series: str,
-                       sop: str) -> dict[str, Any]:
-        base = f"/studies/{study}/series/{series}/instances/{sop}/bulkdata/"
-        nested: dict[int, str] = {}
-
-        def walk(dataset: pydicom.Dataset, prefix: str) -> None:
-            # items() gives the elements as read (raw), without decoding their values
-            for tag, raw in list(dataset.items()):
-                vr = raw.VR
-                if vr == "SQ" or (vr is None and vr_of(int(tag)) == "SQ"):
-                    for index, item in enumerate(dataset[tag].value or []):
-                        walk(item, f"{prefix}{tag_hex(int(tag))}/{index}/")
-                elif prefix and vr in ("OB", "OD", "OF", "OL", "OV", "OW", "UN", None):
-                    nested[id(dataset[tag])] = f"{prefix}{tag_hex(int(tag))}"
-
-        walk(ds, "")
-
-        def bulk_uri(tag: int, elem: DataElement) -> str:
-            return base + nested.get(id(elem), tag_hex(tag))
-
-        return dataset_to_json(ds, bulk_uri=bulk_uri, bulk_threshold=BULK_THRESHOLD)
-
-    def _commit(self, temps: list[Path], prepared: list[dict[str, Any] | StoreFailure]
+    def _commit(self, temps: list[Path], prepared: list[PreparedInstance | StoreFailure]
                 ) -> list[Stored | StoreFailure]:
         outcomes: list[Stored | StoreFailure] = []
         moved: list[tuple[Path, Path]] = []
@@ -627,7 +343,7 @@ class Archive:
                     if isinstance(p, StoreFailure):
                         outcomes.append(p)
                         continue
-                    final = self.path_of(p["study"], p["series"], p["sop"])
+                    final = self.path_of(p.study, p.series, p.sop)
                     db.execute("SAVEPOINT instance")
                     try:
                         self._check_and_insert(db, p, final.relative_to(self.root).as_posix())
@@ -644,7 +360,7 @@ class Archive:
                         raise
                     db.execute("RELEASE instance")
                     moved.append((final, temp))
-                    outcomes.append(Stored(p["study"], p["series"], p["sop"], p["sop_class"]))
+                    outcomes.append(Stored(p.study, p.series, p.sop, p.sop_class))
                 for folder in {final.parent for final, _ in moved}:
                     self._fsync_dir(folder)
         except BaseException:
@@ -654,59 +370,17 @@ class Archive:
             raise
         return outcomes
 
-    def _check_and_insert(self, db: sqlite3.Connection, p: dict[str, Any],
-                          relative: str) -> None:
-        if db.execute("SELECT 1 FROM instances WHERE SOPInstanceUID = ?",
-                      (p["sop"],)).fetchone():
-            raise StoreFailure(ALREADY_EXISTS, f"instance {p['sop']} is already stored",
-                               p["sop_class"], p["sop"])
-        row = db.execute("SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID = ?",
-                         (p["series"],)).fetchone()
-        if row and row[0] != p["study"]:
-            raise StoreFailure(INVALID, f"series {p['series']} belongs to study {row[0]}, "
-                               f"not to {p['study']}", p["sop_class"], p["sop"])
-        self._insert_rows(db, p, relative)
-
-    def _insert_rows(self, db: sqlite3.Connection, p: dict[str, Any], relative: str) -> None:
-        cols = p["columns"]
-        study_cols = cols["study"]
-        names = list(study_cols)
-        db.execute(
-            f"INSERT OR IGNORE INTO studies ({', '.join(names)}, attrs, qido, common) "
-            f"VALUES ({', '.join('?' * (len(names) + 3))})",
-            [*study_cols.values(), p["attrs"]["study"], p["qido"]["study"], p["common"]])
-        series_cols = cols["series"]
-        names = list(series_cols)
-        cursor = db.execute(
-            f"INSERT OR IGNORE INTO series (StudyInstanceUID, {', '.join(names)}, attrs, qido, "
-            f"common) VALUES ({', '.join('?' * (len(names) + 4))})",
-            [p["study"], *series_cols.values(), p["attrs"]["series"], p["qido"]["series"],
-             p["common"]])
-        if cursor.rowcount:
-            db.execute("UPDATE studies SET num_series = num_series + 1 "
-                       "WHERE StudyInstanceUID = ?", (p["study"],))
-            self._update_modalities(db, p["study"])
-        inst_cols = cols["instance"]
-        names = list(inst_cols)
-        cursor = db.execute(
-            f"INSERT INTO instances (StudyInstanceUID, SeriesInstanceUID, {', '.join(names)}, "
-            "transfer_syntax, path, size, stored_at, qido, common) "
-            f"VALUES ({', '.join('?' * (len(names) + 8))})",
-            [p["study"], p["series"], *inst_cols.values(), p["ts"], relative, p["size"],
-             time.time(), p["qido"]["instance"], p["common"]])
-        db.execute("INSERT INTO instance_data (id, metadata, pixels) VALUES (?, ?, ?)",
-                   (cursor.lastrowid, p["metadata"], _json_text(p["layout"].to_json())))
-        db.execute("UPDATE series SET num_instances = num_instances + 1 "
-                   "WHERE SeriesInstanceUID = ?", (p["series"],))
-        db.execute("UPDATE studies SET num_instances = num_instances + 1 "
-                   "WHERE StudyInstanceUID = ?", (p["study"],))
-
     @staticmethod
-    def _update_modalities(db: sqlite3.Connection, study: str) -> None:
-        rows = db.execute("SELECT DISTINCT Modality FROM series WHERE StudyInstanceUID = ? "
-                          "AND Modality IS NOT NULL ORDER BY Modality", (study,)).fetchall()
-        db.execute("UPDATE studies SET modalities = ? WHERE StudyInstanceUID = ?",
-                   ("\\".join(r[0] for r in rows) or None, study))
+    def _check_and_insert(db: sqlite3.Connection, p: PreparedInstance, relative: str) -> None:
+        if db.execute("SELECT 1 FROM instances WHERE SOPInstanceUID = ?", (p.sop,)).fetchone():
+            raise StoreFailure(ALREADY_EXISTS, f"instance {p.sop} is already stored",
+                               p.sop_class, p.sop)
+        row = db.execute("SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID = ?",
+                         (p.series,)).fetchone()
+        if row and row[0] != p.study:
+            raise StoreFailure(INVALID, f"series {p.series} belongs to study {row[0]}, "
+                               f"not to {p.study}", p.sop_class, p.sop)
+        insert_rows(db, p, relative)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -778,8 +452,8 @@ class Archive:
                        f"WHERE {where})", args)
             db.execute(f"DELETE FROM instances WHERE {where}", args)
             for series_uid in {r[1] for r in rows}:
-                self._recount_series(db, series_uid)
-            self._recount_study(db, study)
+                recount_series(db, series_uid)
+            recount_study(db, study)
             moved: list[tuple[Path, Path]] = []
             try:
                 for relative, _ in rows:
@@ -808,28 +482,6 @@ class Archive:
                 except OSError:
                     break
 
-    def _recount_series(self, db: sqlite3.Connection, series: str) -> None:
-        n = db.execute("SELECT COUNT(*) FROM instances WHERE SeriesInstanceUID = ?",
-                       (series,)).fetchone()[0]
-        if n:
-            db.execute("UPDATE series SET num_instances = ? WHERE SeriesInstanceUID = ?",
-                       (n, series))
-        else:
-            db.execute("DELETE FROM series WHERE SeriesInstanceUID = ?", (series,))
-
-    def _recount_study(self, db: sqlite3.Connection, study: str) -> None:
-        n = db.execute("SELECT COUNT(*) FROM instances WHERE StudyInstanceUID = ?",
-                       (study,)).fetchone()[0]
-        if not n:
-            db.execute("DELETE FROM series WHERE StudyInstanceUID = ?", (study,))
-            db.execute("DELETE FROM studies WHERE StudyInstanceUID = ?", (study,))
-            return
-        s = db.execute("SELECT COUNT(*) FROM series WHERE StudyInstanceUID = ?",
-                       (study,)).fetchone()[0]
-        db.execute("UPDATE studies SET num_instances = ?, num_series = ? "
-                   "WHERE StudyInstanceUID = ?", (n, s, study))
-        self._update_modalities(db, study)
-
     # -- start-up consistency ---------------------------------------------------------------
 
     def reconcile(self) -> dict[str, int]:
@@ -840,8 +492,6 @@ class Archive:
         for entry in os.scandir(self.tmp):
             with contextlib.suppress(OSError):
                 if entry.is_dir(follow_symlinks=False):
-                    import shutil
-
                     shutil.rmtree(entry.path)
                 else:
                     os.unlink(entry.path)
@@ -864,9 +514,9 @@ class Archive:
                     tx.execute("DELETE FROM instances WHERE path = ?", (path,))
                     touched.add(known[path])
                 for _study, series in touched:
-                    self._recount_series(tx, series)
+                    recount_series(tx, series)
                 for study in {s for s, _ in touched}:
-                    self._recount_study(tx, study)
+                    recount_study(tx, study)
             report["missing"] = len(missing)
             log.warning("index rows without their file removed: %d", len(missing))
         for path in sorted(on_disk - set(known)):

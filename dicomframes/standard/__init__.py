@@ -19,6 +19,7 @@ attributes          QIDO-RS attributes per level, defaults, computed attributes
 stow                STOW-RS reason codes, answers built and read
 pixeldesc           the Image Pixel description: dtype, frame shape, frame size
 pixellayout         the Pixel Data element header and where each frame lies in a file
+lut                 modality and VOI LUTs: stored values to output units to display
 uids                UID validation and generation
 ==================  ===========================================================================
 """

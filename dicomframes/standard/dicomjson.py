@@ -169,7 +169,8 @@ class _Encoder:
         return _SIMPLE_CHARSETS.get(terms[0])
 
     # raw (undecoded) elements: the fast path
-    def _raw(self, ds: pydicom.Dataset, tag: int, raw: RawDataElement, codec: str | None):
+    def _raw(self, ds: pydicom.Dataset, tag: int, raw: RawDataElement,
+             codec: str | None) -> dict[str, Any] | None:
         vr = raw.VR
         data = raw.value
         if data is None or vr == "UN" or vr == "SQ":
@@ -241,7 +242,8 @@ class _Encoder:
         return {"vr": vr, "InlineBinary": base64.b64encode(data).decode("ascii")}
 
     # decoded elements: pydicom already made Python values
-    def _element(self, ds: pydicom.Dataset, tag: int, elem: DataElement, codec: str | None):
+    def _element(self, ds: pydicom.Dataset, tag: int, elem: DataElement,
+                 codec: str | None) -> dict[str, Any] | None:
         vr = str(elem.VR)
         if " or " in vr:
             vr = vr.split(" or ")[0]

@@ -181,7 +181,9 @@ class MediaRange:
 
 def split_header_list(value: str) -> list[str]:
     """A comma-separated header value -> its items (commas inside quotes do not split)."""
-    pieces, current, quoted = [], [], False
+    pieces: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in value:
         if char == '"':
             quoted = not quoted

@@ -48,9 +48,10 @@ def parse_frame_list(text: str) -> list[int]:
             raise ValueError(f"frame list {text!r}: {item!r} is not a frame number "
                              "(frames are numbered from 1, e.g. 1,3)")
         number = int(item)
-        if number < 1 or number >= 2**31:
-            raise ValueError(f"frame numbers start at 1 and stay below 2**31; {number} is "
-                             "not valid")
+        if number < 1:
+            raise ValueError(f"frame numbers start at 1; {number} is not valid")
+        if number >= 2**31:
+            raise ValueError(f"frame number {number} is too large (at most 2**31 - 1)")
         numbers.append(number)
     return numbers
 

@@ -8,6 +8,7 @@ from pydicom.valuerep import PersonName
 
 __all__ = [
     "PN_GROUPS",
+    "join_person_name",
     "parse_person_name",
     "person_name",
     "person_name_parts",
@@ -116,3 +117,23 @@ def pn_words(name: str | None) -> str | None:
         return None
     words = [w for w in name.replace("^", " ").replace("=", " ").casefold().split() if w]
     return " " + " ".join(words) if words else None
+
+
+def join_person_name(value: dict) -> str:
+    """A PN value given as groups (``{"Alphabetic": "Doe^John"}``) or as the components of
+    :func:`person_name_parts` -> its DICOM form ``"Doe^John=...=..."``."""
+    if any(g in value for g in PN_GROUPS):
+        groups = [value.get(g, "") or "" for g in PN_GROUPS]
+    else:
+        groups = [_join_components(value)]
+        groups += [_join_components(value[g]) for g in ("ideographic", "phonetic") if g in value]
+    while groups and not groups[-1]:
+        groups.pop()
+    return "=".join(groups)
+
+
+def _join_components(parts: dict[str, str]) -> str:
+    names = [parts.get(k, "") or "" for k in ("family", "given", "middle", "prefix", "suffix")]
+    while names and not names[-1]:
+        names.pop()
+    return "^".join(names)

@@ -13,10 +13,12 @@ from typing import Any
 __all__ = [
     "format_dt",
     "format_tm",
+    "normalize_date",
     "normalize_time",
     "parse_da",
     "parse_dt",
     "parse_tm",
+    "python_temporal",
     "query_date",
     "query_datetime",
     "query_time",
@@ -109,6 +111,15 @@ def format_dt(value: _dt.datetime) -> str:
     return text
 
 
+def normalize_date(text: str) -> str:
+    """A DA value as ``YYYYMMDD`` (the old ``YYYY.MM.DD`` form too). Raises ValueError when it
+    is not a date."""
+    date = parse_da(text)
+    if date is None:
+        raise ValueError(f"not a DICOM date: {text!r}")
+    return f"{date.year:04d}{date.month:02d}{date.day:02d}"
+
+
 def normalize_time(text: str, upper: bool = False) -> str:
     """A TM value as ``HHMMSS.ffffff``: missing digits as 0, or as the latest time they allow
     when ``upper`` (the end of a range: "10" -> "105959.999999"). Raises ValueError."""
@@ -145,6 +156,11 @@ def _python_value(value: Any) -> Any:
                 return _dt.timedelta(microseconds=int(value.astype("timedelta64[us]").astype(int)))
             return value.astype("datetime64[us]").item()
     return value
+
+
+def python_temporal(value: Any) -> Any:
+    """A numpy or pandas date/time value as datetime / timedelta (NaT as None); others as given."""
+    return _python_value(value)
 
 
 def query_date(value: Any) -> str:

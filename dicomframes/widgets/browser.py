@@ -2,7 +2,7 @@
 
 Everything the browser does is a call a user could type: ``client.search_studies``,
 ``client.search_series``, ``client.search_instances``, ``client.metadata``, ``client.frames``,
-:func:`dicomframes.download.download` and ``client.delete``; windowing comes from
+:func:`dicomframes.client.download.download` and ``client.delete``; windowing comes from
 :func:`dicomframes.pixels.apply_window`. Errors from the server appear in the message line of
 the widget, never as a traceback.
 """
@@ -69,7 +69,7 @@ def _first_number(value: Any) -> float | None:
     if isinstance(value, str):
         value = value.split("\\")[0]
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except (TypeError, ValueError):
         return None
     return None if np.isnan(number) else number
@@ -470,7 +470,7 @@ class StudyBrowser(widgets.VBox):
 
     def download(self) -> None:
         """Retrieve the selection into ``folder`` (STUDY/SERIES/SOP.dcm files)."""
-        from ..download import download
+        from ..client.download import download
 
         selection = self.selection()
         paths = download(self.client, self.folder.value or ".", *selection)

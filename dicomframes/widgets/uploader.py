@@ -1,8 +1,9 @@
 """An upload panel for notebooks (ipywidgets 8): pick files or a folder, store, see each outcome.
 
-The panel calls ``client.store`` (:func:`dicomframes.upload.store`) in a background thread so
-that the notebook stays responsive and the Cancel button works (it stops after the requests
-under way). The outcome table is the DataFrame ``client.store`` returns, kept in ``result``.
+The panel calls ``client.store`` (:func:`dicomframes.client.store.store`) in a background
+thread so that the notebook stays responsive and the Cancel button works (it stops after the
+requests under way). The outcome table is the DataFrame ``client.store`` returns, kept in
+``result``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     import pandas
 
     from ..client import Client
-    from ..upload import Progress
+    from ..client.store import Progress
 
 __all__ = ["Uploader"]
 
@@ -137,7 +138,7 @@ class Uploader(widgets.VBox):
             self._show_message("Uploading…")
 
     def _upload(self, items: list[Any]) -> None:
-        from ..upload import FAILED, summary_text
+        from ..client.store import FAILED, summary_text
 
         try:
             df = self.client.store(items, progress=False, callback=self._on_progress,

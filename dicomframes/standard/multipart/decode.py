@@ -415,7 +415,8 @@ def iter_parts(chunks: Iterable[bytes], boundary: str) -> Iterator[Part]:
     """
     parser = _Parser(boundary_bytes(boundary))
     if isinstance(chunks, bytes | bytearray | memoryview):
-        chunks = [chunks]  # a whole body is one chunk (iterating it would give ints)
+        # a whole body is one chunk (iterating it would give ints)
+        chunks = [bytes(chunks) if isinstance(chunks, memoryview) else chunks]
     for chunk in chunks:
         if type(chunk) is not bytes:
             if not isinstance(chunk, bytearray | memoryview):

@@ -88,8 +88,8 @@ def _content_pieces(content: object, chunk_size: int) -> Iterator[bytes]:
         view = memoryview(content).cast("B")
         for i in range(0, view.nbytes, chunk_size):
             yield view[i : i + chunk_size].tobytes()
-    elif _is_path(content):
-        with open(content, "rb") as stream:  # type: ignore[arg-type]
+    elif isinstance(content, str | os.PathLike):
+        with open(content, "rb") as stream:
             yield from _read_pieces(stream, chunk_size)
     elif hasattr(content, "read"):
         yield from _read_pieces(content, chunk_size)  # type: ignore[arg-type]

@@ -4,8 +4,8 @@
 <dicomframes.client.Client.volume>` are thin wrappers around :func:`fetch_frames` and
 :func:`fetch_volume`. What happens on the wire:
 
-1. The attributes decoding needs (:class:`~dicomframes.pixels.PixelDescription`, plus position,
-   orientation and instance number for ordering) come from the instance's or series'
+1. The attributes decoding needs (a :class:`~dicomframes.standard.pixeldesc.PixelDescription`,
+   plus position, orientation and instance number for ordering) come from the instance's or series'
    ``/metadata`` once and are cached per client (:func:`instance_info`, :func:`series_info`).
 2. ``GET .../frames/1,2,...`` asks for ``transfer-syntax=*`` (whatever the server stores, no
    server-side transcoding, usually the fewest bytes); each part is decoded by its own
@@ -18,8 +18,9 @@
    that fails too -> ask for the frames in the default syntax. Each fallback leaves a note in
    ``client.capabilities["frames_fallbacks"]``.
 
-Everything HTTP goes through the client (auth, retries, recorded exchanges); bytes become arrays
-in :mod:`dicomframes.pixels`.
+Everything HTTP goes through the client's public calls (auth, retries, recorded exchanges);
+bytes become arrays in :mod:`dicomframes.pixels`. A call that returns nothing where something is
+needed raises :class:`~dicomframes.errors.EmptyResponse` with the full URL.
 """
 
 from __future__ import annotations
@@ -32,20 +33,18 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from . import errors
-from .pixels import (
-    PixelDescription,
-    decode_frame,
-    is_native,
-    syntax_for_media_type,
-)
-
-if TYPE_CHECKING:
-    from .client import Client
+from .. import errors
+from ..pixels import decode_frame, missing_decoder
+from ..standard.dicomjson import first_value, python_value
+from ..standard.mediatypes import OCTET_STREAM
+from ..standard.paths import ResourcePath
+from ..standard.pixeldesc import PixelDescription
+from ..standard.transfer_syntax import is_native, syntax_for_media_type
+from .surface import DicomwebClient as Client
 
 __all__ = [
     "InstanceInfo",
@@ -66,7 +65,6 @@ FRAMES_PER_REQUEST = 256
 DEFAULT_WORKERS = 4
 _CACHE_ENTRIES = 8192
 _FRAMES_UNAVAILABLE = (400, 406, 415, 500, 501)
-_OCTET_STREAM = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -88,16 +86,10 @@ class InstanceInfo:
         return self.desc.number_of_frames
 
 
-def _value(obj: Mapping[str, Any], tag: str) -> Any:
-    from .standard.dicomjson import python_value
-
+def _floats(obj: Mapping[str, Any], tag: str, n: int) -> tuple[float, ...] | None:
+    """The ``n`` numbers of a coordinates attribute (ImagePositionPatient...), else None."""
     element = obj.get(tag) or obj.get(tag.lower())
-    if not isinstance(element, Mapping):
-        return None
-    return python_value(dict(element), int(tag, 16))
-
-
-def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    value = python_value(dict(element), int(tag, 16)) if isinstance(element, Mapping) else None
     if not isinstance(value, list) or len(value) != n:
         return None
     try:
@@ -114,21 +106,21 @@ def info_from_json(obj: Mapping[str, Any], study: str | None = None,
         desc = PixelDescription.from_json(obj)
     except ValueError:
         return None
-    sop = _value(obj, "00080018")
-    study = _value(obj, "0020000D") or study
-    series = _value(obj, "0020000E") or series
+    sop = first_value(obj, "00080018")
+    study = first_value(obj, "0020000D") or study
+    series = first_value(obj, "0020000E") or series
     if not sop or not study or not series:
         return None
-    number = _value(obj, "00200013")
-    stored = _value(obj, "00020010")
+    number = first_value(obj, "00200013")
+    stored = first_value(obj, "00020010")
     return InstanceInfo(
         study=str(study),
         series=str(series),
         sop=str(sop),
         desc=desc,
         stored_syntax=str(stored) if stored else None,
-        position=_floats(_value(obj, "00200032"), 3),
-        orientation=_floats(_value(obj, "00200037"), 6),
+        position=_floats(obj, "00200032", 3),
+        orientation=_floats(obj, "00200037", 6),
         instance_number=int(number) if isinstance(number, int | float) else None,
     )
 
@@ -190,8 +182,8 @@ def instance_info(client: Client, study: str, series: str, instance: str, *,
             return found
     objs = client.metadata_json(study, series, instance)
     if not objs:
-        raise errors.NotFound(404, "GET", f"{client.url}/{client._path(study, series, instance)}"
-                              "/metadata", "no metadata for this instance")
+        url = ResourcePath(study, series, instance).url(client.url) + "/metadata"
+        raise errors.EmptyResponse("GET", url, "no metadata for this instance")
     info = info_from_json(objs[0], study, series)
     if info is None:
         raise ValueError(f"instance {instance} has no pixel data attributes (Rows, Columns): "
@@ -268,7 +260,7 @@ def _syntax_of_part(part: Any, part_ts: str | None, asked: str | None) -> str:
         return part_ts
     if asked and asked != "*":
         return asked
-    return syntax_for_media_type(getattr(part, "content_type", None) or _OCTET_STREAM)
+    return syntax_for_media_type(getattr(part, "content_type", None) or OCTET_STREAM)
 
 
 def _desc_for(info: InstanceInfo, syntax: str, transcoded: bool) -> PixelDescription:
@@ -284,10 +276,9 @@ def _desc_for(info: InstanceInfo, syntax: str, transcoded: bool) -> PixelDescrip
 
 def _stream_into(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
                  asked: str | None, convert_color: bool, transcoded: bool) -> None:
-    path = (client._path(info.study, info.series, info.sop) + "/frames/"
-            + ",".join(str(n) for n in numbers))
+    path = str(ResourcePath(info.study, info.series, info.sop, tuple(numbers)))
     count = 0
-    for part, part_ts in client._iter_multipart(path, _OCTET_STREAM, asked):
+    for part, part_ts in client.iter_multipart(path, OCTET_STREAM, asked):
         if count >= len(numbers):
             raise errors.MultipartError(f"GET {path}: the server sent more than the "
                                         f"{len(numbers)} frames asked for")
@@ -307,16 +298,14 @@ def _from_instance(client: Client, info: InstanceInfo, numbers: Sequence[int], o
 
     datasets = client.retrieve(info.study, info.series, info.sop, transfer_syntax="*")
     if not datasets:
-        raise errors.NotFound(404, "GET", client._path(info.study, info.series, info.sop),
-                              "the instance retrieve returned nothing")
+        url = ResourcePath(info.study, info.series, info.sop).url(client.url)
+        raise errors.EmptyResponse("GET", url, "the instance retrieve returned nothing")
     ds = datasets[0]
     syntax = str(ds.file_meta.TransferSyntaxUID)
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError as exc:
-        from .pixels import _missing
-
-        raise _missing(syntax) from exc
+        raise missing_decoder(syntax) from exc
     indices = [n - 1 for n in numbers]
     unique = sorted(set(indices))
     position = {index: i for i, index in enumerate(unique)}
@@ -373,8 +362,7 @@ def _fill_batched(client: Client, info: InstanceInfo, numbers: Sequence[int], ou
 def _frame_numbers(frames: int | Sequence[int] | None, available: int) -> list[int]:
     if frames is None:
         return list(range(1, available + 1))
-    single = isinstance(frames, int | np.integer)
-    numbers = [int(frames)] if single else [int(f) for f in frames]  # type: ignore[union-attr]
+    numbers = [int(frames)] if isinstance(frames, int | np.integer) else [int(f) for f in frames]
     if not numbers:
         raise ValueError("no frame numbers given")
     bad = [n for n in numbers if n < 1 or n > available]
@@ -491,6 +479,7 @@ def fetch_volume(
     each streaming into its own slice of one preallocated array. Instances must share frame
     shape and dtype; instances without pixels are left out.
     """
+    series_url = ResourcePath(study, series).url(client.url)
     infos = list(series_info(client, study, series, refresh=refresh))
     if instances is not None:
         wanted = list(dict.fromkeys(str(s) for s in instances))
@@ -500,12 +489,12 @@ def fetch_volume(
             by_sop = {i.sop: i for i in infos}
         missing = [s for s in wanted if s not in by_sop]
         if missing:
-            raise errors.NotFound(404, "GET", f"{client.url}/{client._path(study, series)}",
-                                  f"no image instance {missing[0]} in this series")
+            raise errors.EmptyResponse("GET", series_url + "/metadata",
+                                       f"no image instance {missing[0]} in this series")
         infos = [by_sop[s] for s in wanted]
     if not infos:
-        raise errors.NotFound(404, "GET", f"{client.url}/{client._path(study, series)}/metadata",
-                              "the series has no image instances")
+        raise errors.EmptyResponse("GET", series_url + "/metadata",
+                                   "the series has no image instances")
     return _stack(client, slice_order(infos), None, transfer_syntax, convert_color, workers)
 
 

@@ -10,12 +10,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .standard.uids import validate_uid
+from ..standard.paths import ResourcePath
+from ..standard.uids import validate_uid
+from .surface import DicomwebClient as Client
 
 if TYPE_CHECKING:
     from pydicom import Dataset
-
-    from .client import Client
 
 __all__ = ["download", "part10_path"]
 
@@ -23,10 +23,10 @@ __all__ = ["download", "part10_path"]
 def part10_path(folder: str | os.PathLike[str], ds: Dataset) -> Path:
     """``folder/STUDY/SERIES/SOP.dcm`` for ``ds``; each UID is validated before it becomes
     part of the path (``ValueError`` otherwise), so a hostile UID cannot escape ``folder``."""
-    study = validate_uid(str(ds.get("StudyInstanceUID", "")), "StudyInstanceUID")
-    series = validate_uid(str(ds.get("SeriesInstanceUID", "")), "SeriesInstanceUID")
-    sop = validate_uid(str(ds.get("SOPInstanceUID", "")), "SOPInstanceUID")
-    return Path(folder) / study / series / f"{sop}.dcm"
+    resource = ResourcePath(str(ds.get("StudyInstanceUID", "")),
+                            str(ds.get("SeriesInstanceUID", "")),
+                            str(ds.get("SOPInstanceUID", "")))
+    return Path(folder) / str(resource.study) / str(resource.series) / f"{resource.instance}.dcm"
 
 
 def download(
@@ -39,12 +39,12 @@ def download(
     """Retrieve (WADO-RS) a study, a series or one instance and write each instance as
     ``folder/STUDY/SERIES/SOP.dcm``. Instances are written one at a time as they arrive.
     Returns the paths written."""
+    if instance is not None and series is None:
+        raise ValueError("an instance needs its series")
     validate_uid(study, "study")
     if series is not None:
         validate_uid(series, "series")
     if instance is not None:
-        if series is None:
-            raise ValueError("an instance needs its series")
         validate_uid(instance, "instance")
     written: list[Path] = []
     for ds in client.iter_retrieve(study, series, instance):

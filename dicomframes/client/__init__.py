@@ -1,0 +1,23 @@
+"""The DICOMweb client: transport, exchange records, QIDO, the Client facade and its helpers.
+
+================  ==============================================================================
+module            job
+================  ==============================================================================
+transport         the HTTP session, authentication, caret-keeping adapter, retries, timeouts
+exchange          exchange records: history, curl, transcripts, redaction, body summaries
+qido              QIDO-RS query parameters, the query string and paging
+facade            the :class:`Client` (every DICOMweb call) and :func:`connect`
+frames            frames and volumes streamed into numpy arrays
+surface           the Protocol of the Client calls the helper modules make
+discover          finding the files to upload and reading their headers
+batches           one STOW-RS request: batching, the streamed body, each outcome
+store             bulk STOW-RS: parallel requests, progress, resume, the outcome table
+download          retrieving instances into a folder of Part-10 files
+================  ==============================================================================
+"""
+
+from .exchange import Exchange, PartInfo
+from .facade import Client, connect
+from .qido import qido_params
+
+__all__ = ["Client", "Exchange", "PartInfo", "connect", "qido_params"]

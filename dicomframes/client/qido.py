@@ -1,0 +1,245 @@
+"""QIDO-RS on the client: search filters to query parameters, the query string, and paging.
+
+:func:`qido_params` turns Python filter values (dates, ranges, lists, keywords or tags) into
+QIDO-RS parameters; :func:`query_string` percent-encodes them the way DICOMweb servers expect;
+:class:`Pager` fetches a search page by page, drops repeated rows and stops on the server's
+quirks. No HTTP here: the pager is given the function that fetches one page.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from ..standard import tags
+from ..standard.attributes import UID_KEYWORDS
+from ..standard.dicomjson import first_value
+from ..standard.temporal import python_temporal, query_date, query_datetime, query_time
+from ..standard.uids import validate_uid
+
+__all__ = ["QUERY_SAFE", "Pager", "qido_params", "query_string"]
+
+# Characters sent as they are in a query value. Orthanc does not percent-decode query values,
+# so DICOM wildcards and list separators must arrive raw; everything else is percent-encoded.
+QUERY_SAFE = "*?^,-._~:/@!$'()"
+
+_TEMPORAL: dict[str, Callable[[Any], str]] = {
+    "DA": query_date, "TM": query_time, "DT": query_datetime,
+}
+_INTEGER_VRS = ("IS", "SS", "US", "SL", "UL", "SV", "UV")
+
+
+def _format_one(value: Any, vr: str, name: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    formatter = _TEMPORAL.get(vr)
+    if formatter is not None:
+        return formatter(value)
+    if vr == "UI":
+        text = str(value).strip()
+        return validate_uid(text, name) if text else text
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)) if vr in _INTEGER_VRS else str(value)
+    return str(value)
+
+
+def _format_value(value: Any, vr: str, name: str) -> str | None:
+    """A filter value in QIDO form; None means "leave this filter out"."""
+    if isinstance(value, tuple) and len(value) == 2 and vr in _TEMPORAL:
+        start, end = (python_temporal(v) for v in value)
+        if start is None and end is None:
+            return None
+        left = "" if start is None else _format_one(start, vr, name)
+        right = "" if end is None else _format_one(end, vr, name)
+        return f"{left}-{right}"
+    if isinstance(value, str | bytes):
+        return _format_one(value.decode() if isinstance(value, bytes) else value, vr, name)
+    if isinstance(value, Iterable):
+        items = [_format_one(v, vr, name) for v in value]
+        if not items:
+            raise ValueError(f"empty list given for the filter {name}")
+        return ",".join(items)
+    return _format_one(value, vr, name)
+
+
+def _attribute_name(key: Any) -> tuple[str, str]:
+    """(name to send, VR) for a filter key given as keyword, tag, or a dotted sequence path."""
+    names = []
+    vr = "UN"
+    pieces = key.split(".") if isinstance(key, str) else [key]
+    for piece in pieces:
+        try:
+            tag = tags.tag_of(piece)
+        except KeyError:
+            raise ValueError(
+                f"unknown DICOM attribute {piece!r} in the search filters: use a keyword "
+                "(PatientName) or an 8-hex-digit tag (00100010)"
+            ) from None
+        is_keyword = isinstance(piece, str) and piece[:1].isalpha() and (
+            tags.keyword_of(tag) == piece
+        )
+        names.append(piece if is_keyword else tags.tag_hex(tag))
+        try:
+            vr = tags.vr_of(tag)
+        except KeyError:
+            vr = "UN"
+    return ".".join(names), vr
+
+
+def _includefield(value: Any) -> str:
+    if isinstance(value, str):
+        if value.lower() == "all":
+            return "all"
+        value = [v for v in value.split(",") if v.strip()]
+    return ",".join(_attribute_name(v.strip() if isinstance(v, str) else v)[0] for v in value)
+
+
+def qido_params(filters: Mapping[str, Any]) -> dict[str, str]:
+    """Turn search filters into QIDO-RS query parameters (values not yet percent-encoded).
+
+    Keys are DICOM keywords (``PatientName``), tags (``"00100010"``, ``"(0010,0010)"``) or
+    dotted sequence paths; keywords are sent as given, other forms as 8-hex-digit tags.
+    Values: ``date``/``datetime``/``time`` objects or strings (ISO forms are converted, DICOM
+    forms pass through); a ``(start, end)`` tuple is a range, either end may be None
+    (``"20200101-"``); a list is a comma-separated list (UIDs are validated); ``None`` drops
+    the filter. Special keys: ``limit``, ``offset``, ``fuzzymatching`` (bool) and
+    ``includefield`` (a list of attributes or ``"all"``).
+    """
+    params: dict[str, str] = {}
+    for key, value in filters.items():
+        if value is None:
+            continue
+        lower = key.lower()
+        if lower == "includefield":
+            params["includefield"] = _includefield(value)
+        elif lower == "fuzzymatching":
+            if isinstance(value, str):
+                value = value.strip().lower() in ("1", "true", "yes")
+            params["fuzzymatching"] = "true" if value else "false"
+        elif lower in ("limit", "offset"):
+            number = int(value)
+            if number < 0:
+                raise ValueError(f"{lower} must not be negative, got {value!r}")
+            params[lower] = str(number)
+        else:
+            name, vr = _attribute_name(key)
+            text = _format_value(value, vr, name)
+            if text is not None:
+                params[name] = text
+    return params
+
+
+def query_string(params: Mapping[str, Any]) -> str:
+    """``params`` as a query string: DICOM wildcards (``*?^,``) stay raw, lists become
+    comma-separated, booleans ``true``/``false``, None values are left out."""
+    pieces = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif not isinstance(value, str) and isinstance(value, Iterable):
+            value = ",".join(str(v) for v in value)
+        pieces.append(f"{quote(str(key), safe=QUERY_SAFE)}={quote(str(value), safe=QUERY_SAFE)}")
+    return "&".join(pieces)
+
+
+# ---- paging ---------------------------------------------------------------------------------
+
+Page = list[dict]
+
+
+@dataclass
+class Pager:
+    """Fetches a search page by page (``limit``/``offset``) until the answer runs short.
+
+    ``fetch`` gets one page's parameters and returns its rows. Rows already seen (same UID of
+    ``level``) are dropped; a page of nothing but repeats means the server ignores ``offset``
+    and ends the search with a warning, as does reaching ``max_pages``. ``progress`` shows a
+    tqdm bar once a search takes more than one page.
+    """
+
+    fetch: Callable[[dict[str, str]], Page]
+    level: str
+    page_size: int
+    max_pages: int
+    progress: bool = False
+    server: str = "the server"
+
+    def search(self, params: Mapping[str, str], limit: int | None = None,
+               offset: int = 0) -> Page:
+        """Every row of the search (at most ``limit``), starting at ``offset``."""
+        if limit is not None:
+            if limit < 0:
+                raise ValueError(f"limit must not be negative, got {limit}")
+            if limit <= self.page_size:  # one request, exactly as asked
+                return self.fetch(self._page(params, limit, offset))
+        results: Page = []
+        seen: set[str] = set()
+        bar = None
+        pages = 0
+        try:
+            while True:
+                want = self.page_size if limit is None else min(self.page_size,
+                                                                limit - len(results))
+                if want <= 0:
+                    break
+                rows = self.fetch(self._page(params, want, offset))
+                pages += 1
+                fresh = self._fresh(rows, seen)
+                if rows and not fresh:
+                    self._warn(f"the server at {self.server} answered offset={offset} with rows "
+                               f"it had already sent (it seems to ignore 'offset'); stopping "
+                               f"after {len(results)} results")
+                    break
+                results.extend(fresh)
+                offset += len(rows)
+                if bar is not None:
+                    bar.update(len(fresh))
+                if len(rows) != want:
+                    break  # short page: the end; longer than asked: server ignores limit
+                if pages >= self.max_pages:
+                    self._warn(f"search stopped after {pages} pages ({len(results)} results); "
+                               "raise client.max_pages to fetch more")
+                    break
+                if bar is None and self.progress:
+                    bar = self._bar(len(results), limit)
+        finally:
+            if bar is not None:
+                bar.close()
+        return results
+
+    @staticmethod
+    def _page(params: Mapping[str, str], limit: int, offset: int) -> dict[str, str]:
+        page = {**params, "limit": str(limit)}
+        if offset:
+            page["offset"] = str(offset)
+        return page
+
+    def _fresh(self, rows: Page, seen: set[str]) -> Page:
+        """The rows not seen before (by the UID of the level, else by their whole content)."""
+        fresh = []
+        for obj in rows:
+            uid = first_value(obj, tags.tag_of(UID_KEYWORDS[self.level]))
+            key = str(uid) if uid else json.dumps(obj, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                fresh.append(obj)
+        return fresh
+
+    @staticmethod
+    def _warn(message: str) -> None:
+        # stacklevel: Pager.search <- Client._search_objects <- Client._search <- search_* <-
+        # the caller
+        warnings.warn(message, RuntimeWarning, stacklevel=6)
+
+    def _bar(self, initial: int, total: int | None) -> Any:
+        from tqdm.auto import tqdm  # optional until a search takes several pages
+
+        name = {"study": "studies", "series": "series", "instance": "instances"}[self.level]
+        return tqdm(desc=f"search {name}", unit=" rows", initial=initial, total=total,
+                    leave=False)

@@ -1,0 +1,305 @@
+"""The SQLite index of an archive: its schema, and the rows of one instance.
+
+Per instance the index keeps the DICOM JSON metadata (bulk data as relative BulkDataURIs), the
+attributes that QIDO searches (one column each) and returns (JSON fragments per level), and
+where each frame lies in the file, so that metadata, search and frames never re-read a whole
+file. Which attributes these are is the standard layer's business
+(:mod:`dicomframes.standard.attributes`); this module only lays them out in tables.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import pydicom
+from pydicom.dataelem import DataElement
+from pydicom.uid import UID
+
+from ..standard.attributes import (
+    COMMON_TAGS,
+    DEFAULT_TAGS,
+    LEVELS,
+    OPTIONAL_DEFAULTS,
+    SEARCHABLE,
+    SERIES_LEVEL_TAGS,
+    STUDY_LEVEL_TAGS,
+    UID_KEYWORDS,
+    Attribute,
+)
+from ..standard.dicomjson import dataset_to_json
+from ..standard.paths import ResourcePath
+from ..standard.personname import pn_words
+from ..standard.pixellayout import PixelLayout
+from ..standard.tags import BINARY_VRS, tag_hex, vr_of
+from ..standard.temporal import normalize_time
+from .pixeldata import int_value
+
+BULK_THRESHOLD = 1024
+BULK_PREFIX = '"BulkDataURI":"/'  # how a relative BulkDataURI starts in the stored JSON text
+SCHEMA_VERSION = 2
+
+
+def json_text(obj: Any) -> str:
+    """Compact JSON text, as the index stores it."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# --------------------------------------------------------------------------------------------
+# the schema
+# --------------------------------------------------------------------------------------------
+
+
+def _columns(level: str) -> list[str]:
+    cols = []
+    for attr in SEARCHABLE.values():
+        if attr.level != level:
+            continue
+        sql_type = "INTEGER" if attr.kind == "int" else "TEXT"
+        if attr.keyword in UID_KEYWORDS.values():
+            cols.append(f"{attr.keyword} TEXT NOT NULL UNIQUE")
+        else:
+            cols.append(f"{attr.keyword} {sql_type}")
+        if attr.kind == "pn":
+            cols.append(f"{attr.keyword}_fold TEXT")
+            cols.append(f"{attr.keyword}_words TEXT")
+    return cols
+
+
+def schema() -> str:
+    """The SQL script that creates the index tables (idempotent)."""
+    study = ", ".join(["id INTEGER PRIMARY KEY", *_columns("study"), "modalities TEXT",
+                       "num_series INTEGER NOT NULL DEFAULT 0",
+                       "num_instances INTEGER NOT NULL DEFAULT 0",
+                       "qido TEXT NOT NULL", "common TEXT NOT NULL", "attrs TEXT NOT NULL"])
+    series = ", ".join(["id INTEGER PRIMARY KEY", "StudyInstanceUID TEXT NOT NULL",
+                        *_columns("series"), "num_instances INTEGER NOT NULL DEFAULT 0",
+                        "qido TEXT NOT NULL", "common TEXT NOT NULL", "attrs TEXT NOT NULL"])
+    instance = ", ".join(["id INTEGER PRIMARY KEY", "StudyInstanceUID TEXT NOT NULL",
+                          "SeriesInstanceUID TEXT NOT NULL", *_columns("instance"),
+                          "transfer_syntax TEXT NOT NULL", "path TEXT NOT NULL UNIQUE",
+                          "size INTEGER NOT NULL", "stored_at REAL NOT NULL",
+                          "qido TEXT NOT NULL", "common TEXT NOT NULL"])
+    # large values apart, so that searches scan small rows
+    data = "id INTEGER PRIMARY KEY, metadata TEXT NOT NULL, pixels TEXT NOT NULL"
+    indexes = [
+        "CREATE INDEX IF NOT EXISTS series_study ON series(StudyInstanceUID)",
+        "CREATE INDEX IF NOT EXISTS instances_series ON instances(SeriesInstanceUID)",
+        "CREATE INDEX IF NOT EXISTS instances_study ON instances(StudyInstanceUID)",
+        "CREATE INDEX IF NOT EXISTS studies_patient_id ON studies(PatientID)",
+        "CREATE INDEX IF NOT EXISTS studies_patient_name ON studies(PatientName_fold)",
+        "CREATE INDEX IF NOT EXISTS studies_date ON studies(StudyDate)",
+        "CREATE INDEX IF NOT EXISTS studies_accession ON studies(AccessionNumber)",
+        "CREATE INDEX IF NOT EXISTS series_modality ON series(Modality)",
+        "CREATE INDEX IF NOT EXISTS instances_class ON instances(SOPClassUID)",
+    ]
+    return ";\n".join([
+        f"CREATE TABLE IF NOT EXISTS studies ({study})",
+        f"CREATE TABLE IF NOT EXISTS series ({series})",
+        f"CREATE TABLE IF NOT EXISTS instances ({instance})",
+        f"CREATE TABLE IF NOT EXISTS instance_data ({data})",
+        *indexes,
+    ]) + ";"
+
+
+DROP_TABLES = ("DROP TABLE IF EXISTS instance_data; DROP TABLE IF EXISTS instances; "
+               "DROP TABLE IF EXISTS series; DROP TABLE IF EXISTS studies;")
+
+
+# --------------------------------------------------------------------------------------------
+# the rows of one instance
+# --------------------------------------------------------------------------------------------
+
+
+def column_value(obj: dict[str, Any], attr: Attribute) -> Any:
+    """The value stored in the index column of ``attr``, read from the instance's DICOM JSON
+    (None when absent, empty or unusable). Text as sent, not typed: the index compares DA
+    text and normalised TM text."""
+    element = obj.get(tag_hex(attr.tag))
+    values = element.get("Value") if element else None
+    if not values or values[0] is None:
+        return None
+    first = values[0]
+    try:
+        if attr.kind == "int":
+            return int(first)
+        if attr.kind == "pn":  # the alphabetic group is what queries match
+            text = str(first.get("Alphabetic", "")) if isinstance(first, dict) else str(first)
+        else:
+            text = str(first)
+        text = text.strip()
+        if attr.kind == "tm":
+            return normalize_time(text)
+        return text or None
+    except (TypeError, ValueError):
+        return None
+
+
+@lru_cache(maxsize=512)
+def _empty_element(tag: int) -> str:
+    """DICOM JSON of an element without a value (made by dicomjson)."""
+    ds = pydicom.Dataset()
+    ds.add_new(tag, vr_of(tag), None)
+    return json_text(dataset_to_json(ds)[tag_hex(tag)])
+
+
+def _subset(obj: dict[str, Any], tags: Any, defaults: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The elements of a DICOM JSON object whose tags are in ``tags``, sorted by tag, with an
+    empty element for each required default that is missing."""
+    out = {key: element for key, element in obj.items() if int(key, 16) in tags}
+    for tag in defaults:
+        key = tag_hex(tag)
+        if key not in out and tag not in OPTIONAL_DEFAULTS:
+            out[key] = json.loads(_empty_element(tag))
+    return dict(sorted(out.items()))
+
+
+def _level_subset(obj: dict[str, Any], level: str) -> dict[str, Any]:
+    tags: frozenset[int] | set[int] = SERIES_LEVEL_TAGS
+    if level == "study":
+        tags = {int(k, 16) for k in obj if k.startswith("0010")} | STUDY_LEVEL_TAGS
+    return _subset(obj, tags)
+
+
+def metadata_json(ds: pydicom.Dataset, path: ResourcePath) -> dict[str, Any]:
+    """The DICOM JSON of an instance with relative BulkDataURIs (``/studies/.../bulkdata/``
+    followed by the tag, or the path of tags and item numbers of a nested value)."""
+    base = "/" + path.child("bulkdata") + "/"
+    nested: dict[int, str] = {}
+
+    def walk(dataset: pydicom.Dataset, prefix: str) -> None:
+        # items() gives the elements as read (raw), without decoding their values
+        for tag, raw in list(dataset.items()):
+            vr = raw.VR
+            if vr == "SQ" or (vr is None and vr_of(int(tag)) == "SQ"):
+                for index, item in enumerate(dataset[tag].value or []):
+                    walk(item, f"{prefix}{tag_hex(int(tag))}/{index}/")
+            elif prefix and (vr is None or vr in BINARY_VRS):
+                nested[id(dataset[tag])] = f"{prefix}{tag_hex(int(tag))}"
+
+    walk(ds, "")
+
+    def bulk_uri(tag: int, elem: DataElement) -> str:
+        return base + nested.get(id(elem), tag_hex(tag))
+
+    return dataset_to_json(ds, bulk_uri=bulk_uri, bulk_threshold=BULK_THRESHOLD)
+
+
+@dataclass(frozen=True)
+class PreparedInstance:
+    """Every index value of one instance, computed before the write lock is taken."""
+
+    study: str
+    series: str
+    sop: str
+    sop_class: str
+    transfer_syntax: str
+    size: int
+    layout: PixelLayout
+    metadata: str  # DICOM JSON text, relative BulkDataURIs
+    qido: dict[str, str]  # level -> JSON fragment of the attributes a search returns
+    common: str  # JSON fragment of SpecificCharacterSet and TimezoneOffsetFromUTC
+    attrs: dict[str, str]  # "study" / "series" -> JSON of every attribute of that level
+    columns: dict[str, dict[str, Any]]  # level -> index column -> value
+
+
+def prepare_instance(ds: pydicom.Dataset, path: ResourcePath, sop_class: str,
+                     layout: PixelLayout, size: int) -> PreparedInstance:
+    """The index values of the data set ``ds`` (read without its pixel data) at ``path``.
+
+    Raises whatever pydicom raises for malformed values."""
+    ts = layout.transfer_syntax
+    if layout.kind != "none" and layout.tag not in ds:
+        vr = "OB" if (UID(ts).is_compressed or (layout.tag == 0x7FE00010 and
+                      int_value(ds, "BitsAllocated", 16) <= 8)) else "OW"
+        if layout.tag != 0x7FE00010:
+            vr = vr_of(layout.tag)
+        # a placeholder value: dataset_to_json gives pixel data a BulkDataURI
+        ds.add(DataElement(layout.tag, vr, b"\0\0"))
+    obj = metadata_json(ds, path)
+    qido = {level: json_text(_subset(obj, set(DEFAULT_TAGS[level]), DEFAULT_TAGS[level]))[1:-1]
+            for level in LEVELS}
+    common = json_text(_subset(obj, set(COMMON_TAGS)))[1:-1]
+    attrs = {level: json_text(_level_subset(obj, level)) for level in ("study", "series")}
+    columns: dict[str, dict[str, Any]] = {level: {} for level in LEVELS}
+    for attr in SEARCHABLE.values():
+        value = column_value(obj, attr)
+        columns[attr.level][attr.keyword] = value
+        if attr.kind == "pn":
+            columns[attr.level][f"{attr.keyword}_fold"] = value.casefold() if value else None
+            columns[attr.level][f"{attr.keyword}_words"] = pn_words(value)
+    assert path.study and path.series and path.instance
+    return PreparedInstance(path.study, path.series, path.instance, sop_class, ts, size, layout,
+                            json_text(obj), qido, common, attrs, columns)
+
+
+def insert_rows(db: sqlite3.Connection, p: PreparedInstance, relative: str) -> None:
+    """Add the instance's rows (and its study's and series' when new); update the counters."""
+    study_cols = p.columns["study"]
+    names = list(study_cols)
+    db.execute(
+        f"INSERT OR IGNORE INTO studies ({', '.join(names)}, attrs, qido, common) "
+        f"VALUES ({', '.join('?' * (len(names) + 3))})",
+        [*study_cols.values(), p.attrs["study"], p.qido["study"], p.common])
+    series_cols = p.columns["series"]
+    names = list(series_cols)
+    cursor = db.execute(
+        f"INSERT OR IGNORE INTO series (StudyInstanceUID, {', '.join(names)}, attrs, qido, "
+        f"common) VALUES ({', '.join('?' * (len(names) + 4))})",
+        [p.study, *series_cols.values(), p.attrs["series"], p.qido["series"], p.common])
+    if cursor.rowcount:
+        db.execute("UPDATE studies SET num_series = num_series + 1 "
+                   "WHERE StudyInstanceUID = ?", (p.study,))
+        update_modalities(db, p.study)
+    inst_cols = p.columns["instance"]
+    names = list(inst_cols)
+    cursor = db.execute(
+        f"INSERT INTO instances (StudyInstanceUID, SeriesInstanceUID, {', '.join(names)}, "
+        "transfer_syntax, path, size, stored_at, qido, common) "
+        f"VALUES ({', '.join('?' * (len(names) + 8))})",
+        [p.study, p.series, *inst_cols.values(), p.transfer_syntax, relative, p.size,
+         time.time(), p.qido["instance"], p.common])
+    db.execute("INSERT INTO instance_data (id, metadata, pixels) VALUES (?, ?, ?)",
+               (cursor.lastrowid, p.metadata, json_text(p.layout.to_json())))
+    db.execute("UPDATE series SET num_instances = num_instances + 1 "
+               "WHERE SeriesInstanceUID = ?", (p.series,))
+    db.execute("UPDATE studies SET num_instances = num_instances + 1 "
+               "WHERE StudyInstanceUID = ?", (p.study,))
+
+
+def update_modalities(db: sqlite3.Connection, study: str) -> None:
+    """Recompute a study's ModalitiesInStudy from its series."""
+    rows = db.execute("SELECT DISTINCT Modality FROM series WHERE StudyInstanceUID = ? "
+                      "AND Modality IS NOT NULL ORDER BY Modality", (study,)).fetchall()
+    db.execute("UPDATE studies SET modalities = ? WHERE StudyInstanceUID = ?",
+               ("\\".join(r[0] for r in rows) or None, study))
+
+
+def recount_series(db: sqlite3.Connection, series: str) -> None:
+    """Recount a series' instances after a delete; drop the series when none are left."""
+    n = db.execute("SELECT COUNT(*) FROM instances WHERE SeriesInstanceUID = ?",
+                   (series,)).fetchone()[0]
+    if n:
+        db.execute("UPDATE series SET num_instances = ? WHERE SeriesInstanceUID = ?",
+                   (n, series))
+    else:
+        db.execute("DELETE FROM series WHERE SeriesInstanceUID = ?", (series,))
+
+
+def recount_study(db: sqlite3.Connection, study: str) -> None:
+    """Recount a study's series and instances after a delete; drop it when empty."""
+    n = db.execute("SELECT COUNT(*) FROM instances WHERE StudyInstanceUID = ?",
+                   (study,)).fetchone()[0]
+    if not n:
+        db.execute("DELETE FROM series WHERE StudyInstanceUID = ?", (study,))
+        db.execute("DELETE FROM studies WHERE StudyInstanceUID = ?", (study,))
+        return
+    s = db.execute("SELECT COUNT(*) FROM series WHERE StudyInstanceUID = ?",
+                   (study,)).fetchone()[0]
+    db.execute("UPDATE studies SET num_instances = ?, num_series = ? "
+               "WHERE StudyInstanceUID = ?", (n, s, study))
+    update_modalities(db, study)
