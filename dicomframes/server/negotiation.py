@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from ..standard.mediatypes import DICOM_JSON, OCTET_STREAM, MediaRange, parse_accept
+from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM, MediaRange, parse_accept
 from ..standard.pixellayout import PixelLayout
 from ..standard.transfer_syntax import EXPLICIT_VR_LITTLE_ENDIAN as EXPLICIT_LE
 from ..standard.transfer_syntax import media_type_of
@@ -52,16 +52,16 @@ def dicom_plan(ranges: list[MediaRange], stored: list[str],
         if r.type in ("*/*", "multipart/*", "multipart/related"):
             if r.type == "multipart/related":
                 inner, wanted = r.inner
-                if inner not in ("application/dicom", "*/*", "application/*"):
+                if inner not in (DICOM, "*/*", "application/*"):
                     continue
-                if inner != "application/dicom" and wanted is None:
+                if inner != DICOM and wanted is None:
                     wanted = "*"
             else:
                 wanted = "*"
             syntaxes = [_dicom_syntax(ts, wanted) for ts in stored]
             if all(syntaxes):
                 return True, [s for s in syntaxes if s]
-        elif r.type == "application/dicom" and allow_single:
+        elif r.type == DICOM and allow_single:
             syntaxes = [_dicom_syntax(ts, r.syntax) for ts in stored]
             if all(syntaxes):
                 return False, [s for s in syntaxes if s]
