@@ -1,4 +1,4 @@
-"""The ``dicomframes`` command: serve, search, upload, retrieve, a quick-start demo, reset."""
+"""The ``dicomframes`` command: serve, search, upload, retrieve and a quick-start demo."""
 
 from __future__ import annotations
 
