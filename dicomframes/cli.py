@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a one-minute tour on a temporary embedded server")
     demo.set_defaults(func=cmd_demo)
+
+    reset = sub.add_parser("reset", help="delete the embedded server's archive folder "
+                           "(default: env DICOMFRAMES_DATA, else ~/.cache/dicomframes/archive)")
+    reset.add_argument("--data", help="the archive folder to delete instead of the default one")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reset.set_defaults(func=cmd_reset)
     return parser
 
 
@@ -271,6 +277,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(_indent(f"numpy array, shape {tuple(frames.shape)}, dtype {frames.dtype}"))
         print("\nNext: the notebooks in notebooks/, or `dicomframes serve --data DIR` for an "
               "archive that stays.")
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Delete an embedded archive folder (the default one unless ``--data``), after asking."""
+    import shutil
+    from pathlib import Path
+
+    from .server import default_archive
+
+    folder = Path(args.data).expanduser() if args.data else default_archive()
+    if not folder.exists():
+        print(f"nothing to reset: {folder} does not exist")
+        return 0
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    if files and not (folder / "index.sqlite3").exists():
+        print(f"dicomframes: {folder} is not an archive of the embedded server (no "
+              "index.sqlite3): not deleted", file=sys.stderr)
+        return 1
+    size = sum(path.stat().st_size for path in files) / 1e6
+    what = f"{folder} ({len(files)} files, {size:.1f} MB)"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print(f"dicomframes: would delete {what}; add --yes to confirm", file=sys.stderr)
+            return 1
+        if input(f"Delete {what}? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    shutil.rmtree(folder)
+    print(f"deleted {what}")
     return 0
 
 

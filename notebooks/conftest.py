@@ -2,7 +2,8 @@
 
 The kernel that nbval starts for each notebook inherits this process's environment at the
 moment it starts. Just before that (in the setup of a notebook's first cell) we point
-``DICOMFRAMES_DATA`` at a temporary folder created once per test session, and drop
+``DICOMFRAMES_DATA`` at a temporary folder created once per test session, point ``TMPDIR``
+(where the notebooks write their sample files) at a folder inside it, and drop
 ``DICOMWEB_URL`` / ``DICOMWEB_TOKEN``: the stored outputs were made on the embedded server, so
 the comparison only means something there, and a test run must never touch the user's
 ``~/.cache/dicomframes/archive`` or remote server. The environment is restored afterwards, so
@@ -24,13 +25,15 @@ import pytest
 _ARCHIVE: list[str] = []
 
 
-def _archive() -> str:
-    kept = os.environ.get("DICOMFRAMES_NBVAL_ARCHIVE")
-    if kept:
-        return kept
+def _scratch() -> str:
+    """The session's temporary folder (removed at the end of the session)."""
     if not _ARCHIVE:
         _ARCHIVE.append(tempfile.mkdtemp(prefix="dicomframes-nbval-"))
     return _ARCHIVE[0]
+
+
+def _archive() -> str:
+    return os.environ.get("DICOMFRAMES_NBVAL_ARCHIVE") or _scratch()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -39,8 +42,13 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
         yield
         return
     saved = {name: os.environ.get(name)
-             for name in ("DICOMFRAMES_DATA", "DICOMWEB_URL", "DICOMWEB_TOKEN")}
+             for name in ("DICOMFRAMES_DATA", "DICOMWEB_URL", "DICOMWEB_TOKEN", "TMPDIR")}
     os.environ["DICOMFRAMES_DATA"] = os.path.join(_archive(), "archive")
+    # The notebooks remove their temporary folders in their last cell; a notebook that fails
+    # before it leaves them here, removed with the rest at the end of the session.
+    kernel_tmp = os.path.join(_scratch(), "tmp")
+    os.makedirs(kernel_tmp, exist_ok=True)
+    os.environ["TMPDIR"] = kernel_tmp
     os.environ.pop("DICOMWEB_URL", None)
     os.environ.pop("DICOMWEB_TOKEN", None)
     try:

@@ -7,18 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import SHARED_SAMPLES, TUTORIAL_NAMES, DicomwebServer, require
+from support import TUTORIAL_DATA, TUTORIAL_NAMES, DicomwebServer, require
 
 
 @pytest.fixture(scope="session")
 def tutorial_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """The tutorial's three files: the real ones from ../shared when present, else generated."""
+    """The tutorial's three original files (vendored in tests/data/tutorial), copied to a
+    temporary folder so that a test may change or delete them."""
     folder = tmp_path_factory.mktemp("tutorial")
-    if all((SHARED_SAMPLES / name).exists() for name in TUTORIAL_NAMES):
-        return [Path(shutil.copy(SHARED_SAMPLES / name, folder / name)) for name in TUTORIAL_NAMES]
-    from dicomframes.samples import write_tutorial_files
-
-    return write_tutorial_files(folder)
+    return [Path(shutil.copy(TUTORIAL_DATA / name, folder / name)) for name in TUTORIAL_NAMES]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: where the real sample files are, skip-or-fail for optional
+"""Helpers shared by the tests: where the tutorial's files are, skip-or-fail for optional
 servers, and small real DICOM instances with fresh UIDs (so tests sharing a server never collide).
 
 Imported as ``from support import ...`` (pytest puts tests/ on sys.path).
@@ -18,7 +18,10 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from dicomframes.standard.uids import new_uid
 
-SHARED_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "tutorial-dcms"
+# The tutorial's three files and its dicom-metadata.csv, vendored with their SHA-256 sums and
+# licence notice (tests/data/tutorial/README.md), so that no test needs anything outside the
+# repository.
+TUTORIAL_DATA = Path(__file__).resolve().parent / "data" / "tutorial"
 TUTORIAL_NAMES = ("green-square.dcm", "red-triangle.dcm", "blue-circle.dcm")
 IN_CI = bool(os.environ.get("CI"))
 

@@ -129,3 +129,40 @@ def test_token_from_env_is_sent_but_never_printed(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "401" in result.stdout + result.stderr
     assert secret not in result.stdout + result.stderr
+
+
+def test_reset_deletes_the_default_archive_only_when_confirmed(tmp_path: Path) -> None:
+    from dicomframes.server import serve
+
+    archive = tmp_path / "archive"
+    with serve(archive) as server:
+        server_url = server.url
+        assert run("upload", *map(str, make_files(tmp_path / "scans", 2)), "--url", server_url,
+                   "--quiet").returncode == 0
+    env = {"DICOMFRAMES_DATA": str(archive)}
+
+    refused = run("reset", env=env)                    # no terminal to ask on, and no --yes
+    assert refused.returncode == 1
+    assert "--yes" in refused.stderr
+    assert archive.exists()
+
+    done = run("reset", "--yes", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"deleted {archive}")
+    assert not archive.exists()
+
+    again = run("reset", "--yes", env=env)
+    assert again.returncode == 0
+    assert "nothing to reset" in again.stdout
+
+
+def test_reset_never_deletes_a_folder_that_is_not_an_archive(tmp_path: Path) -> None:
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.txt").write_text("years of work")
+
+    result = run("reset", "--data", str(precious), "--yes")
+
+    assert result.returncode == 1
+    assert "not an archive" in result.stderr
+    assert (precious / "chapter1.txt").exists()

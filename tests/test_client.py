@@ -20,7 +20,7 @@ import pandas as pd
 import pydicom
 import pytest
 import requests
-from support import SHARED_SAMPLES, DicomwebServer, make_instances
+from support import TUTORIAL_DATA, DicomwebServer, make_instances
 
 from dicomframes import errors
 from dicomframes.client import Client, Exchange, connect, qido_params
@@ -477,10 +477,8 @@ def _canonical(value: Any) -> str:
     return str(value).strip()
 
 
-@pytest.mark.skipif(not (SHARED_SAMPLES / "dicom-metadata.csv").exists(),
-                    reason="the tutorial's CSV is only in ../shared")
 def test_metadata_matches_tutorial_csv(tutorial: Client) -> None:
-    with open(SHARED_SAMPLES / "dicom-metadata.csv", newline="") as f:
+    with open(TUTORIAL_DATA / "dicom-metadata.csv", newline="") as f:
         expected = {row["SOPInstanceUID"]: row for row in csv.DictReader(f)}
     df = tutorial.metadata(STUDY, split_multivalued=True)
     shared = [c for c in df.columns if c in next(iter(expected.values()))]

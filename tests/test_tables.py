@@ -6,13 +6,13 @@ import io
 import json
 import pickle
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from support import TUTORIAL_DATA
 
 from dicomframes.errors import DicomFramesError
 from dicomframes.rows import row_to_dataset, row_to_filters
@@ -22,42 +22,10 @@ from dicomframes.standard.personname import join_person_name
 from dicomframes.standard.tags import keyword_of
 from dicomframes.tables import to_dataframe
 
-SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "tutorial-dcms" / "dicom-metadata.csv"
-
-# The tutorial's dicom-metadata.csv (less its "fname" column, a path on its author's machine),
-# for machines without ../shared.
-TUTORIAL_CSV = """\
-SpecificCharacterSet,ImageType,SOPClassUID,SOPInstanceUID,StudyDate,ContentDate,\
-AcquisitionDateTime,StudyTime,ContentTime,AccessionNumber,Modality,ConversionType,\
-ReferringPhysicianName,PatientName,PatientID,PatientBirthDate,PatientSex,PatientAge,\
-PatientPosition,StudyInstanceUID,SeriesInstanceUID,StudyID,SeriesNumber,InstanceNumber,\
-PatientOrientation,Laterality,ImageComments,SamplesPerPixel,PhotometricInterpretation,\
-PlanarConfiguration,Rows,Columns,PixelSpacing,BitsAllocated,BitsStored,HighBit,\
-PixelRepresentation,SmallestImagePixelValue,LargestImagePixelValue,MultiImageType,ImageType1,\
-ImageType2,MultiPixelSpacing,PixelSpacing1
-{rows}"""
-_UID = "1.2.826.0.1.3680043.8.498."
-_ROW = (
-    "ISO_IR 192,DERIVED,1.2.840.10008.5.1.4.1.1.7,{sop},20200922,,,120000,,,OT,SYN,Doctor Doc,"
-    "Anony Mous,ID1,,F,024Y,," + _UID + "13230779778012324449356534479549187420," + _UID
-    + "{series},1,{series_number},{instance},,,Fake DICOM - {name},3,RGB,0,979,985,1,8,8,7,0,0,"
-    "255,1,SECONDARY,OTHER,1,1"
-)
-TUTORIAL_ROWS = [
-    dict(sop=_UID + "13273713909719068980354078852867170114", name="Blue Circle",
-         series="77033797676425927098669402985243398207", series_number=2, instance=1),
-    dict(sop=_UID + "12714725698140337137334606354172323212", name="Green Square",
-         series="45787841905473114233124723359129632652", series_number=1, instance=2),
-    dict(sop=_UID + "47359123102728459884412887463296905395", name="Red Triangle",
-         series="45787841905473114233124723359129632652", series_number=1, instance=1),
-]
-
 
 def tutorial_csv() -> pd.DataFrame:
-    if SHARED_CSV.exists():
-        return pd.read_csv(SHARED_CSV, dtype=str)
-    text = TUTORIAL_CSV.format(rows="\n".join(_ROW.format(**row) for row in TUTORIAL_ROWS))
-    return pd.read_csv(io.StringIO(text), dtype=str)
+    """The tutorial's dicom-metadata.csv (vendored in tests/data/tutorial), every cell as text."""
+    return pd.read_csv(TUTORIAL_DATA / "dicom-metadata.csv", dtype=str)
 
 
 def as_csv_text(value) -> str | None:
