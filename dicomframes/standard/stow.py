@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .dicomjson import first_value
 from .tags import tag_hex, tag_of
 
 __all__ = [
@@ -134,9 +135,8 @@ def stow_response(referenced: Iterable[Referenced], failed: Iterable[Failed],
 
 
 def _first(item: Any, tag: str) -> Any:
-    element = item.get(tag) if isinstance(item, dict) else None
-    values = element.get("Value") if isinstance(element, dict) else None
-    return values[0] if isinstance(values, list) and values else None
+    """First value of ``tag`` in a sequence item (None when the item is not an object)."""
+    return first_value(item, tag) if isinstance(item, dict) else None
 
 
 def _text(value: Any) -> str | None:
