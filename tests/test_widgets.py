@@ -150,7 +150,9 @@ def test_browser_shows_server_errors_instead_of_raising(embedded) -> None:
         port = sock.getsockname()[1]
     browser = StudyBrowser(connect(f"http://127.0.0.1:{port}", retries=0, timeout=5))
     browser.search_button.click()
-    assert "ConnectionError" in browser.message.value
+    # The client's connection error, in the red message line, naming the address.
+    assert f"127.0.0.1:{port}" in browser.message.value
+    assert "#b00020" in browser.message.value
 
     browser = StudyBrowser(connect(embedded.url))
     browser.delete_button.click()  # nothing chosen yet
@@ -161,3 +163,112 @@ def test_browser_shows_server_errors_instead_of_raising(embedded) -> None:
     browser.delete_button.click()
     browser.confirm_button.click()
     assert "404" in browser.message.value
+
+
+def _thumbnail_study(client, tmp_path: Path, patient_id: str) -> dict[str, object]:
+    """A study of three series: a wide 3-instance series (number 2), a 4-frame series
+    (number 1) and a series whose one instance has no pixel data (number 3)."""
+    study = new_uid()
+    wide = [make_dataset(study, None, i + 1, rows=128, cols=192, patient_id=patient_id)
+            for i in range(3)]
+    for ds in wide:
+        ds.SeriesInstanceUID, ds.SeriesNumber = wide[0].SeriesInstanceUID, 2
+        ds.SeriesDescription = "WIDE AXIAL"
+    cine = make_dataset(study, rows=20, cols=20, frames=4, patient_id=patient_id)
+    cine.SeriesDescription = "CINE"
+    report = make_dataset(study, patient_id=patient_id)
+    report.SeriesNumber, report.Modality, report.SeriesDescription = 3, "SR", "NOTES"
+    for name in ("PixelData", "Rows", "Columns", "SamplesPerPixel", "BitsAllocated",
+                 "BitsStored", "HighBit", "PixelRepresentation",
+                 "PhotometricInterpretation"):
+        delattr(report, name)
+    assert (client.store([*wide, cine, report], progress=False)["status"] == "stored").all()
+    return {"study": study, "wide": str(wide[0].SeriesInstanceUID),
+            "wide_middle": str(wide[1].SOPInstanceUID),
+            "cine": str(cine.SeriesInstanceUID), "cine_sop": str(cine.SOPInstanceUID),
+            "report": str(report.SeriesInstanceUID)}
+
+
+def test_browser_series_rows_with_thumbnails_and_frame_navigation(embedded,
+                                                                   tmp_path: Path) -> None:
+    from dicomframes.widgets.serieslist import placeholder_png, series_thumbnail
+
+    client = connect(embedded.url, history_size=200)
+    made = _thumbnail_study(client, tmp_path, "WIDGET-TH")
+    study = made["study"]
+    browser = StudyBrowser(client)
+    browser.patient_id.value = "WIDGET-TH"
+    browser.search_button.click()
+    browser.studies.value = study
+
+    # One row per series, in SeriesNumber order, with number, modality, count, description.
+    assert [uid for _, uid in browser.series.options] == [made["cine"], made["wide"],
+                                                          made["report"]]
+    labels = [label for label, _ in browser.series.options]
+    assert labels == ["#1 · OT · 1 instance · CINE", "#2 · OT · 3 instances · WIDE AXIAL",
+                      "#3 · SR · 1 instance · NOTES"]
+    rows = browser.series.rows
+    assert "Series 2" in rows[made["wide"]].text.value
+    assert "3 instances" in rows[made["wide"]].text.value
+
+    # Thumbnails: the middle instance (and the middle frame) rendered by the server, shrunk
+    # to fit 96 px; a series without pixels shows the placeholder.
+    wide_thumb = rows[made["wide"]].thumbnail.value
+    assert _png_size(wide_thumb) == (96, 64)
+    assert wide_thumb == series_thumbnail(client, study, made["wide"], made["wide_middle"])
+    cine_thumb = rows[made["cine"]].thumbnail.value
+    assert _png_size(cine_thumb) == (20, 20)
+    assert cine_thumb == series_thumbnail(client, study, made["cine"], made["cine_sop"], 2)
+    assert cine_thumb != series_thumbnail(client, study, made["cine"], made["cine_sop"], 1)
+    assert rows[made["report"]].thumbnail.value == placeholder_png("no image")
+    assert browser.thumbnails[study, made["wide"]] == wide_thumb
+
+    # Cached: opening the study again asks for no rendered picture.
+    asked = len(client.history)
+    browser.studies.value = None
+    browser.studies.value = study
+    assert not any("/rendered" in exchange.url for exchange in list(client.history)[asked:])
+    assert browser.series.rows[made["wide"]].thumbnail.value == wide_thumb
+
+    # The View button chooses the series: its instances and first frame are shown.
+    browser.series.rows[made["cine"]].button.click()
+    assert browser.series.value == made["cine"] and browser.target.value == "series"
+    assert browser.series.rows[made["cine"]].button.description == "Viewing"
+    assert browser.series.rows[made["wide"]].button.description == "View"
+    assert [value for _, value in browser.instances.options] == [made["cine_sop"]]
+    assert made["cine_sop"][-18:] in browser.instances.options[0][0]
+    assert made["cine_sop"] in browser.preview.uid.value  # the full UID, wrapped
+    assert browser.frame.max == 4 and browser.frame.value == 1
+
+    # Frames: the slider and the previous/next buttons change the frame shown.
+    def frame_pixels(number: int):
+        return client.frames(study, made["cine"], made["cine_sop"], frames=[number])
+
+    preview = browser.preview
+    assert preview.previous_button.disabled and not preview.next_button.disabled
+    assert (browser.pixels == frame_pixels(1)).all()
+    first = browser.image.value
+    preview.next_button.click()
+    assert browser.frame.value == 2 and (browser.pixels == frame_pixels(2)).all()
+    assert browser.image.value != first and "frame 2 of 4" in browser.image_info.value
+    browser.frame.value = 4
+    assert (browser.pixels == frame_pixels(4)).all() and preview.next_button.disabled
+    preview.next_button.click()  # stays on the last frame
+    assert browser.frame.value == 4
+    preview.previous_button.click()
+    assert browser.frame.value == 3 and (browser.pixels == frame_pixels(3)).all()
+
+    # A series without pixel data: said so, no error.
+    browser.series.value = made["report"]
+    assert browser.message.value == ""
+    assert browser.image_info.value == "no pixel data in this instance"
+    assert browser.image.value == b"" and browser.frame.disabled
+
+    # Without thumbnails: rows without pictures, nothing rendered.
+    plain = StudyBrowser(client, thumbnails=False)
+    asked = len(client.history)
+    plain.studies.options = [("study", study)]
+    plain.studies.value = study
+    assert len(plain.series.options) == 3
+    assert all(row.thumbnail.layout.display == "none" for row in plain.series.rows.values())
+    assert not any("/rendered" in exchange.url for exchange in list(client.history)[asked:])

@@ -2,23 +2,36 @@
 
 Everything the browser does is a call a user could type: ``client.search_studies``,
 ``client.search_series``, ``client.search_instances``, ``client.metadata``, ``client.frames``,
-:func:`dicomframes.client.download.download` and ``client.delete``; windowing comes from
-:func:`dicomframes.pixels.apply_window`. Errors from the server appear in the message line of
-the widget, never as a traceback.
+``client.rendered`` (the series thumbnails), :func:`dicomframes.client.download.download` and
+``client.delete``; windowing comes from :func:`dicomframes.pixels.apply_window`. Errors from
+the server appear in the message line of the widget, never as a traceback.
+
+The parts sit in a grid that wraps instead of overlapping: the study list on top, then the
+series list (:mod:`.serieslist`) and instance list beside the frame preview (:mod:`.preview`)
+when there is room for both, below each other when there is not.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import html
-import io
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
+
+from ..standard.lut import first_number
+from ..standard.temporal import query_date
+from .preview import FramePreview, short_uid, text_of
+from .serieslist import (
+    THUMBNAIL_SIZE,
+    SeriesEntry,
+    SeriesList,
+    placeholder_png,
+    series_thumbnail,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -33,80 +46,44 @@ _STYLE = ("<style>.dicomframes-mono select, .dicomframes-mono option "
 
 def _cell(value: Any, width: int) -> str:
     """A fixed-width text cell for the list labels (missing values left blank)."""
-    text = _plain(value)
+    text = text_of(value)
     return (text[: width - 1] + "…") if len(text) > width else text.ljust(width)
-
-
-def _plain(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and np.isnan(value):
-        return ""
-    try:
-        import pandas as pd
-
-        if value is pd.NaT or (not isinstance(value, (list, tuple, np.ndarray))
-                               and pd.isna(value)):
-            return ""
-    except (TypeError, ValueError):
-        pass
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.strftime("%Y-%m-%d")
-    if hasattr(value, "strftime"):
-        return value.strftime("%Y-%m-%d")
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return "\\".join(_plain(v) for v in value)
-    return str(value)
 
 
 def _get(row: Any, name: str) -> Any:
     return row[name] if name in row.index else None
 
 
-def _first_number(value: Any) -> float | None:
-    if isinstance(value, (list, tuple, np.ndarray)):
-        value = value[0] if len(value) else None
-    if isinstance(value, str):
-        value = value.split("\\")[0]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if np.isnan(number) else number
-
-
-def _png(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
 class StudyBrowser(widgets.VBox):
-    """Browse a DICOMweb archive: search studies, choose a study, a series, an instance; view
-    its frames with a frame slider and windowing; download or delete the selection.
+    """Browse a DICOMweb archive: search studies, choose a study, a series (each shown with a
+    thumbnail), an instance; view its frames with a frame slider (arrow keys when focused) or
+    the previous/next buttons, and windowing; download or delete the selection.
 
     >>> from dicomframes import connect
     >>> from dicomframes.widgets import StudyBrowser
     >>> StudyBrowser(connect())          # doctest: +SKIP
 
     The parts are public attributes (``patient_name``, ``search_button``, ``studies``,
-    ``series``, ``instances``, ``frame``, ``center``, ``width``, ``image``, ``folder``,
-    ``download_button``, ``delete_button``, ``confirm_button``, ``message``...) so a notebook or
-    a test can drive them. The last search results are DataFrames in ``study_table``,
-    ``series_table`` and ``instance_table``.
+    ``series`` (a :class:`~dicomframes.widgets.serieslist.SeriesList`), ``instances``,
+    ``preview`` with its ``frame``, ``center``, ``width``, ``image`` (also reachable from the
+    browser), ``folder``, ``download_button``, ``delete_button``, ``confirm_button``,
+    ``message``...) so a notebook or a test can drive them. The last search results are
+    DataFrames in ``study_table``, ``series_table`` and ``instance_table``; thumbnails
+    (PNG bytes) are kept in ``thumbnails`` by ``(study, series)`` and fetched once.
+    ``thumbnails=False`` lists series without fetching pictures.
     """
 
     def __init__(self, client: Client, *, limit: int = 100,
-                 folder: str = "dicom-downloads") -> None:
+                 folder: str = "dicom-downloads", thumbnails: bool = True,
+                 thumbnail_size: int = THUMBNAIL_SIZE) -> None:
         self.client = client
         self.limit = limit
+        self.show_thumbnails = thumbnails
+        self.thumbnail_size = thumbnail_size
+        self.thumbnails: dict[tuple[str, str], bytes] = {}
         self.study_table: pandas.DataFrame | None = None
         self.series_table: pandas.DataFrame | None = None
         self.instance_table: pandas.DataFrame | None = None
-        self.pixels: np.ndarray | None = None
-        self._meta: pandas.Series | None = None
         self._quiet = False
 
         label = {"description_width": "80px"}
@@ -128,23 +105,20 @@ class StudyBrowser(widgets.VBox):
                                             icon="search")
         self.message = widgets.HTML()
 
-        self.studies_header = widgets.HTML()
-        self.studies = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="100%"))
-        self.series = widgets.Select(options=[], rows=6, layout=widgets.Layout(width="100%"))
+        self.studies_header = widgets.HTML(layout=widgets.Layout(overflow="hidden"))
+        self.studies = widgets.Select(options=[], rows=8,
+                                      layout=widgets.Layout(width="100%", margin="2px 0"))
+        self.studies.add_class("dicomframes-mono")
+        self.studies.add_class("dicomframes-studies")
+        self.series = SeriesList(size=thumbnail_size)
         self.instances = widgets.Select(options=[], rows=6,
-                                        layout=widgets.Layout(width="100%"))
-        for select in (self.studies, self.series, self.instances):
-            select.add_class("dicomframes-mono")
-
-        self.frame = widgets.IntSlider(description="Frame", min=1, max=1, value=1,
-                                       continuous_update=False, disabled=True)
-        self.center = widgets.FloatSlider(description="Center", continuous_update=False,
-                                          disabled=True)
-        self.width = widgets.FloatSlider(description="Width", min=1, continuous_update=False,
-                                         disabled=True)
-        self.image = widgets.Image(format="png", layout=widgets.Layout(
-            width="384px", height="auto", object_fit="contain"))
-        self.image_info = widgets.HTML()
+                                        layout=widgets.Layout(width="100%", margin="2px 0"))
+        self.instances.add_class("dicomframes-mono")
+        self.instances.add_class("dicomframes-instances")
+        self.preview = FramePreview(client, on_error=self.show_error)
+        self.frame, self.center, self.width = (self.preview.frame, self.preview.center,
+                                               self.preview.width)
+        self.image, self.image_info = self.preview.image, self.preview.image_info
 
         self.target = widgets.ToggleButtons(options=["study", "series", "instance"],
                                             value="study", description="Selection",
@@ -158,15 +132,13 @@ class StudyBrowser(widgets.VBox):
         self.cancel_button = widgets.Button(description="Keep it")
         self.confirm_box = widgets.HBox([self.confirm_text, self.confirm_button,
                                          self.cancel_button],
-                                        layout=widgets.Layout(display="none"))
+                                        layout=widgets.Layout(display="none",
+                                                              flex_flow="row wrap"))
 
         self.search_button.on_click(self._guard(self.search))
         self.studies.observe(self._guard(self._on_study), names="value")
         self.series.observe(self._guard(self._on_series), names="value")
         self.instances.observe(self._guard(self._on_instance), names="value")
-        self.frame.observe(self._guard(self._on_frame), names="value")
-        self.center.observe(self._guard(self._on_window), names="value")
-        self.width.observe(self._guard(self._on_window), names="value")
         self.download_button.on_click(self._guard(self.download))
         self.delete_button.on_click(self._guard(self.ask_delete))
         self.confirm_button.on_click(self._guard(self.delete))
@@ -178,26 +150,30 @@ class StudyBrowser(widgets.VBox):
             layout=widgets.Layout(grid_template_columns="repeat(auto-fill, minmax(270px, 1fr))",
                                   grid_gap="4px"),
         )
-        viewer = widgets.VBox([self.frame, self.center, self.width, self.image_info])
+        lists = widgets.VBox([
+            widgets.HTML("<b>Series</b> <span style='color:#555'>(choose one to see its "
+                         "instances)</span>"), self.series,
+            widgets.HTML("<b>Instances</b> <span style='color:#555'>(number, frames, end of "
+                         "the SOP Instance UID)</span>"), self.instances,
+        ], layout=widgets.Layout(min_width="0", overflow="hidden"))
+        lists.add_class("dicomframes-lists")
+        # Two columns when each gets 340 px, one below the other otherwise: never on top.
+        body = widgets.GridBox([lists, self.preview], layout=widgets.Layout(
+            grid_template_columns="repeat(auto-fit, minmax(340px, 1fr))", grid_gap="12px",
+            width="100%"))
+        actions = widgets.HBox([self.target, self.folder, self.download_button,
+                                self.delete_button],
+                               layout=widgets.Layout(flex_flow="row wrap", grid_gap="4px"))
         super().__init__([
-            widgets.HTML(_STYLE),
-            form,
-            self.message,
-            self.studies_header,
-            self.studies,
-            widgets.HBox([
-                widgets.VBox([widgets.HTML("<b>Series</b> (number, modality, instances, "
-                                           "description)"), self.series,
-                              widgets.HTML("<b>Instances</b> (number, frames, "
-                                           "SOPInstanceUID)"), self.instances],
-                             layout=widgets.Layout(width="50%")),
-                widgets.VBox([self.image, viewer], layout=widgets.Layout(width="50%")),
-            ]),
-            widgets.HBox([self.target, self.folder, self.download_button,
-                          self.delete_button]),
-            self.confirm_box,
-        ])
+            widgets.HTML(_STYLE), form, self.message, self.studies_header, self.studies, body,
+            actions, self.confirm_box,
+        ], layout=widgets.Layout(min_width="0"))
         self.add_class("dicomframes-study-browser")
+
+    @property
+    def pixels(self) -> np.ndarray | None:
+        """The frame shown, in output units (modality LUT applied), before windowing."""
+        return self.preview.pixels
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -262,8 +238,8 @@ class StudyBrowser(widgets.VBox):
                 else f"*{words}*"
         start, end = self.date_from.value, self.date_to.value
         if start or end:
-            filters["StudyDate"] = (f"{start.strftime('%Y%m%d') if start else ''}-"
-                                    f"{end.strftime('%Y%m%d') if end else ''}")
+            filters["StudyDate"] = (f"{query_date(start) if start else ''}-"
+                                    f"{query_date(end) if end else ''}")
         return filters
 
     def search(self) -> None:
@@ -285,22 +261,20 @@ class StudyBrowser(widgets.VBox):
                            _cell("Description", 30)])
         self.studies_header.value = (
             f"<b>{len(options)} stud{'y' if len(options) == 1 else 'ies'}</b>"
-            f"<pre style='margin:0'>{html.escape(header)}</pre>")
+            f"<pre style='margin:0;white-space:pre;overflow:hidden'>{html.escape(header)}</pre>")
         self._set_options(self.studies, options)
 
     def _clear_series(self) -> None:
-        self._set_options(self.series, [])
+        with self._silently():
+            self.series.value = None
+        self.series.show([])
+        self.series_table = None
         self._clear_instances()
 
     def _clear_instances(self) -> None:
         self._set_options(self.instances, [])
         self.instance_table = None
-        self._meta = None
-        self.pixels = None
-        self.image.value = b""
-        self.image_info.value = ""
-        for slider in (self.frame, self.center, self.width):
-            slider.disabled = True
+        self.preview.clear()
 
     def _on_study(self) -> None:
         self.target.value = "study"
@@ -315,15 +289,46 @@ class StudyBrowser(widgets.VBox):
         if "SeriesNumber" in df.columns:
             df = df.sort_values("SeriesNumber", na_position="last", kind="stable")
         self.series_table = df
-        options = []
+        entries = []
         for _, row in df.iterrows():
-            label = " ".join([
-                _cell(_get(row, "SeriesNumber"), 4), _cell(_get(row, "Modality"), 4),
-                _cell(_get(row, "NumberOfSeriesRelatedInstances"), 5),
-                _cell(_get(row, "SeriesDescription"), 30),
-            ])
-            options.append((label, str(row["SeriesInstanceUID"])))
-        self._set_options(self.series, options)
+            count = first_number(_get(row, "NumberOfSeriesRelatedInstances"))
+            entries.append(SeriesEntry(
+                uid=str(row["SeriesInstanceUID"]), number=text_of(_get(row, "SeriesNumber")),
+                modality=text_of(_get(row, "Modality")),
+                description=text_of(_get(row, "SeriesDescription")),
+                instances="" if count is None else str(int(count))))
+        self.series.show(entries, thumbnails=self.show_thumbnails)
+        if self.show_thumbnails and entries:
+            self._load_thumbnails(study, [entry.uid for entry in entries])
+
+    def _load_thumbnails(self, study: str, series: list[str]) -> None:
+        """Fill the rows' thumbnails, fetching only those not fetched before (one QIDO for
+        the study's instances, then one rendered picture per series)."""
+        missing = [uid for uid in series if (study, uid) not in self.thumbnails]
+        middles = self.middle_instances(study) if missing else {}
+        for uid in series:
+            if (study, uid) not in self.thumbnails:
+                middle = middles.get(uid)
+                self.thumbnails[study, uid] = series_thumbnail(
+                    self.client, study, uid, *middle, size=self.thumbnail_size) \
+                    if middle else placeholder_png("no image", self.thumbnail_size)
+            self.series.set_thumbnail(uid, self.thumbnails[study, uid])
+
+    def middle_instances(self, study: str) -> dict[str, tuple[str, int | None]]:
+        """For each series of ``study``: its middle instance by InstanceNumber and, for a
+        multi-frame one, its middle frame (else None), from one ``client.search_instances``."""
+        df = self.client.search_instances(study=study)
+        if df.empty or "SeriesInstanceUID" not in df.columns:
+            return {}
+        if "InstanceNumber" in df.columns:
+            df = df.sort_values("InstanceNumber", na_position="last", kind="stable")
+        middles: dict[str, tuple[str, int | None]] = {}
+        for uid, group in df.groupby("SeriesInstanceUID", sort=False):
+            row = group.iloc[len(group) // 2]
+            frames = int(first_number(_get(row, "NumberOfFrames")) or 1)
+            middles[str(uid)] = (str(row["SOPInstanceUID"]),
+                                 (frames + 1) // 2 if frames > 1 else None)
+        return middles
 
     def _on_series(self) -> None:
         self.target.value = "series"
@@ -340,10 +345,11 @@ class StudyBrowser(widgets.VBox):
         self.instance_table = df
         options = []
         for _, row in df.iterrows():
+            frames = int(first_number(_get(row, "NumberOfFrames")) or 1)
             label = " ".join([
                 _cell(_get(row, "InstanceNumber"), 5),
-                _cell(_get(row, "NumberOfFrames") or 1, 4),
-                _cell(row["SOPInstanceUID"], 64),
+                _cell(f"{frames} frame{'s' if frames != 1 else ''}", 10),
+                short_uid(str(row["SOPInstanceUID"])),
             ])
             options.append((label, str(row["SOPInstanceUID"])))
         self._set_options(self.instances, options)
@@ -356,91 +362,10 @@ class StudyBrowser(widgets.VBox):
         self.target.value = "instance"
         self._show_instance()
 
-    # -- the frame viewer -----------------------------------------------------------------
-
     def _show_instance(self) -> None:
         study, series, sop = self.studies.value, self.series.value, self.instances.value
-        if not (study and series and sop):
-            return
-        meta = self.client.metadata(study, series, sop)
-        row = meta.iloc[0]
-        self._meta = row
-        frames = int(_first_number(_get(row, "NumberOfFrames")) or 1)
-        with self._silently():
-            self.frame.max = max(frames, 1)
-            self.frame.value = 1
-            self.frame.disabled = frames <= 1
-        self._load_frame(reset_window=True)
-
-    def _on_frame(self) -> None:
-        self._load_frame(reset_window=False)
-
-    def _load_frame(self, reset_window: bool) -> None:
-        from ..pixels import apply_modality_lut
-
-        study, series, sop = self.studies.value, self.series.value, self.instances.value
-        if not (study and series and sop) or self._meta is None:
-            return
-        row = self._meta
-        samples = int(_first_number(_get(row, "SamplesPerPixel")) or 1)
-        arr = np.asarray(self.client.frames(study, series, sop, frames=[self.frame.value]))
-        if arr.ndim == (3 if samples == 1 else 4) and arr.shape[0] == 1:
-            arr = arr[0]
-        if samples == 1:
-            arr = apply_modality_lut(arr, _get(row, "RescaleSlope"),
-                                     _get(row, "RescaleIntercept"))
-        self.pixels = arr
-        if samples == 1:
-            if reset_window:
-                self._reset_window(arr, row)
-            for slider in (self.center, self.width):
-                slider.disabled = False
-        else:
-            for slider in (self.center, self.width):
-                slider.disabled = True
-        self._render()
-
-    def _reset_window(self, arr: np.ndarray, row: Any) -> None:
-        low, high = float(np.min(arr)), float(np.max(arr))
-        span = max(high - low, 1.0)
-        center = _first_number(_get(row, "WindowCenter"))
-        width = _first_number(_get(row, "WindowWidth"))
-        if center is None or width is None or width < 1:
-            center, width = (low + high) / 2, span
-        with self._silently():
-            self.center.min, self.center.max = min(low - span, center), max(high + span, center)
-            self.center.step = max(span / 500, 0.01)
-            self.center.value = center
-            self.width.max = max(2 * span, width, 2.0)
-            self.width.min = 1.0
-            self.width.step = max(span / 500, 0.01)
-            self.width.value = max(width, 1.0)
-
-    def _on_window(self) -> None:
-        self._render()
-
-    def _render(self) -> None:
-        from ..pixels import apply_window
-
-        arr = self.pixels
-        if arr is None:
-            return
-        row = self._meta
-        photometric = _plain(_get(row, "PhotometricInterpretation")) if row is not None else ""
-        if arr.ndim == 2:
-            shown = apply_window(arr, self.center.value, self.width.value,
-                                 invert=photometric == "MONOCHROME1")
-            image = (shown * 255 + 0.5).astype(np.uint8)
-        else:
-            image = arr
-            if image.dtype != np.uint8:
-                top = float(np.max(image)) or 1.0
-                image = (image.astype(np.float64) / top * 255).astype(np.uint8)
-        self.image.value = _png(image)
-        rows, cols = arr.shape[:2]
-        self.image_info.value = (
-            f"{cols}×{rows} {html.escape(photometric)}, frame {self.frame.value} of "
-            f"{self.frame.max}")
+        if study and series and sop:
+            self.preview.show(study, series, sop)
 
     # -- download and delete --------------------------------------------------------------
 
