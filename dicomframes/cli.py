@@ -1,8 +1,12 @@
-"""The ``dicomframes`` command: serve, search, upload, retrieve and a quick-start demo."""
+"""The dicomframes command: serve, search, upload, retrieve and a quick-start demo.
+
+Errors are one line on stderr and exit status 2; ``--debug`` adds the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -13,10 +17,16 @@ if TYPE_CHECKING:
 
 Command = Callable[[argparse.Namespace], int]
 
+DESCRIPTION = ("The dicomframes command: serve, search, upload, retrieve and a quick-start demo. "
+               "Errors are one line on stderr (exit status 2); --debug adds the traceback.")
+DEBUG_HELP = "on an error, print the traceback too"
+_MICROSECOND = dt.timedelta(microseconds=1)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with one sub-command per task."""
-    parser = argparse.ArgumentParser(prog="dicomframes", description=__doc__)
+    parser = argparse.ArgumentParser(prog="dicomframes", description=DESCRIPTION)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the embedded DICOMweb server")
@@ -76,14 +86,25 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--data", help="the archive folder to delete instead of the default one")
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(func=cmd_reset)
+
+    for command in sub.choices.values():  # --debug also after the command's name
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help=DEBUG_HELP)
     return parser
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the embedded server in the foreground until interrupted."""
+    from .errors import PortInUse
     from .server import serve
 
-    server = serve(args.data, host=args.host, port=args.port)
+    try:
+        server = serve(args.data, host=args.host, port=args.port)
+    except PortInUse:
+        also = " (8042 is also Orthanc's default port)" if args.port == 8042 else ""
+        raise UsageError(f"port {args.port} on {args.host} is already in use by another "
+                         f"program{also}; use --port 0 to pick a free port, or another "
+                         "--port") from None
     print(f"dicomframes DICOMweb server at {server.url} (data in {server.path}); Ctrl+C stops it",
           flush=True)
     try:
@@ -103,14 +124,14 @@ def _connect(args: argparse.Namespace) -> Client:
     if args.token_env:
         token = os.environ.get(args.token_env)
         if not token:
-            raise SystemExit(f"dicomframes: environment variable {args.token_env} is not set")
+            raise UsageError(f"environment variable {args.token_env} is not set")
     return connect(args.url, token=token) if token else connect(args.url)
 
 
 def _print_table(df: Any, fmt: str) -> None:
     try:
         if fmt == "csv":
-            df.to_csv(sys.stdout, index=False)
+            _with_times_as_text(df).to_csv(sys.stdout, index=False)
         elif len(df) == 0:
             print("(no results)")
         else:
@@ -121,9 +142,29 @@ def _print_table(df: Any, fmt: str) -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
-def _cell_text(value: Any) -> str:
-    import datetime as dt
+def _with_times_as_text(df: Any) -> Any:
+    """``df`` with its timedelta (TM) columns as ``HH:MM:SS[.ffffff]`` text, for CSV."""
+    import pandas as pd
 
+    columns = [c for c in df.columns if pd.api.types.is_timedelta64_dtype(df[c])]
+    if not columns:
+        return df
+    out = df.copy()
+    for column in columns:
+        out[column] = [None if pd.isna(v) else time_text(v) for v in df[column]]
+    return out
+
+
+def time_text(value: Any) -> str:
+    """A time of day held as a timedelta as ``HH:MM:SS``, with ``.ffffff`` when present."""
+    micros = int(value // _MICROSECOND)
+    sign, micros = ("-", -micros) if micros < 0 else ("", micros)
+    seconds, fraction = divmod(micros, 1_000_000)
+    text = f"{sign}{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return f"{text}.{fraction:06d}" if fraction else text
+
+
+def _cell_text(value: Any) -> str:
     import pandas as pd
 
     if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)):
@@ -134,8 +175,7 @@ def _cell_text(value: Any) -> str:
                                                                  microsecond=0):
         return value.strftime("%Y-%m-%d")
     if isinstance(value, dt.timedelta):
-        seconds = int(value.total_seconds())
-        return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        return time_text(value)
     return str(value).replace("\n", " ")
 
 
@@ -153,23 +193,17 @@ def format_table(df: Any, max_width: int = 80) -> str:
     return "\n".join(lines)
 
 
-def _fail(exc: BaseException) -> int:
-    print(f"dicomframes: {exc}", file=sys.stderr)
-    return 2
+class UsageError(Exception):
+    """A problem the command reports as one line (exit status 2), e.g. a busy port."""
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
     """Store PATHs on the server and print one outcome row per instance; 1 if any failed."""
     from .client.store import FAILED, summary_text
-    from .errors import DicomFramesError
 
-    try:
-        client = _connect(args)
-        df = client.store(args.paths, study=args.study, skip_existing=args.skip_existing,
-                          workers=args.workers, batch_size=args.batch_size,
-                          progress=not args.quiet)
-    except (DicomFramesError, ValueError, OSError) as exc:
-        return _fail(exc)
+    client = _connect(args)
+    df = client.store(args.paths, study=args.study, skip_existing=args.skip_existing,
+                      workers=args.workers, batch_size=args.batch_size, progress=not args.quiet)
     shown = df[["source", "SOPInstanceUID", "status", "reason", "message"]]
     _print_table(shown, args.format)
     print(summary_text(df), file=sys.stderr if args.format == "csv" else sys.stdout)
@@ -188,21 +222,16 @@ def _filters(pairs: list[str]) -> dict[str, str]:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Search studies, series or instances and print them as a table or CSV."""
-    from .errors import DicomFramesError
-
-    try:
-        filters: dict[str, Any] = _filters(args.filter)
-        if args.limit is not None:
-            filters["limit"] = args.limit
-        client = _connect(args)
-        if args.level == "studies":
-            df = client.search_studies(**filters)
-        elif args.level == "series":
-            df = client.search_series(study=args.study, **filters)
-        else:
-            df = client.search_instances(study=args.study, series=args.series, **filters)
-    except (DicomFramesError, ValueError) as exc:
-        return _fail(exc)
+    filters: dict[str, Any] = _filters(args.filter)
+    if args.limit is not None:
+        filters["limit"] = args.limit
+    client = _connect(args)
+    if args.level == "studies":
+        df = client.search_studies(**filters)
+    elif args.level == "series":
+        df = client.search_series(study=args.study, **filters)
+    else:
+        df = client.search_instances(study=args.study, series=args.series, **filters)
     if args.format == "table" and not args.all_columns:
         wanted = [c for c in _SEARCH_COLUMNS[args.level] if c in df.columns]
         df = df[wanted] if wanted else df
@@ -224,13 +253,9 @@ _SEARCH_COLUMNS = {
 def cmd_retrieve(args: argparse.Namespace) -> int:
     """Download a study, series or instance into OUT/STUDY/SERIES/SOP.dcm."""
     from .client.download import download
-    from .errors import DicomFramesError
 
-    try:
-        client = _connect(args)
-        paths = download(client, args.out, args.study, args.series, args.instance)
-    except (DicomFramesError, ValueError, OSError) as exc:
-        return _fail(exc)
+    client = _connect(args)
+    paths = download(client, args.out, args.study, args.series, args.instance)
     for path in paths:
         print(path)
     print(f"{len(paths)} file{'s' if len(paths) != 1 else ''} written under {args.out}",
@@ -315,10 +340,40 @@ def _indent(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``dicomframes`` command."""
+    """Entry point of the ``dicomframes`` command.
+
+    An error is one line on stderr with exit status 2 (1 for an unexpected one); the
+    traceback is printed only under ``--debug``.
+    """
+    from .errors import DicomFramesError
+
     args = build_parser().parse_args(argv)
     func: Command = args.func
-    return func(args)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("dicomframes: interrupted", file=sys.stderr)
+        return 130
+    except (DicomFramesError, UsageError, ValueError, OSError) as exc:
+        return _report(exc, debug, 2)
+    except Exception as exc:  # a bug: still one line, and the way to see more
+        return _report(exc, debug, 1, unexpected=True)
+
+
+def _report(exc: BaseException, debug: bool, status: int, unexpected: bool = False) -> int:
+    """Print ``exc`` as one line on stderr (after its traceback under --debug)."""
+    import traceback
+
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if unexpected:
+        text = f"unexpected {type(exc).__name__}: {text}"
+        if not debug:
+            text += " (run with --debug for the traceback)"
+    print(f"dicomframes: error: {text}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

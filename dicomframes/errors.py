@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 
 
@@ -29,6 +30,80 @@ class EmptyResponse(DicomFramesError):
         self.url = url
         self.message = message
         super().__init__(f"{method} {url}: {message}")
+
+
+class ConnectionFailed(DicomFramesError):
+    """No answer from the server: the connection could not be made, or broke, or timed out.
+
+    The message is one sentence naming the URL (without credentials) and the cause. The
+    subclasses name the usual causes: :class:`ConnectionRefused`, :class:`NameNotResolved`,
+    :class:`TLSFailed` and :class:`ConnectionTimedOut`.
+
+    Attributes: ``method``, ``url`` (without credentials), ``cause`` (a few words, e.g.
+    ``"connection refused"``), ``hint`` (what to check, may be empty), ``detail`` (the
+    underlying library's words, without credentials) and ``attempts`` (tries made).
+    """
+
+    default_cause = "connection failed"
+
+    def __init__(self, method: str, url: str, cause: str = "", hint: str = "",
+                 detail: str = "", attempts: int = 1) -> None:
+        self.method = method
+        self.url = url
+        self.cause = cause or self.default_cause
+        self.hint = hint
+        self.detail = detail
+        self.attempts = attempts
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        note = f" ({hint})" if hint else ""
+        super().__init__(f"{method} {url}: {self.cause}{tries}{note}")
+
+    def __reduce__(self) -> tuple[type[ConnectionFailed], tuple[str, str, str, str, str, int]]:
+        return type(self), (self.method, self.url, self.cause, self.hint, self.detail,
+                            self.attempts)
+
+
+class ConnectionRefused(ConnectionFailed):
+    """Nothing listens at the URL's host and port (is the server running, the port right?)."""
+
+    default_cause = "connection refused"
+
+
+class NameNotResolved(ConnectionFailed):
+    """The URL's host name does not resolve to an address."""
+
+    default_cause = "name not resolved"
+
+
+class TLSFailed(ConnectionFailed):
+    """The TLS handshake failed, e.g. the server's certificate could not be verified."""
+
+    default_cause = "TLS handshake failed"
+
+
+class ConnectionTimedOut(ConnectionFailed):
+    """The server did not accept the connection or answer within the timeout."""
+
+    default_cause = "timed out"
+
+
+class PortInUse(DicomFramesError, OSError):
+    """The embedded server cannot listen: another program already uses the port.
+
+    Also an :class:`OSError` (``errno.EADDRINUSE``). Attributes: ``host`` and ``port``.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        super().__init__(errno.EADDRINUSE, f"port {port} on {host} is already in use by "
+                         "another program; choose another port, or port 0 for a free one")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def __reduce__(self) -> tuple[type[PortInUse], tuple[str, int]]:
+        return type(self), (self.host, self.port)
 
 
 class DICOMwebError(DicomFramesError):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pydicom
+import pytest
 from support import make_files
 
 from dicomframes.standard.uids import new_uid
@@ -166,3 +167,116 @@ def test_reset_never_deletes_a_folder_that_is_not_an_archive(tmp_path: Path) -> 
     assert result.returncode == 1
     assert "not an archive" in result.stderr
     assert (precious / "chapter1.txt").exists()
+
+
+# ---- errors as one line, no traceback unless --debug ---------------------------------------
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a failed command (asserting there is no traceback)."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("dicomframes: error: ")
+    return lines[0]
+
+
+def test_refused_connection_is_one_line_and_debug_adds_the_traceback() -> None:
+    import socket
+
+    with socket.socket() as sock:  # bound, not listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        plain = run("search", "studies", "--url", url)
+        debug = run("--debug", "search", "studies", "--url", url)
+        debug_after = run("retrieve", "1.2.3", "--out", "unused", "--url", url, "--debug")
+    line = one_line_error(plain)
+    assert f"GET {url}/studies" in line and "connection refused" in line
+    for result in (debug, debug_after):
+        assert result.returncode == 2
+        assert "Traceback" in result.stderr and "ConnectionRefused" in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("dicomframes: error: ")
+
+
+def test_server_errors_and_bad_uids_are_one_line(embedded, tmp_path: Path) -> None:
+    missing = one_line_error(run("retrieve", "1.2.3.999", "--out", str(tmp_path),
+                                 "--url", embedded.url))
+    assert "404" in missing and "/studies/1.2.3.999" in missing
+    malformed = one_line_error(run("search", "series", "--study", "1.2..3",
+                                   "--url", embedded.url))
+    assert "invalid StudyInstanceUID" in malformed and "'1.2..3'" in malformed
+    no_token = one_line_error(run("search", "studies", "--url", embedded.url, "--token-env",
+                                  "DICOMFRAMES_TEST_NO_SUCH_VAR"))
+    assert "DICOMFRAMES_TEST_NO_SUCH_VAR is not set" in no_token
+
+
+def test_serve_on_a_busy_port_says_so(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--port", str(port), "--data", str(tmp_path / "archive"),
+                     timeout=120)
+    line = one_line_error(result)
+    assert f"port {port} on 127.0.0.1 is already in use" in line and "--port 0" in line
+    assert not (tmp_path / "archive").exists()
+
+
+def test_help_texts_have_no_rst_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    from dicomframes.cli import main
+
+    shown = run("--help")
+    assert shown.returncode == 0
+    commands = re.search(r"\{([a-z,]+)\}", shown.stdout)
+    assert commands is not None
+    names = commands.group(1).split(",")
+    assert {"serve", "upload", "search", "retrieve", "demo"} <= set(names)
+    texts = [shown.stdout]
+    for name in names:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        texts.append(capsys.readouterr().out)
+    for text in texts:
+        assert "``" not in text and ":func:" not in text and ":class:" not in text, text
+        assert ":meth:" not in text and "--debug" in text
+
+
+def test_csv_prints_times_of_day_as_hh_mm_ss(embedded, tmp_path: Path) -> None:
+    files = make_files(tmp_path / "in", 1, patient_id="CLI-TM-1")
+    assert run("upload", *map(str, files), "--url", embedded.url, "--quiet").returncode == 0
+    found = run("search", "studies", "--filter", "PatientID=CLI-TM-1", "--format", "csv",
+                "--url", embedded.url)
+    assert found.returncode == 0, found.stderr
+    rows = list(csv.DictReader(io.StringIO(found.stdout)))
+    assert [r["StudyTime"] for r in rows] == ["10:15:00"]
+    assert "days" not in found.stdout
+
+
+def test_time_text_keeps_the_fraction() -> None:
+    import datetime as dt
+
+    import pandas as pd
+
+    from dicomframes.cli import time_text
+
+    assert time_text(pd.Timedelta(hours=12)) == "12:00:00"
+    assert time_text(pd.Timedelta("07:05:03.25")) == "07:05:03.250000"
+    assert time_text(dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=1)) == \
+        "23:59:59.000001"
+
+
+def test_progress_counts_only_acknowledged_instances(embedded, tmp_path: Path) -> None:
+    (tmp_path / "notes.dcm").write_bytes(b"not dicom at all")
+    broken = run("upload", str(tmp_path / "notes.dcm"), "--url", embedded.url)
+    assert broken.returncode == 1
+    assert "0/1 stored, 1 failed" in broken.stderr and "1/1" not in broken.stderr
+
+    files = make_files(tmp_path / "good", 2, patient_id="CLI-PROGRESS")
+    good = run("upload", *map(str, files), str(tmp_path / "notes.dcm"), "--url", embedded.url)
+    assert good.returncode == 1
+    assert "2/3 stored, 1 failed" in good.stderr and "3/3" not in good.stderr

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-import requests
 from support import TUTORIAL_DATA, DicomwebServer, make_instances
 
 from dicomframes import errors
@@ -643,7 +642,7 @@ def test_connection_errors_retried_for_get_only(scripted: Callable[..., Scripted
     server = scripted(["drop", (200, JSON, b"{}")])
     client = connect(server.url, backoff=0.01)
     parts = iter([b"--b\r\nContent-Type: application/dicom\r\n\r\nx\r\n--b--\r\n"])
-    with pytest.raises(requests.ConnectionError):
+    with pytest.raises(errors.ConnectionFailed, match="closed the connection"):
         client.request("POST", "studies", data=parts,
                        headers={"Content-Type": "multipart/related; boundary=b"})
     assert len(server.seen) == 1  # STOW is never sent twice
@@ -758,7 +757,7 @@ def test_exchange_transcript(tutorial: Client) -> None:
 def test_history_is_bounded() -> None:
     client = Client("http://127.0.0.1:9", history_size=3, retries=0)
     for _ in range(5):
-        with pytest.raises(requests.ConnectionError):
+        with pytest.raises(errors.ConnectionRefused):
             client.search_studies(limit=1)
     assert len(client.history) == 3
 
@@ -821,7 +820,7 @@ def test_read_timeout_is_retried_for_get(scripted: Callable[..., Scripted]) -> N
     assert client.history[-1].status == 200
     impatient = connect(server.url, timeout=1.0, retries=0)
     server.steps[:] = [slow]
-    with pytest.raises(requests.Timeout):
+    with pytest.raises(errors.ConnectionTimedOut, match="no answer within 1 s"):
         impatient.search_studies(limit=1)
 
 

@@ -288,12 +288,20 @@ class _Tracker:
                 if self.bar is not None:
                     self.bar.update(unsent)
             if self.bar is not None:
-                self.bar.set_postfix_str(
-                    f"{self.instances_done}/{self.instances_total} instances", refresh=True)
+                self.bar.set_postfix_str(self._postfix(), refresh=True)
             snapshot = Progress(self.instances_done, self.instances_total, self.bytes_done,
                                 self.bytes_total, dict(self.counts))
         if self.callback is not None:
             self.callback(snapshot)
+
+    def _postfix(self) -> str:
+        """Counts only what the server acknowledged as stored; failures and skips apart."""
+        stored = self.counts.get(STORED, 0) + self.counts.get(ALREADY_STORED, 0)
+        text = f"{stored}/{self.instances_total} stored"
+        for key in (SKIPPED, FAILED):
+            if self.counts.get(key):
+                text += f", {self.counts[key]} {key}"
+        return text
 
     def close(self) -> None:
         if self.bar is not None:
@@ -378,7 +386,7 @@ def _progress_bar(total_bytes: int, total: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=f"STOW {total} files", leave=True)
+                desc=f"STOW {total} file{'s' if total != 1 else ''}", leave=True)
 
 
 def _result(instances: list[Instance], requests_sent: int, total_bytes: int,

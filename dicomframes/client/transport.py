@@ -14,13 +14,17 @@ import email.utils
 import json
 import logging
 import re
+import socket
+import ssl
 import time
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -31,7 +35,8 @@ from ..standard import multipart
 from .exchange import Exchange, PartInfo, Recorder, body_summary, redact_headers, redact_url
 from .qido import query_string
 
-__all__ = ["IDEMPOTENT", "RETRY_STATUSES", "BearerAuth", "Transport", "new_session"]
+__all__ = ["IDEMPOTENT", "RETRY_STATUSES", "BearerAuth", "Transport", "connection_failure",
+           "new_session"]
 
 log = logging.getLogger("dicomframes.client")
 
@@ -174,6 +179,86 @@ def _replayable(data: Any) -> bool:
     return data is None or isinstance(data, bytes | bytearray | memoryview | str)
 
 
+# ---- connection failures as one sentence -------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it wraps (arguments, urllib3's ``reason``, causes)."""
+    found: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        todo += [arg for arg in current.args if isinstance(arg, BaseException)]
+        for attr in ("reason", "__cause__", "__context__"):
+            inner = getattr(current, attr, None)
+            if isinstance(inner, BaseException):
+                todo.append(inner)
+    return found
+
+
+def _seconds(timeout: Any, index: int) -> str:
+    value = timeout[index] if isinstance(timeout, tuple) else timeout
+    return "the timeout" if value is None else f"{value:g} s"
+
+
+def connection_failure(exc: BaseException, method: str, url: str, *, attempts: int = 1,
+                       timeout: Any = None, detail: str = "") -> errors.ConnectionFailed:
+    """The package error for a request that got no answer: refused, name not resolved, TLS
+    failure, timeout, or a connection that broke. ``url`` must already be without credentials.
+    """
+    chain = _chain(exc)
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    detail = detail or f"{type(exc).__name__}: {exc}"
+
+    def first(*kinds: type[BaseException]) -> BaseException | None:
+        return next((e for e in chain if isinstance(e, kinds)), None)
+
+    def make(cls: type[errors.ConnectionFailed], cause: str, hint: str = ""
+             ) -> errors.ConnectionFailed:
+        return cls(method, url, cause, hint, detail, attempts)
+
+    verify = first(ssl.SSLCertVerificationError)
+    if verify is not None:
+        reason = getattr(verify, "verify_message", "") or "untrusted certificate"
+        return make(errors.TLSFailed, "TLS certificate verification failed",
+                    f"{reason}; trust the server's CA with verify='ca.pem' or "
+                    "REQUESTS_CA_BUNDLE, or pass verify=False for a test server")
+    tls = first(ssl.SSLError) or first(requests.exceptions.SSLError,
+                                       urllib3.exceptions.SSLError)
+    if tls is not None:
+        reason = str(getattr(tls, "reason", "") or "")
+        hint = ("does the server speak https? try http://"
+                if "VERSION" in reason or "RECORD_LAYER" in reason
+                else (reason or str(tls)).replace("_", " ").lower())
+        return make(errors.TLSFailed, "TLS handshake failed", hint)
+    if first(socket.gaierror, urllib3.exceptions.NameResolutionError) is not None:
+        return make(errors.NameNotResolved, "name not resolved",
+                    f"no address for host {host!r}; check the URL")
+    if first(ConnectionRefusedError) is not None:
+        return make(errors.ConnectionRefused, "connection refused",
+                    f"nothing listens at {where}; is the server running and the URL right?")
+    connect_timeout = first(requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)
+    if connect_timeout is not None and not isinstance(
+            connect_timeout, urllib3.exceptions.NewConnectionError):
+        return make(errors.ConnectionTimedOut, "timed out",
+                    f"could not connect to {where} within {_seconds(timeout, 0)}")
+    if first(requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError) is not None:
+        return make(errors.ConnectionTimedOut, "timed out",
+                    f"no answer within {_seconds(timeout, 1)}; pass a larger timeout= for a "
+                    "slow server")
+    if first(ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+             urllib3.exceptions.ProtocolError) is not None:
+        return make(errors.ConnectionFailed, "the server closed the connection")
+    last = chain[-1]
+    return make(errors.ConnectionFailed, "connection failed",
+                str(last).strip() or type(last).__name__)
+
 
 # ---- the transport ----------------------------------------------------------------------------
 
@@ -261,14 +346,18 @@ class Transport:
                 exchange.elapsed = time.perf_counter() - started
                 exchange.error = self.recorder.scrub(f"{type(exc).__name__}: {exc}")
                 self.recorder.record(exchange)
-                if can_retry and attempt <= self.retries:
+                failure = connection_failure(exc, method, shown_url, attempts=attempt,
+                                             timeout=self.timeout, detail=exchange.error)
+                # A name that does not resolve or a certificate refused will not change.
+                permanent = isinstance(failure, errors.NameNotResolved | errors.TLSFailed)
+                if can_retry and not permanent and attempt <= self.retries:
                     delay = self.backoff * 2 ** (attempt - 1)
                     log.info("%s %s failed (%s); retrying in %.1f s", method, shown_url,
                              type(exc).__name__, delay)
                     self.recorder.finish(exchange)
                     time.sleep(delay)
                     continue
-                raise
+                raise failure from exc
             self._answered(exchange, response, started)
             if response.status_code in RETRY_STATUSES and can_retry and (
                 attempt <= self.retries

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ from types import TracebackType
 
 import uvicorn
 
+from ..errors import PortInUse
 from .app import create_app
 from .storage import Archive
 
@@ -34,12 +36,6 @@ class Server:
     def __init__(self, path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1",
                  port: int = 0, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                  durable: bool = True) -> None:
-        self._temporary = path is None
-        folder = Path(tempfile.mkdtemp(prefix="dicomframes-")) if path is None else Path(path)
-        self.archive = Archive(folder, durable=durable)
-        self.path: Path = self.archive.root
-        self.max_request_bytes = int(max_request_bytes)
-        self.app = create_app(self.archive, max_request_bytes=self.max_request_bytes)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets whose proto says TCP; without
         # it Nagle + delayed ACK add 40 ms to every small keep-alive response.
@@ -47,12 +43,23 @@ class Server:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._socket.bind((host, port))
-        except OSError:
+        except OSError as exc:  # before the archive exists, so nothing is left behind
             self._socket.close()
-            self.archive.close()
+            if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)):
+                raise PortInUse(host, port) from None
             raise
         self.host: str = host
         self.port: int = self._socket.getsockname()[1]
+        self._temporary = path is None
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="dicomframes-")) if path is None else Path(path)
+            self.archive = Archive(folder, durable=durable)
+        except BaseException:
+            self._socket.close()
+            raise
+        self.path: Path = self.archive.root
+        self.max_request_bytes = int(max_request_bytes)
+        self.app = create_app(self.archive, max_request_bytes=self.max_request_bytes)
         config = uvicorn.Config(self.app, log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=5,
                                 timeout_keep_alive=30, server_header=False)
