@@ -13,10 +13,8 @@ when there is room for both, below each other when there is not.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import html
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
@@ -24,6 +22,7 @@ import numpy as np
 
 from ..standard.lut import first_number
 from ..standard.temporal import query_date
+from .events import HandlerGuard
 from .preview import FramePreview, short_uid, text_of
 from .serieslist import (
     THUMBNAIL_SIZE,
@@ -84,7 +83,7 @@ class StudyBrowser(widgets.VBox):
         self.study_table: pandas.DataFrame | None = None
         self.series_table: pandas.DataFrame | None = None
         self.instance_table: pandas.DataFrame | None = None
-        self._quiet = False
+        self._events = HandlerGuard(self.show_error)
 
         label = {"description_width": "80px"}
         text = functools.partial(widgets.Text, continuous_update=False, style=label,
@@ -135,14 +134,14 @@ class StudyBrowser(widgets.VBox):
                                         layout=widgets.Layout(display="none",
                                                               flex_flow="row wrap"))
 
-        self.search_button.on_click(self._guard(self.search))
-        self.studies.observe(self._guard(self._on_study), names="value")
-        self.series.observe(self._guard(self._on_series), names="value")
-        self.instances.observe(self._guard(self._on_instance), names="value")
-        self.download_button.on_click(self._guard(self.download))
-        self.delete_button.on_click(self._guard(self.ask_delete))
-        self.confirm_button.on_click(self._guard(self.delete))
-        self.cancel_button.on_click(self._guard(self._cancel_delete))
+        self.search_button.on_click(self._events.guard(self.search))
+        self.studies.observe(self._events.guard(self._on_study), names="value")
+        self.series.observe(self._events.guard(self._on_series), names="value")
+        self.instances.observe(self._events.guard(self._on_instance), names="value")
+        self.download_button.on_click(self._events.guard(self.download))
+        self.delete_button.on_click(self._events.guard(self.ask_delete))
+        self.confirm_button.on_click(self._events.guard(self.delete))
+        self.cancel_button.on_click(self._events.guard(self._cancel_delete))
 
         form = widgets.GridBox(
             [self.patient_name, self.patient_id, self.date_from, self.date_to, self.modality,
@@ -177,28 +176,6 @@ class StudyBrowser(widgets.VBox):
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _guard(self, func: Callable[..., Any]) -> Callable[..., None]:
-        """Run a handler; show any error in the message line instead of raising."""
-
-        @functools.wraps(func)
-        def handler(*args: Any) -> None:
-            if self._quiet:
-                return
-            try:
-                func()
-            except Exception as exc:
-                self.show_error(exc)
-
-        return handler
-
-    @contextlib.contextmanager
-    def _silently(self) -> Iterator[None]:
-        previous, self._quiet = self._quiet, True
-        try:
-            yield
-        finally:
-            self._quiet = previous
-
     def show_error(self, exc: BaseException | str) -> None:
         """Show an error in the message line (the server's status and words when known)."""
         from ..errors import DICOMwebError
@@ -216,7 +193,7 @@ class StudyBrowser(widgets.VBox):
         self.message.value = f"<span>{html.escape(text)}</span>"
 
     def _set_options(self, select: widgets.Select, options: list[tuple[str, str]]) -> None:
-        with self._silently():
+        with self._events.silently():
             select.options = options
             select.index = None
 
@@ -265,7 +242,7 @@ class StudyBrowser(widgets.VBox):
         self._set_options(self.studies, options)
 
     def _clear_series(self) -> None:
-        with self._silently():
+        with self._events.silently():
             self.series.value = None
         self.series.show([])
         self.series_table = None
@@ -354,7 +331,7 @@ class StudyBrowser(widgets.VBox):
             options.append((label, str(row["SOPInstanceUID"])))
         self._set_options(self.instances, options)
         if options:
-            with self._silently():
+            with self._events.silently():
                 self.instances.index = 0
             self._show_instance()
 

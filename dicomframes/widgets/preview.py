@@ -9,12 +9,11 @@ Also home of the small display helpers the browser's lists share (:func:`text_of
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import html
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
@@ -23,6 +22,7 @@ import numpy as np
 from ..pixels import apply_modality_lut, apply_window
 from ..rows import is_missing
 from ..standard.lut import first_number
+from .events import HandlerGuard
 
 if TYPE_CHECKING:
     import pandas
@@ -82,11 +82,10 @@ class FramePreview(widgets.VBox):
     def __init__(self, client: Client, *,
                  on_error: Callable[[BaseException], None] | None = None) -> None:
         self.client = client
-        self.on_error = on_error
         self.location: tuple[str, str, str] | None = None
         self.meta: pandas.Series | None = None
         self.pixels: np.ndarray | None = None
-        self._quiet = False
+        self._events = HandlerGuard(on_error)
 
         flexible = functools.partial(widgets.Layout, width="auto", flex="1 1 auto", min_width="0")
         self.image = widgets.Image(format="png", layout=widgets.Layout(
@@ -110,11 +109,11 @@ class FramePreview(widgets.VBox):
         self.image_info = widgets.HTML()
         self.uid = widgets.HTML(layout=widgets.Layout(min_width="0"))
 
-        self.frame.observe(self._guard(self._on_frame), names="value")
-        self.center.observe(self._guard(self.render), names="value")
-        self.width.observe(self._guard(self.render), names="value")
-        self.previous_button.on_click(self._guard(lambda: self.step(-1)))
-        self.next_button.on_click(self._guard(lambda: self.step(1)))
+        self.frame.observe(self._events.guard(self._on_frame), names="value")
+        self.center.observe(self._events.guard(self.render), names="value")
+        self.width.observe(self._events.guard(self.render), names="value")
+        self.previous_button.on_click(self._events.guard(lambda: self.step(-1)))
+        self.next_button.on_click(self._events.guard(lambda: self.step(1)))
 
         frames = widgets.HBox([self.previous_button, self.frame, self.next_button],
                               layout=widgets.Layout(width="100%", min_width="0"))
@@ -123,27 +122,6 @@ class FramePreview(widgets.VBox):
         self.add_class("dicomframes-preview")
 
     # -- plumbing -------------------------------------------------------------------------
-
-    def _guard(self, func: Callable[[], Any]) -> Callable[..., None]:
-        def handler(*_: Any) -> None:
-            if self._quiet:
-                return
-            try:
-                func()
-            except Exception as exc:
-                if self.on_error is None:
-                    raise
-                self.on_error(exc)
-
-        return handler
-
-    @contextlib.contextmanager
-    def _silently(self) -> Iterator[None]:
-        previous, self._quiet = self._quiet, True
-        try:
-            yield
-        finally:
-            self._quiet = previous
 
     # -- what it shows --------------------------------------------------------------------
 
@@ -167,7 +145,7 @@ class FramePreview(widgets.VBox):
         self.location = (study, series, instance)
         self.meta = row
         frames = int(first_number(_row_value(row, "NumberOfFrames")) or 1)
-        with self._silently():
+        with self._events.silently():
             self.frame.max = max(frames, 1)
             self.frame.value = 1
             self.frame.disabled = frames <= 1
@@ -217,7 +195,7 @@ class FramePreview(widgets.VBox):
         width = first_number(_row_value(row, "WindowWidth"))
         if center is None or width is None or width < 1:
             center, width = (low + high) / 2, span
-        with self._silently():
+        with self._events.silently():
             self.center.min, self.center.max = min(low - span, center), max(high + span, center)
             self.center.step = max(span / 500, 0.01)
             self.center.value = center
