@@ -16,7 +16,7 @@ import pandas as pd
 import pydicom
 
 from .errors import DicomFramesError
-from .link import ATTRS_KEY, TableLink, link_of
+from .link import ATTRS_KEY, TableLink, client_for, link_of
 from .rows import is_missing
 from .standard.attributes import LEVELS, UID_KEYWORDS
 from .standard.paths import ResourcePath
@@ -60,21 +60,42 @@ class DicomAccessor:
 
     @property
     def client(self) -> Client:
-        """The Client that made this DataFrame (raises if there is none)."""
-        held = self._df.attrs.get(ATTRS_KEY)
-        client = held.client if isinstance(held, TableLink) else held
+        """The Client of this DataFrame (raises if there is none).
+
+        The one that made it; for a DataFrame read back from Parquet or Feather (its attrs
+        keep only the server's URL), a live client of that URL in this process, else a new
+        ``dicomframes.connect(url)`` (without credentials: set one with
+        ``df.dicom.use(client)`` for a server that needs them).
+        """
+        link = link_of(self._df)
+        if link is not None and link.client is not None:
+            return link.client
+        url = link.url if link is not None else None
+        client = client_for(url)
+        if client is None and url is not None:
+            # the HTTP client loads on first use, not with ``import dicomframes``
+            from .client import connect
+
+            client = connect(url)
         if client is None:
             raise DicomFramesError(
                 "this DataFrame has no dicomframes client: it was not made by a Client, or "
-                "the link was lost (e.g. read back from a file); set one with "
-                "df.dicom.client = dicomframes.connect(...)"
+                "the link was lost (e.g. read back from a CSV file); set one with "
+                "df.dicom.use(dicomframes.connect(...))"
             )
+        self._df.attrs[ATTRS_KEY] = TableLink(client, link.vrs if link else {})
         return client
 
     @client.setter
     def client(self, client: Client) -> None:
         link = link_of(self._df)
         self._df.attrs[ATTRS_KEY] = TableLink(client, link.vrs if link else {})
+
+    def use(self, client: Client) -> pd.DataFrame:
+        """Make ``client`` this DataFrame's client (e.g. one with credentials, for a DataFrame
+        read back from a file); returns the DataFrame."""
+        self.client = client
+        return self._df
 
     # rows -> UIDs
     def _uids(self, depth: int, what: str) -> list[tuple[str, ...]]:

@@ -33,6 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data", required=True, help="folder that holds the archive")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8042, help="port (default 8042; 0 picks one)")
+    serve.add_argument("--token-env", metavar="VAR",
+                       help="name of the environment variable holding the bearer token every "
+                       "request must carry (default: DICOMFRAMES_SERVER_TOKEN when set)")
+    serve.add_argument("--token", help="the bearer token itself (visible to other users in "
+                       "the process list: prefer --token-env)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a non-loopback --host without a token (anyone who can reach "
+                       "it can read and delete)")
+    serve.add_argument("--cors", metavar="ORIGIN", action="append", default=[],
+                       help="let web pages from ORIGIN (scheme://host[:port], e.g. "
+                       "http://localhost:3000 for an OHIF viewer) call the server; repeatable; "
+                       "off by default")
     serve.set_defaults(func=cmd_serve)
 
     remote = argparse.ArgumentParser(add_help=False)
@@ -78,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     retrieve.add_argument("--out", required=True, help="folder to write STUDY/SERIES/SOP.dcm into")
     retrieve.set_defaults(func=cmd_retrieve)
 
+    imp = sub.add_parser("import", help="index a folder of DICOM files into an archive "
+                         "(copied, or --in-place)")
+    imp.add_argument("folder", metavar="FOLDER", help="folder of DICOM files (recursive)")
+    imp.add_argument("--data", required=True, help="the archive folder (created if needed)")
+    imp.add_argument("--in-place", action="store_true",
+                     help="link the files instead of copying them (they must stay where they are)")
+    imp.add_argument("--format", choices=("table", "csv"), default="table",
+                     help="outcome as a table (default) or CSV")
+    imp.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                     help="processes that parse the files (default: one per core)")
+    imp.add_argument("--quiet", action="store_true", help="no progress line")
+    imp.set_defaults(func=cmd_import)
+
     demo = sub.add_parser("demo", help="a one-minute tour on a temporary embedded server")
     demo.set_defaults(func=cmd_demo)
 
@@ -96,10 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the embedded server in the foreground until interrupted."""
     from .errors import PortInUse
-    from .server import serve
+    from .server import TOKEN_ENV, serve
 
+    token = args.token
+    if args.token_env:
+        token = os.environ.get(args.token_env)
+        if not token:
+            raise UsageError(f"environment variable {args.token_env} is not set")
+    elif token is None:
+        token = os.environ.get(TOKEN_ENV) or None
     try:
-        server = serve(args.data, host=args.host, port=args.port)
+        server = serve(args.data, host=args.host, port=args.port, token=token,
+                       insecure=args.insecure, cors=args.cors)
+    except ValueError as exc:  # a malformed --cors origin
+        raise UsageError(str(exc)) from None
     except PortInUse:
         also = " (8042 is also Orthanc's default port)" if args.port == 8042 else ""
         raise UsageError(f"port {args.port} on {args.host} is already in use by another "
@@ -207,6 +242,33 @@ def cmd_upload(args: argparse.Namespace) -> int:
     shown = df[["source", "SOPInstanceUID", "status", "reason", "message"]]
     _print_table(shown, args.format)
     print(summary_text(df), file=sys.stderr if args.format == "csv" else sys.stdout)
+    return 1 if (df["status"] == FAILED).any() else 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Index FOLDER into the archive --data; print one outcome row per file that was not
+    stored, and a summary; 1 if any file failed."""
+    import time
+
+    from .server.importer import FAILED, SKIPPED, import_folder, summary
+
+    start = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - start, 1e-6)
+        print(f"\r{done}/{total} files ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
+
+    df = import_folder(args.folder, args.data, args.in_place, workers=args.workers,
+                       progress=None if args.quiet else progress)
+    if not args.quiet:
+        print(file=sys.stderr)
+    shown = df if args.format == "csv" else df[df["status"].isin((FAILED, SKIPPED))]
+    if args.format == "csv" or len(shown):
+        _print_table(shown[["source", "SOPInstanceUID", "status", "reason", "message"]],
+                     args.format)
+    seconds = time.monotonic() - start
+    print(f"{summary(df)} in {seconds:.1f} s ({len(df) / max(seconds, 1e-6):.0f} files/s)",
+          file=sys.stderr if args.format == "csv" else sys.stdout)
     return 1 if (df["status"] == FAILED).any() else 0
 
 

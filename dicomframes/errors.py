@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Mapping
+from typing import Any
 
 
 class DicomFramesError(Exception):
@@ -87,6 +88,105 @@ class ConnectionTimedOut(ConnectionFailed):
     default_cause = "timed out"
 
 
+class DeadlineExceeded(ConnectionTimedOut):
+    """A call took longer than its overall deadline (``connect(..., deadline=)``), however
+    steadily the server was sending: a slow drip of bytes or endless pages.
+
+    Attribute ``deadline``: the seconds the call was given (besides those of
+    :class:`ConnectionFailed`).
+    """
+
+    default_cause = "deadline exceeded"
+
+    def __init__(self, method: str, url: str, cause: str = "", hint: str = "",
+                 detail: str = "", attempts: int = 1, deadline: float | None = None) -> None:
+        self.deadline = deadline
+        if not hint and deadline is not None:
+            hint = (f"the call did not finish within its deadline of {deadline:g} s; pass a "
+                    "larger deadline= to connect(), or use client.time_limit(seconds)")
+        super().__init__(method, url, cause, hint, detail, attempts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.method, self.url, self.cause, self.hint, self.detail,
+                            self.attempts, self.deadline)
+
+
+class ResponseTruncated(DicomFramesError):
+    """An answer was cut short: fewer bytes than its Content-Length, a connection that broke
+    while the body was read, or a multipart body without its closing boundary.
+
+    Attributes: ``method``, ``url`` (without credentials), ``message``, ``expected`` (bytes
+    declared, None when unknown) and ``received`` (bytes read, None when unknown).
+    """
+
+    def __init__(self, method: str, url: str, message: str, expected: int | None = None,
+                 received: int | None = None) -> None:
+        self.method = method
+        self.url = url
+        self.message = message
+        self.expected = expected
+        self.received = received
+        super().__init__(f"{method} {url}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.method, self.url, self.message, self.expected, self.received)
+
+
+class MultipartTruncated(ResponseTruncated, MultipartError):
+    """A multipart/related answer cut short (both a :class:`ResponseTruncated` and a
+    :class:`MultipartError`)."""
+
+
+class InvalidResponse(DicomFramesError):
+    """An answer that is not what the call asked for: HTML or invalid JSON where DICOM JSON
+    was expected, JSON that is not DICOM JSON, a retrieve that is not a DICOM file, an image
+    that cannot be decoded.
+
+    Attributes: ``method``, ``url`` (without credentials), ``message``, ``content_type`` and
+    ``preview`` (the first bytes of the body, secrets replaced by ``***``).
+    """
+
+    def __init__(self, method: str, url: str, message: str, content_type: str = "",
+                 preview: bytes = b"") -> None:
+        self.method = method
+        self.url = url
+        self.message = message
+        self.content_type = content_type
+        self.preview = preview
+        shown = f" ({content_type or 'no Content-Type'}"
+        if preview:
+            text = preview[:80].decode("utf-8", errors="replace")
+            text = " ".join(text.split())
+            shown += f", body starts {text!r}"
+        super().__init__(f"{method} {url}: {message}{shown})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.method, self.url, self.message, self.content_type,
+                            self.preview)
+
+
+class RedirectRefused(DicomFramesError):
+    """The server redirected a call that carries a body or credentials to another origin
+    (scheme, host or port): it is not followed, so neither goes where it was not sent.
+
+    Attributes: ``method``, ``url`` (the URL asked), ``location`` (where the server pointed)
+    and ``status``.
+    """
+
+    def __init__(self, method: str, url: str, location: str, status: int) -> None:
+        self.method = method
+        self.url = url
+        self.location = location
+        self.status = status
+        super().__init__(
+            f"{method} {url}: the server redirected ({status}) to another origin, {location}; "
+            "not followed, so the request body and credentials stay with the server they "
+            "were meant for (use the new URL in connect() if you trust it)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.method, self.url, self.location, self.status)
+
+
 class PortInUse(DicomFramesError, OSError):
     """The embedded server cannot listen: another program already uses the port.
 
@@ -104,6 +204,40 @@ class PortInUse(DicomFramesError, OSError):
 
     def __reduce__(self) -> tuple[type[PortInUse], tuple[str, int]]:
         return type(self), (self.host, self.port)
+
+
+class ArchiveNotWritable(DicomFramesError, OSError):
+    """The embedded server cannot start: its archive folder cannot be written (a read-only
+    disk or mount, or no permission). Also an :class:`OSError`. Attribute: ``path``."""
+
+    def __init__(self, path: str, reason: str = "") -> None:
+        self.path = path
+        self.reason = reason
+        why = f" ({reason})" if reason else ""
+        super().__init__(errno.EROFS, f"the archive folder {path} cannot be written{why}; "
+                         "choose a writable --data folder, or make this one writable")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def __reduce__(self) -> tuple[type[ArchiveNotWritable], tuple[str, str]]:
+        return type(self), (self.path, self.reason)
+
+
+class InsecureServer(DicomFramesError, ValueError):
+    """Refused to serve on an address other hosts can reach without a bearer token: give a
+    token (``serve(token=...)``, ``--token-env VAR``), or ``insecure=True`` / ``--insecure``.
+    Attribute: ``host``."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        super().__init__(f"refusing to serve on {host}, which other hosts can reach, without "
+                         "a token: anyone could read and delete the archive; give a token "
+                         "(--token-env VAR or DICOMFRAMES_SERVER_TOKEN), or --insecure if you "
+                         "really mean it")
+
+    def __reduce__(self) -> tuple[type[InsecureServer], tuple[str]]:
+        return type(self), (self.host,)
 
 
 class DICOMwebError(DicomFramesError):
@@ -157,6 +291,10 @@ class UnsupportedMediaType(DICOMwebError):
     """415: the server does not accept this Content-Type."""
 
 
+class InsufficientStorage(DICOMwebError):
+    """507: the server is out of storage (disk full); resending will not help."""
+
+
 _BY_STATUS: dict[int, type[DICOMwebError]] = {
     400: BadRequest,
     404: NotFound,
@@ -164,6 +302,7 @@ _BY_STATUS: dict[int, type[DICOMwebError]] = {
     406: NotAcceptable,
     409: Conflict,
     415: UnsupportedMediaType,
+    507: InsufficientStorage,
 }
 
 

@@ -1,54 +1,106 @@
-"""What a dicomframes DataFrame keeps in ``df.attrs["dicomframes"]``: its client and VRs.
+"""What a dicomframes DataFrame keeps in ``df.attrs["dicomframes"]``: its server and VRs.
 
-:func:`dicomframes.tables.to_dataframe` attaches a :class:`TableLink`; the ``df.dicom``
-accessor reads its client and :func:`dicomframes.rows.row_to_dataset` its VRs. The client is
-only carried here, never imported: this module knows nothing of HTTP.
+:func:`dicomframes.tables.to_dataframe` attaches a :class:`TableLink`: a small dict of
+JSON-serialisable facts (``{"url": ..., "vrs": {...}}``: the server's base URL, never a
+credential, and the VRs the JSON gave that differ from the dictionary's), so that pandas can
+write ``attrs`` into Parquet and Feather files. The live client travels next to those facts as
+an attribute that JSON never sees. A DataFrame read back from a file has only the facts; the
+``df.dicom`` accessor then finds a live client for that URL in :func:`client_for` (clients that
+made DataFrames in this process register themselves) or connects to it.
+
+The client is only carried here, never imported: this module knows nothing of HTTP.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import weakref
 from typing import Any
 
-__all__ = ["ATTRS_KEY", "TableLink", "link_of"]
+__all__ = ["ATTRS_KEY", "TableLink", "client_for", "link_of", "remember"]
 
 #: The key of ``DataFrame.attrs`` (and ``Series.attrs``) that holds the link.
 ATTRS_KEY = "dicomframes"
 
+# Live clients by base URL (weak: a client no DataFrame or user holds goes away).
+_LIVE: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_LIVE_LOCK = threading.Lock()
 
-class TableLink:
-    """A DataFrame's Client and the VRs its JSON gave that differ from the dictionary's.
 
-    A reference only: copies of the DataFrame share it, and pickling drops the client.
+def remember(client: Any) -> None:
+    """Register ``client`` as the live client of its URL (for DataFrames read from files)."""
+    url = getattr(client, "url", None)
+    if isinstance(url, str) and url:
+        with _LIVE_LOCK, contextlib.suppress(TypeError):  # TypeError: no weak reference
+            _LIVE[url] = client
+
+
+def client_for(url: str | None) -> Any:
+    """The live client registered for ``url`` (None when there is none)."""
+    if not url:
+        return None
+    with _LIVE_LOCK:
+        return _LIVE.get(url.rstrip("/"))
+
+
+class TableLink(dict):
+    """A DataFrame's server URL and VRs (dict items, JSON-serialisable) and its Client.
+
+    The items are ``url`` (the client's public base URL, or None) and ``vrs`` (attribute ->
+    VR, for the attributes whose JSON VR differs from the dictionary's). ``client`` is a
+    plain attribute: ``json.dumps`` writes only the items, copies share the client, and
+    pickling drops it.
     """
 
-    __slots__ = ("client", "vrs")
-
-    def __init__(self, client: Any = None, vrs: dict[str, str] | None = None) -> None:
+    def __init__(self, client: Any = None, vrs: dict[str, str] | None = None,
+                 url: str | None = None) -> None:
+        if url is None and client is not None:
+            found = getattr(client, "url", None)
+            url = found if isinstance(found, str) else None
+        super().__init__(url=url, vrs=dict(vrs or {}))
         self.client = client
-        self.vrs = vrs or {}
+        if client is not None:
+            remember(client)
+
+    @property
+    def vrs(self) -> dict[str, str]:
+        """Attribute -> VR, where the JSON's VR differs from the dictionary's."""
+        vrs = self.get("vrs")
+        return vrs if isinstance(vrs, dict) else {}
+
+    @property
+    def url(self) -> str | None:
+        """The base URL of the server the DataFrame came from."""
+        url = self.get("url")
+        return url if isinstance(url, str) else None
 
     def __deepcopy__(self, memo: dict) -> TableLink:
-        return self
+        return TableLink(self.client, dict(self.vrs), self.url)
 
     def __copy__(self) -> TableLink:
-        return self
+        return TableLink(self.client, self.vrs, self.url)
 
     def __reduce__(self) -> tuple:
-        return (TableLink, (None, self.vrs))
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, TableLink) and other.client is self.client
-                and other.vrs == self.vrs)
-
-    def __hash__(self) -> int:
-        return id(self.client)
+        return (TableLink, (None, dict(self.vrs), self.url))
 
     def __repr__(self) -> str:
-        return f"<dicomframes link: {type(self.client).__name__}>"
+        return f"<dicomframes link: {self.url or type(self.client).__name__}>"
 
 
 def link_of(obj: Any) -> TableLink | None:
-    """The link of a DataFrame or Series (None when it has none)."""
+    """The link of a DataFrame or Series (None when it has none).
+
+    A plain dict (what ``attrs`` holds after a Parquet or Feather round trip) is read as a
+    link without a client.
+    """
     attrs = getattr(obj, "attrs", None)
     link = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
-    return link if isinstance(link, TableLink) else None
+    if isinstance(link, TableLink):
+        return link
+    if isinstance(link, dict) and ("url" in link or "vrs" in link):
+        url = link.get("url")
+        vrs = link.get("vrs")
+        return TableLink(None, vrs if isinstance(vrs, dict) else {},
+                         url if isinstance(url, str) else None)
+    return None

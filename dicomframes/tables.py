@@ -141,8 +141,10 @@ def _micros(
     micros = np.empty(len(values), dtype=np.int64)
     bad: list[int] = []
     for i, v in enumerate(values):
-        if v is None:
+        if v is None or not isinstance(v, str | int | float):  # a list or an object: bad
             micros[i] = _NAT
+            if v is not None:
+                bad.append(i)
             continue
         if v not in cache:
             cache[v] = parse(v if isinstance(v, str) else str(v))
@@ -175,8 +177,10 @@ def _datetimes(values: list[Any]) -> tuple[Any, list[int]]:
     parsed: list[_dt.datetime | None] = []
     bad: list[int] = []
     for i, v in enumerate(values):
-        if v is None:
+        if v is None or not isinstance(v, str | int | float):  # a list or an object: bad
             parsed.append(None)
+            if v is not None:
+                bad.append(i)
             continue
         if v not in cache:
             cache[v] = parse_dt(v if isinstance(v, str) else str(v))
@@ -276,15 +280,23 @@ def _collect(objs: list[dict[str, Any]], raw: bool) -> tuple[dict, dict, set, se
     multi: set[str] = set()
     binary: set[str] = set()
     for i, obj in enumerate(objs):
-        if not obj:
+        if not obj or not isinstance(obj, dict):  # a malformed item holds no attributes
             continue
         for key, elem in obj.items():
             if raw:
                 value = elem
-            elif elem is None:
+            elif not isinstance(elem, dict):  # None, or not a DICOM JSON element
                 continue
             else:
                 value = elem.get("Value")
+                if value is not None and not isinstance(value, list):
+                    value = [value]
+                if value and elem.get("vr") not in ("SQ", "PN") and any(
+                        isinstance(v, list | dict) for v in value):
+                    # nested JSON where DICOM has plain values: not a value of any VR
+                    warnings.warn(f"{key}: nested JSON values are not DICOM values; left out",
+                                  UserWarning, stacklevel=4)
+                    value = [None if isinstance(v, list | dict) else v for v in value]
                 if value is not None and len(value) == 1:
                     value = value[0]
                 elif value is None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import http.server
+import io
+import json
 import shutil
 import socket
 import threading
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import pydicom
 import pytest
-from support import make_dataset, make_files, to_bytes
+from support import make_dataset, make_files, make_instances, to_bytes
 
 from dicomframes import connect
 from dicomframes.client.store import (
@@ -24,6 +28,8 @@ from dicomframes.client.store import (
     discover,
     post_batch,
 )
+from dicomframes.standard import multipart
+from dicomframes.standard.stow import OUT_OF_RESOURCES, Failed, stow_response
 from dicomframes.standard.uids import new_uid
 
 
@@ -208,3 +214,107 @@ def test_discover_names_each_kind_of_truncation() -> None:
     assert cut_value.message == (f"truncated DICOM file: its Pixel Data declares {declared} "
                                  f"bytes, only {declared - 300} are present")
     assert cut_header.status == FAILED and "DICOM file" in cut_header.message
+
+
+# ---- a full disk stops the upload (issue 12) ----------------------------------------------------
+
+
+class _FullDisk(http.server.BaseHTTPRequestHandler):
+    """A STOW-RS server whose disk is full: 507 without a body, or 409 whose
+    FailedSOPSequence refuses the first posted instance with 0xA700 (the others unnamed)."""
+
+    protocol_version = "HTTP/1.1"
+    mode = "507"
+    posts: ClassVar[list[int]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        parts = multipart.decode(body, self.headers["Content-Type"])
+        type(self).posts.append(len(parts))
+        if self.mode == "507":
+            answer = b"insufficient storage: the archive disk is full"
+            self.send_response(507)
+            self.send_header("Content-Type", "text/plain")
+        else:
+            first = pydicom.dcmread(io.BytesIO(parts[0].content))
+            answer = json.dumps(stow_response([], [
+                Failed(first.SOPClassUID, first.SOPInstanceUID, OUT_OF_RESOURCES)])).encode()
+            self.send_response(409)
+            self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["507", "409"])
+def test_out_of_resources_stops_the_upload(mode: str) -> None:
+    handler = type("FullDisk", (_FullDisk,), {"mode": mode, "posts": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = connect(f"http://127.0.0.1:{server.server_address[1]}")
+        df = client.store(make_instances(6), batch_size=2, workers=1, progress=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert handler.posts == [2]  # one request; nothing resent one by one, nothing more sent
+    assert df["status"].tolist() == [FAILED] * 6
+    assert df["reason"].tolist() == [OUT_OF_RESOURCES] * 6
+    assert all("out of resources" in m for m in df["message"])
+    assert df["message"].iloc[0].endswith(f"(HTTP {mode}" + (
+        ": insufficient storage: the archive disk is full)" if mode == "507" else ")"))
+    assert df["message"].iloc[5].startswith("not sent: ")
+    assert df.attrs["summary"]["requests"] == 1
+
+
+# ---- zip members and symbolic links (issue 12) --------------------------------------------------
+
+
+def test_zip_members_climbing_out_get_a_failed_row(embedded, tmp_path: Path) -> None:
+    good, evil = make_dataset(number=1), make_dataset(number=2)
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok/good.dcm", to_bytes(good))
+        zf.writestr("../evil.dcm", to_bytes(evil))
+        zf.writestr("/etc/absolute.dcm", to_bytes(evil))
+    df = connect(embedded.url).store(archive, progress=False)
+    rows = _by_source(df)
+    assert rows[f"{archive}!ok/good.dcm"].status == STORED
+    for name in ("../evil.dcm", "/etc/absolute.dcm"):
+        row = rows[f"{archive}!{name}"]
+        assert row.status == FAILED and name in row.message and "unsafe" in row.message
+    as_bytes = discover(("upload.zip", archive.read_bytes()))
+    assert sorted(i.status or "" for i in as_bytes) == ["", FAILED, FAILED]
+
+
+def test_symlinks_out_of_the_folder_are_skipped_unless_followed(embedded,
+                                                                tmp_path: Path) -> None:
+    folder, outside = tmp_path / "upload", tmp_path / "elsewhere"
+    (inside,) = make_files(folder, 1)
+    (away,) = make_files(outside, 1)
+    (folder / "link-out.dcm").symlink_to(away)
+    (folder / "dir-out").symlink_to(outside, target_is_directory=True)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "link-in.dcm").symlink_to(inside)
+    (folder / "broken.dcm").symlink_to(tmp_path / "nothing-here.dcm")
+
+    rows = {i.source: i for i in discover(folder)}
+    for name in ("link-out.dcm", "dir-out"):
+        link = rows[str(folder / name)]
+        assert link.status == SKIPPED and "outside the folder" in link.message
+        assert "follow_symlinks=True" in link.message
+    assert rows[str(folder / "broken.dcm")].status == FAILED
+    assert rows[str(folder / "sub" / "link-in.dcm")].sop_instance_uid == (
+        rows[str(inside)].sop_instance_uid)  # a link within the folder is followed
+    assert str(away) not in rows
+
+    client = connect(embedded.url)
+    df = client.store(folder, progress=False)
+    assert (df["status"] == STORED).sum() == 1  # the file inside; its link is a repeat
+    followed = client.store(folder, progress=False, follow_symlinks=True)
+    by = _by_source(followed)
+    assert by[str(folder / "link-out.dcm")].status == STORED
+    assert by[str(folder / "dir-out" / away.name)].status in (ALREADY_STORED, SKIPPED)

@@ -19,20 +19,36 @@ from ..errors import DICOMwebError
 from ..standard.mediatypes import DICOM, DICOM_JSON, new_boundary, related_content_type
 from ..standard.multipart import encode, encoded_length
 from ..standard.paths import ResourcePath
-from ..standard.stow import ALREADY_EXISTS, StowAnswer, parse_stow_response, reason_text
+from ..standard.stow import (
+    ALREADY_EXISTS,
+    OUT_OF_RESOURCES,
+    StowAnswer,
+    parse_stow_response,
+    reason_text,
+)
 from ..standard.uids import validate_uid
 from .discover import ALREADY_STORED, STORED, Instance, short_error
 from .surface import DicomwebClient as Client
 
 __all__ = [
     "NOT_ACKNOWLEDGED",
+    "OUT_OF_SPACE",
     "batch_size_for",
     "group_batches",
+    "out_of_resources",
     "plan_batches",
     "post_batch",
 ]
 
 NOT_ACKNOWLEDGED = "server did not acknowledge this instance"
+#: The message of instances refused or left unsent because the server is out of resources.
+OUT_OF_SPACE = "the server is out of resources (disk full?)"
+
+
+def out_of_resources(instances: Iterable[Instance]) -> bool:
+    """True when the server refused one of ``instances`` for lack of resources (0xA700 or
+    HTTP 507): sending more, or the same one by one, would only add load."""
+    return any(inst.reason == OUT_OF_RESOURCES for inst in instances)
 
 
 def plan_batches(
@@ -214,6 +230,17 @@ def post_batch(
             inst.fail(f"request failed: {short_error(exc)}")
         return None
     result = parse_stow_response(answer)
+    if status == 507 or (result is not None and any(
+            f.reason == OUT_OF_RESOURCES for f in result.failed)):
+        if result is not None:
+            _record_outcomes(instances, result, status)
+        said = f" (HTTP {status})"
+        if result is None and text:
+            said = f" (HTTP {status}: {short_error(Exception(text))})"
+        for inst in instances:
+            if inst.status not in (STORED, ALREADY_STORED):
+                inst.fail(OUT_OF_SPACE + said, OUT_OF_RESOURCES)
+        return status
     if result is None:
         if split_on_error and len(instances) > 1 and (status == 400 or status >= 500):
             for inst in instances:

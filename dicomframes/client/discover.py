@@ -96,7 +96,7 @@ class Instance:
 
 
 
-def discover(items: Any) -> list[Instance]:
+def discover(items: Any, *, follow_symlinks: bool = False) -> list[Instance]:
     """Expand ``items`` into :class:`Instance` objects and read the header of each one.
 
     ``items`` is one item or an iterable of them: a path (str or ``os.PathLike``) to a file, a
@@ -105,22 +105,24 @@ def discover(items: Any) -> list[Instance]:
     file or of a zip file, or a ``(name, bytes)`` pair (the name shows as the row's source).
     Only the header is read (``stop_before_pixels``). Inputs that cannot be used get
     ``status="failed"`` and a message (also a file cut short inside its native Pixel Data);
-    DICOMDIR index files are ``skipped``.
+    DICOMDIR index files are ``skipped``. Zip members whose names climb out of the archive
+    (``..``, absolute paths) are ``failed``. Symbolic links found inside a folder that point
+    out of it are ``skipped`` unless ``follow_symlinks`` (links within it are followed).
     """
-    found = expand(items)
+    found = expand(items, follow_symlinks=follow_symlinks)
     for inst in found:
         if inst.status is None:
             read_header(inst)
     return found
 
 
-def expand(items: Any) -> list[Instance]:
+def expand(items: Any, *, follow_symlinks: bool = False) -> list[Instance]:
     """Like :func:`discover` without reading anything: files are listed (with their sizes),
     folders walked, globs matched and zip directories read, but no header is parsed yet."""
     found: list[Instance] = []
     counters = {"dataset": 0, "bytes": 0}
     for item in _as_list(items):
-        found.extend(_expand(item, counters))
+        found.extend(_expand(item, counters, follow_symlinks))
     return found
 
 
@@ -133,7 +135,7 @@ def _as_list(items: Any) -> list[Any]:
     return list(items)
 
 
-def _expand(item: Any, counters: dict[str, int]) -> Iterator[Instance]:
+def _expand(item: Any, counters: dict[str, int], follow: bool) -> Iterator[Instance]:
     if isinstance(item, Dataset):
         counters["dataset"] += 1
         source = f"<Dataset {counters['dataset']}>"
@@ -168,8 +170,7 @@ def _expand(item: Any, counters: dict[str, int]) -> Iterator[Instance]:
     text = os.path.expanduser(os.fspath(item))
     path = Path(text)
     if path.is_dir():
-        for file in _walk(path):
-            yield from _expand_file(file)
+        yield from _walk(path, follow)
     elif path.is_file():
         yield from _expand_file(path)
     elif _GLOB_CHARS & set(text):
@@ -180,8 +181,7 @@ def _expand(item: Any, counters: dict[str, int]) -> Iterator[Instance]:
             yield inst
         for match in matches:
             if os.path.isdir(match):
-                for file in _walk(Path(match)):
-                    yield from _expand_file(file)
+                yield from _walk(Path(match), follow)
             else:
                 yield from _expand_file(Path(match))
     else:
@@ -195,7 +195,10 @@ def _expand_zip_bytes(source: str, data: bytes) -> Iterator[Instance]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             for info in zf.infolist():
-                if not info.is_dir() and not _hidden_member(info.filename):
+                unsafe = _unsafe_member(f"{source}!{info.filename}", info.filename)
+                if unsafe is not None:
+                    yield unsafe
+                elif not info.is_dir() and not _hidden_member(info.filename):
                     content = zf.read(info)
                     yield Instance(f"{source}!{info.filename}", "bytes", data=content,
                                    size=len(content))
@@ -205,12 +208,58 @@ def _expand_zip_bytes(source: str, data: bytes) -> Iterator[Instance]:
         yield inst
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield Path(root) / name
+def _walk(folder: Path, follow: bool) -> Iterator[Instance]:
+    """The files of ``folder``, recursively (hidden ones left out). A symbolic link that points
+    out of the folder is a ``skipped`` row unless ``follow``; a broken one a ``failed`` row;
+    a folder reached twice through links is walked once."""
+    top = folder.resolve()
+    seen = {top}
+    todo = [folder]
+    while todo:
+        current = todo.pop(0)
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError as exc:
+            inst = Instance(str(current), "file", path=str(current))
+            inst.fail(f"cannot read this folder: {exc.strerror or exc}")
+            yield inst
+            continue
+        folders = []
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name == "__MACOSX":
+                continue
+            path = Path(entry.path)
+            if entry.is_symlink():
+                refused = _refused_link(path, top, follow)
+                if refused is not None:
+                    yield refused
+                    continue
+            if entry.is_dir():
+                real = path.resolve()
+                if real not in seen:
+                    seen.add(real)
+                    folders.append(path)
+            else:
+                yield from _expand_file(path)
+        todo[:0] = folders  # depth first, in name order
+
+
+def _refused_link(path: Path, top: Path, follow: bool) -> Instance | None:
+    """A row for a symbolic link that is not followed (broken, or out of the folder without
+    ``follow``); None when it is followed."""
+    source = str(path)
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        inst = Instance(source, "file", path=source)
+        inst.fail("broken symbolic link: it points to nothing")
+        return inst
+    if follow or target == top or top in target.parents:
+        return None
+    inst = Instance(source, "file", path=source)
+    inst.skip(f"symbolic link to {target}, outside the folder: not followed (pass "
+              "follow_symlinks=True to upload what it points to)")
+    return inst
 
 
 def _expand_file(path: Path) -> Iterator[Instance]:
@@ -218,18 +267,19 @@ def _expand_file(path: Path) -> Iterator[Instance]:
     if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as zf:
-                infos = [
-                    info for info in zf.infolist()
-                    if not info.is_dir() and not _hidden_member(info.filename)
-                ]
+                infos = list(zf.infolist())
         except (OSError, zipfile.BadZipFile) as exc:
             inst = Instance(source, "file", path=source)
             inst.fail(f"cannot read this zip file: {exc}")
             yield inst
             return
         for info in infos:
-            yield Instance(f"{source}!{info.filename}", "zip", path=source,
-                           member=info.filename, size=info.file_size)
+            unsafe = _unsafe_member(f"{source}!{info.filename}", info.filename)
+            if unsafe is not None:
+                yield unsafe
+            elif not info.is_dir() and not _hidden_member(info.filename):
+                yield Instance(f"{source}!{info.filename}", "zip", path=source,
+                               member=info.filename, size=info.file_size)
         return
     try:
         size = path.stat().st_size
@@ -239,6 +289,18 @@ def _expand_file(path: Path) -> Iterator[Instance]:
         yield inst
         return
     yield Instance(source, "file", path=source, size=size)
+
+
+def _unsafe_member(source: str, name: str) -> Instance | None:
+    """A ``failed`` row for a zip member whose name climbs out of the archive (``..``, an
+    absolute path, a drive letter); None for a safe name."""
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        inst = Instance(source, "bytes")
+        inst.fail(f"unsafe zip member name {name!r} (it climbs out of the archive): not "
+                  "uploaded")
+        return inst
+    return None
 
 
 def _hidden_member(name: str) -> bool:

@@ -186,9 +186,10 @@ class Exchange:
     body_size: int | None = field(default=None, repr=False)
     scrubber: Callable[[str], str] = field(default=lambda s: s, repr=False)
 
-    def keep_body(self, content: bytes) -> None:
-        """Keep the answer's body for :attr:`response_body` (its start only when large)."""
-        self.body_size = len(content)
+    def keep_body(self, content: bytes, size: int | None = None) -> None:
+        """Keep the answer's body for :attr:`response_body` (its start only when large);
+        ``size`` is the size on the wire when ``content`` had secrets replaced."""
+        self.body_size = len(content) if size is None else size
         self.body_preview = content if len(content) <= PREVIEW_BYTES else content[:4096]
 
     @property
@@ -298,6 +299,11 @@ class Recorder:
         for secret in self.secrets:
             text = text.replace(secret, "***")
         return text
+
+    def scrub_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """``headers`` with credentials redacted by name (:func:`redact_headers`) and every
+        secret value replaced by ``***`` wherever it appears (e.g. a token a server echoes)."""
+        return {name: self.scrub(value) for name, value in redact_headers(headers).items()}
 
     def scrub_bytes(self, data: bytes) -> bytes:
         """``data`` with every secret replaced by ``***``."""

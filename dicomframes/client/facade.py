@@ -14,6 +14,7 @@ parts), and ``with client.trace(): ...`` prints each exchange as it completes.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 from collections import deque
@@ -24,16 +25,19 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pydicom
 import requests
+from pydicom.errors import InvalidDicomError
 from requests.auth import HTTPBasicAuth
 
 from .. import errors, pixels, tables
-from ..standard import dicomjson, multipart
+from ..standard import multipart
 from ..standard.attributes import LEVELS
 from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
 from .exchange import Exchange, Recorder, redact_url
 from .frames import fetch_frames, fetch_volume
+from .harvest import HarvestSummary
+from .harvest import harvest as harvest_archive
 from .qido import Pager, qido_params
 from .store import store as store_items
 from .transport import BearerAuth, Transport, new_session
@@ -64,7 +68,11 @@ class Client:
     Attributes: ``url`` (public base URL), ``timeout``, ``retries``, ``page_size`` (rows per
     QIDO page when paging), ``max_pages`` (hard cap on pages of one search), ``progress``
     (show a tqdm bar for searches of more than one page), ``history`` (last exchanges),
-    ``capabilities`` (quirks learned from the server's answers, e.g. ``{"delete": False}``).
+    ``capabilities`` (quirks learned from the server's answers, e.g. ``{"delete": False}``),
+    ``deadline`` (seconds one whole call may take). An answer cut short, one that is not what
+    was asked for, or a call past its deadline raises :class:`dicomframes.ResponseTruncated`,
+    :class:`dicomframes.InvalidResponse` or :class:`dicomframes.DeadlineExceeded`: never
+    partial or empty data.
     """
 
     def __init__(
@@ -83,6 +91,7 @@ class Client:
         max_pages: int = 10_000,
         history_size: int = 20,
         progress: bool = True,
+        deadline: float | None = 300.0,
     ) -> None:
         parts = urlsplit(str(url).strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -112,13 +121,15 @@ class Client:
         auth_password = getattr(auth, "password", None)
         if isinstance(auth_password, str) and len(auth_password) >= 4:
             secrets.append(auth_password)
+            user = str(getattr(auth, "username", ""))
+            secrets.append(base64.b64encode(f"{user}:{auth_password}".encode()).decode())
         self._recorder = Recorder(history_size, secrets)
         # With a caller's session its own verify setting applies unless we were told otherwise.
         self.transport = Transport(
             self.url, session, self._recorder, auth=auth,
             verify=None if (not self._own_session and verify is True) else verify,
             timeout=timeout, retries=max(0, int(retries)), backoff=backoff,
-            max_retry_wait=max_retry_wait,
+            max_retry_wait=max_retry_wait, deadline=deadline,
         )
         self.page_size = page_size
         self.max_pages = max_pages
@@ -130,6 +141,15 @@ class Client:
     backoff = _setting("backoff", "seconds before the first retry, doubled each time")
     max_retry_wait = _setting("max_retry_wait", "the longest wait a Retry-After may impose")
     capabilities = _setting("capabilities", "quirks learned from the server's answers")
+    deadline = _setting("deadline", "seconds a whole call may take (None: no limit)")
+
+    @contextlib.contextmanager
+    def time_limit(self, seconds: float | None) -> Iterator[Client]:
+        """Give the calls made inside the ``with`` block (in this thread) ``seconds`` in all,
+        instead of ``client.deadline`` each; past it they raise
+        :class:`dicomframes.DeadlineExceeded`."""
+        with self.transport.call(seconds):
+            yield self
 
     @property
     def history(self) -> deque[Exchange]:
@@ -273,16 +293,7 @@ class Client:
 
     def _fetch_page(self, path: str, params: dict[str, str]) -> list[dict]:
         response = self.request("GET", path, params=params, headers={"Accept": DICOM_JSON})
-        if response.status_code == 204 or not response.content.strip():
-            return []
-        data = dicomjson.loads(response.content)
-        if isinstance(data, dict):  # a lone object instead of an array
-            data = [data]
-        if not isinstance(data, list):
-            raise errors.DicomFramesError(
-                f"GET {redact_url(response.url)}: expected a JSON array, got {type(data).__name__}"
-            )
-        return data
+        return self.transport.dicom_json(response)  # a lone object counts as an array of one
 
     def _search_objects(self, level: str, path: str, filters: dict[str, Any]) -> list[dict]:
         limit = filters.pop("limit", None)
@@ -290,7 +301,8 @@ class Client:
         params = qido_params(filters)
         pager = Pager(lambda page: self._fetch_page(path, page), level, self.page_size,
                       self.max_pages, self.progress, self.url)
-        return pager.search(params, None if limit is None else int(limit), offset)
+        with self.transport.call():  # one deadline for every page
+            return pager.search(params, None if limit is None else int(limit), offset)
 
     # ---- WADO-RS metadata -------------------------------------------------------------------
 
@@ -300,10 +312,7 @@ class Client:
         """The DICOM JSON metadata (``.../metadata``): one object per instance, no pixels."""
         path = ResourcePath(study, series, instance).child("metadata")
         response = self.request("GET", path, headers={"Accept": DICOM_JSON})
-        if response.status_code == 204 or not response.content.strip():
-            return []
-        data = dicomjson.loads(response.content)
-        return data if isinstance(data, list) else [data]
+        return self.transport.dicom_json(response)
 
     def metadata(
         self,
@@ -348,7 +357,14 @@ class Client:
         """
         path = str(ResourcePath(study, series, instance))
         for part, _ in self.iter_multipart(path, DICOM, transfer_syntax):
-            yield pydicom.dcmread(BytesIO(part.content))
+            try:
+                yield pydicom.dcmread(BytesIO(part.content))
+            except (InvalidDicomError, ValueError, EOFError, OSError, KeyError) as exc:
+                raise errors.InvalidResponse(
+                    "GET", redact_url(self.transport.url_for(path)),
+                    f"a retrieved part is not a DICOM file ({type(exc).__name__}: {exc})",
+                    part.content_type or "", self._recorder.scrub_bytes(bytes(part.content[:200])),
+                ) from None
 
     # ---- frames, rendered, bulk data --------------------------------------------------------
 
@@ -371,16 +387,18 @@ class Client:
         the server to transcode. Parts are decoded as they arrive into one preallocated array
         (``out`` if given); see :func:`dicomframes.client.frames.fetch_frames` for the fallbacks.
         """
-        return fetch_frames(self, study, series, instance, frames,
-                            transfer_syntax=transfer_syntax, convert_color=convert_color,
-                            out=out)
+        with self.transport.call():  # metadata and frames: one deadline
+            return fetch_frames(self, study, series, instance, frames,
+                                transfer_syntax=transfer_syntax, convert_color=convert_color,
+                                out=out)
 
     def volume(self, study: str, series: str, **options: Any) -> numpy.ndarray:
         """Every frame of a series stacked in slice order, shape
         ``(frames, rows, columns[, samples])``; ``options`` as in
         :func:`dicomframes.client.frames.fetch_volume` (``transfer_syntax``, ``workers``...).
         """
-        return fetch_volume(self, study, series, **options)
+        with self.transport.call():  # metadata and every instance: one deadline
+            return fetch_volume(self, study, series, **options)
 
     def rendered(
         self,
@@ -399,7 +417,10 @@ class Client:
         numbers = None if frame is None else (int(frame),)
         path = ResourcePath(study, series, instance, numbers).child("rendered")
         response = self.request("GET", path, headers={"Accept": media_type})
-        return pixels.decode_rendered(response.content)
+        try:
+            return pixels.decode_rendered(response.content)
+        except (OSError, ValueError, SyntaxError) as exc:  # Pillow: not an image it can read
+            raise self.transport.invalid(response, f"not a picture ({exc})") from None
 
     def bulkdata(self, uri: str) -> bytes:
         """The bytes behind a ``BulkDataURI`` (absolute, or relative to the service URL).
@@ -427,6 +448,13 @@ class Client:
         return bytes(chunks[0]) if len(chunks) == 1 else b"".join(bytes(c) for c in chunks)
 
     # ---- STOW-RS and DELETE -----------------------------------------------------------------
+
+    def harvest(self, path: str | os.PathLike[str], level: str = "instances",
+                metadata: bool = False, **options: Any) -> HarvestSummary:
+        """Write the archive (or the part ``options``' filters select) at ``level`` as a
+        Parquet dataset in the folder ``path``; resumable, memory bounded, a few requests in
+        parallel. See :func:`dicomframes.client.harvest.harvest` for the options."""
+        return harvest_archive(self, path, level, metadata, **options)
 
     def store(self, items: Any, study: str | None = None, **options: Any) -> pandas.DataFrame:
         """Store files, folders or pydicom Datasets (STOW-RS); a DataFrame of outcomes.
@@ -487,7 +515,10 @@ def connect(
     ``timeout`` (seconds) applies to connecting and to each read; ``retries`` is the number of
     retries on 429/503 and on connection errors, for idempotent calls only (never POST).
     Other keyword ``options`` go to :class:`Client` (``page_size``, ``max_pages``,
-    ``backoff``, ``history_size``, ``progress``).
+    ``backoff``, ``history_size``, ``progress``, ``deadline``: the seconds one whole call
+    may take, every page and retry of it, 300 by default, None for no limit; past it the call
+    raises :class:`dicomframes.DeadlineExceeded`; ``client.time_limit(seconds)`` sets another
+    for a block of calls).
     """
     if url is None:
         url = os.environ.get("DICOMWEB_URL") or None

@@ -25,6 +25,7 @@ needed raises :class:`~dicomframes.errors.EmptyResponse` with the full URL.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import warnings
@@ -44,6 +45,7 @@ from ..standard.mediatypes import OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.pixeldesc import PixelDescription
 from ..standard.transfer_syntax import is_native, syntax_for_media_type
+from .deadline import active, current
 from .surface import DicomwebClient as Client
 
 __all__ = [
@@ -440,9 +442,12 @@ def _stack(client: Client, infos: Sequence[InstanceInfo], frame: int | None,
         slots.append((info, numbers, out[offset:offset + len(numbers)]))
         offset += len(numbers)
 
+    deadline = current()  # the caller's deadline holds in the worker threads too
+
     def run(slot: tuple[InstanceInfo, list[int], np.ndarray]) -> None:
         info, numbers, target = slot
-        _fill_batched(client, info, numbers, target, transfer_syntax, convert_color)
+        with contextlib.nullcontext() if deadline is None else active(None, deadline):
+            _fill_batched(client, info, numbers, target, transfer_syntax, convert_color)
 
     workers = max(1, min(workers or DEFAULT_WORKERS, len(slots)))
     if workers == 1:

@@ -203,8 +203,9 @@ class Pager:
                 if len(rows) != want:
                     break  # short page: the end; longer than asked: server ignores limit
                 if pages >= self.max_pages:
-                    self._warn(f"search stopped after {pages} pages ({len(results)} results); "
-                               "raise client.max_pages to fetch more")
+                    self._warn(f"search stopped after {pages} pages ({len(results)} results, "
+                               "more remain): raise client.max_pages to fetch more, or pass "
+                               "limit= to ask for the first rows only")
                     break
                 if bar is None and self.progress:
                     bar = self._bar(len(results), limit)

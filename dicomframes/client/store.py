@@ -29,9 +29,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, NotFound
-from ..standard.stow import ALREADY_EXISTS, REASONS
+from ..standard.stow import ALREADY_EXISTS, OUT_OF_RESOURCES, REASONS
 from ..standard.uids import is_valid_uid, validate_uid
-from .batches import NOT_ACKNOWLEDGED, batch_size_for, group_batches, plan_batches, post_batch
+from ..tables import STRING_DTYPE
+from .batches import (
+    NOT_ACKNOWLEDGED,
+    OUT_OF_SPACE,
+    batch_size_for,
+    group_batches,
+    out_of_resources,
+    plan_batches,
+    post_batch,
+)
 from .discover import (
     ALREADY_STORED,
     FAILED,
@@ -147,6 +156,7 @@ def store(
     progress: bool = True,
     callback: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
+    follow_symlinks: bool = False,
 ) -> pandas.DataFrame:
     """Store DICOM instances on the server of ``client`` (STOW-RS) and report each one.
 
@@ -171,6 +181,9 @@ def store(
     cancel:
         A :class:`threading.Event`; once set, requests not yet started are not sent (their
         rows are ``skipped`` with "cancelled before sending"); requests under way finish.
+    follow_symlinks:
+        Follow symbolic links inside folders that point out of them (by default they are
+        ``skipped`` rows saying where they point).
 
     Returns
     -------
@@ -181,6 +194,10 @@ def store(
     (request bodies) and the seconds taken.
     Instances the same upload already contains (same SOPInstanceUID) are ``skipped``.
 
+    A server out of resources (FailureReason 0xA700, or HTTP 507: disk full) stops the upload:
+    what it refused and everything not yet sent is ``failed`` with reason 0xA700, and nothing
+    is resent one by one.
+
     Headers are read while the first requests are already under way: the calling thread
     reads the next batch's headers while ``workers`` threads send the previous ones.
     """
@@ -189,7 +206,7 @@ def store(
         validate_uid(study, "study")
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    instances = expand(items)
+    instances = expand(items, follow_symlinks=follow_symlinks)
     candidates = [inst for inst in instances if inst.status is None]
     size = batch_size_for(len(candidates), batch_size, batch_bytes, workers)
     tracker = _Tracker(len(candidates), sum(i.size for i in candidates), progress, callback)
@@ -321,11 +338,16 @@ class _Sender:
         self.cancel = cancel
         self.tracker = tracker
         self.requests = 0
+        self.full = threading.Event()  # the server said it is out of resources: stop sending
 
     def _send(self, batch: list[Instance]) -> tuple[int, int]:
         if self.cancel is not None and self.cancel.is_set():
             for inst in batch:
                 inst.skip("cancelled before sending")
+            return 0, 0
+        if self.full.is_set():
+            for inst in batch:
+                inst.fail(f"not sent: {OUT_OF_SPACE}", OUT_OF_RESOURCES)
             return 0, 0
         todo = batch
         if self.skip_existing:
@@ -352,6 +374,8 @@ class _Sender:
             self.tracker.sent_bytes(n)
 
         post_batch(self.client, todo, self.study, on_bytes=on_bytes)
+        if out_of_resources(todo):
+            self.full.set()
         return 1, sent[0]
 
     def run(self, batches: Iterator[list[Instance]]) -> None:
@@ -396,9 +420,10 @@ def _result(instances: list[Instance], requests_sent: int, total_bytes: int,
     rows = [inst.row() for inst in instances]
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["reason"] = pd.array([r["reason"] for r in rows], dtype="Int64")
+    # the package's text dtype, as in every other DataFrame it returns (round-trips Parquet)
     for column in COLUMNS:
         if column != "reason":
-            df[column] = df[column].astype(object).where(df[column].notna(), None)
+            df[column] = df[column].astype(STRING_DTYPE)
     df["message"] = df["message"].fillna("")
     counts = {s: int((df["status"] == s).sum()) for s in (STORED, ALREADY_STORED, FAILED,
                                                            SKIPPED)}

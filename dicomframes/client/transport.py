@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import json
 import logging
-import re
-import socket
-import ssl
 import time
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
@@ -31,8 +27,10 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .. import errors
-from ..standard import multipart
-from .exchange import Exchange, PartInfo, Recorder, body_summary, redact_headers, redact_url
+from ..standard import dicomjson, multipart
+from .deadline import Deadline, active, current
+from .exchange import Exchange, PartInfo, Recorder, body_summary, redact_url
+from .failures import connection_failure, not_dicom_json, server_message
 from .qido import query_string
 
 __all__ = ["IDEMPOTENT", "RETRY_STATUSES", "BearerAuth", "Transport", "connection_failure",
@@ -82,7 +80,16 @@ def _keep_caret(url: str) -> str:
 
 class _KeepCaretMixin:
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        deadline = current()
+        if deadline is not None:  # its watchdog shuts this connection down when time is up
+            deadline.watch(self)
         return super().request(method, _keep_caret(url), *args, **kwargs)  # type: ignore[misc]
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        deadline = current()
+        if deadline is not None:
+            deadline.watch(self)
 
 
 class _KeepCaretHTTPConnection(_KeepCaretMixin, HTTPConnection):
@@ -141,133 +148,29 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(when.tzinfo)).total_seconds())
 
 
-_TAG_KEY = re.compile(r"^[0-9A-Fa-f]{8}$")
-
-
-def _server_message(body: bytes, limit: int = 1000) -> str:
-    """The server's own words from an error body, whatever its Content-Type (or none)."""
-    text = body.decode("utf-8", errors="replace").strip()
-    if not text:
-        return ""
-    if text[:1] in "{[":
-        with contextlib.suppress(ValueError):
-            data = json.loads(text)
-            if isinstance(data, dict) and data and all(_TAG_KEY.match(k) for k in data):
-                # A DICOM JSON answer (e.g. a STOW 409 listing failed instances): kept whole,
-                # compact, so that callers can parse it back.
-                return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-            if isinstance(data, list) and len(data) == 1:
-                data = data[0]
-            if isinstance(data, dict):
-                words = []
-                for key in ("title", "message", "Message", "error", "detail", "details",
-                            "Details", "error_description"):
-                    value = data.get(key)
-                    if isinstance(value, dict):
-                        value = value.get("message") or value.get("Message") or json.dumps(value)
-                    if value and str(value) not in words:
-                        words.append(str(value))
-                if words:
-                    text = ": ".join(words)
-    if text.lstrip().lower().startswith(("<!doctype", "<html")):
-        text = re.sub(r"<[^>]+>", " ", text)
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _replayable(data: Any) -> bool:
     return data is None or isinstance(data, bytes | bytearray | memoryview | str)
 
 
-# ---- connection failures as one sentence -------------------------------------------------------
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and every exception it wraps (arguments, urllib3's ``reason``, causes)."""
-    found: list[BaseException] = []
-    todo = [exc]
-    while todo:
-        current = todo.pop(0)
-        if any(current is seen for seen in found):
-            continue
-        found.append(current)
-        todo += [arg for arg in current.args if isinstance(arg, BaseException)]
-        for attr in ("reason", "__cause__", "__context__"):
-            inner = getattr(current, attr, None)
-            if isinstance(inner, BaseException):
-                todo.append(inner)
-    return found
-
-
-def _seconds(timeout: Any, index: int) -> str:
-    value = timeout[index] if isinstance(timeout, tuple) else timeout
-    return "the timeout" if value is None else f"{value:g} s"
-
-
-def connection_failure(exc: BaseException, method: str, url: str, *, attempts: int = 1,
-                       timeout: Any = None, detail: str = "") -> errors.ConnectionFailed:
-    """The package error for a request that got no answer: refused, name not resolved, TLS
-    failure, timeout, or a connection that broke. ``url`` must already be without credentials.
-    """
-    chain = _chain(exc)
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    detail = detail or f"{type(exc).__name__}: {exc}"
-
-    def first(*kinds: type[BaseException]) -> BaseException | None:
-        return next((e for e in chain if isinstance(e, kinds)), None)
-
-    def make(cls: type[errors.ConnectionFailed], cause: str, hint: str = ""
-             ) -> errors.ConnectionFailed:
-        return cls(method, url, cause, hint, detail, attempts)
-
-    verify = first(ssl.SSLCertVerificationError)
-    if verify is not None:
-        reason = getattr(verify, "verify_message", "") or "untrusted certificate"
-        return make(errors.TLSFailed, "TLS certificate verification failed",
-                    f"{reason}; trust the server's CA with verify='ca.pem' or "
-                    "REQUESTS_CA_BUNDLE, or pass verify=False for a test server")
-    tls = first(ssl.SSLError) or first(requests.exceptions.SSLError,
-                                       urllib3.exceptions.SSLError)
-    if tls is not None:
-        reason = str(getattr(tls, "reason", "") or "")
-        hint = ("does the server speak https? try http://"
-                if "VERSION" in reason or "RECORD_LAYER" in reason
-                else (reason or str(tls)).replace("_", " ").lower())
-        return make(errors.TLSFailed, "TLS handshake failed", hint)
-    if first(socket.gaierror, urllib3.exceptions.NameResolutionError) is not None:
-        return make(errors.NameNotResolved, "name not resolved",
-                    f"no address for host {host!r}; check the URL")
-    if first(ConnectionRefusedError) is not None:
-        return make(errors.ConnectionRefused, "connection refused",
-                    f"nothing listens at {where}; is the server running and the URL right?")
-    connect_timeout = first(requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)
-    if connect_timeout is not None and not isinstance(
-            connect_timeout, urllib3.exceptions.NewConnectionError):
-        return make(errors.ConnectionTimedOut, "timed out",
-                    f"could not connect to {where} within {_seconds(timeout, 0)}")
-    if first(requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError) is not None:
-        return make(errors.ConnectionTimedOut, "timed out",
-                    f"no answer within {_seconds(timeout, 1)}; pass a larger timeout= for a "
-                    "slow server")
-    if first(ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
-             urllib3.exceptions.ProtocolError) is not None:
-        return make(errors.ConnectionFailed, "the server closed the connection")
-    last = chain[-1]
-    return make(errors.ConnectionFailed, "connection failed",
-                str(last).strip() or type(last).__name__)
-
-
 # ---- the transport ----------------------------------------------------------------------------
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_BODY_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
 class Transport:
     """Sends requests to the service at ``base_url`` through ``session``.
 
-    The settings (``timeout``, ``retries``, ``backoff``, ``max_retry_wait``) may be changed at
-    any time; ``capabilities`` collects quirks learned from the server's answers.
+    The settings (``timeout``, ``deadline``, ``retries``, ``backoff``, ``max_retry_wait``) may
+    be changed at any time; ``capabilities`` collects quirks learned from the server's answers.
+    ``timeout`` bounds connecting and each read; ``deadline`` bounds a whole call (every retry,
+    page and byte of it) and raises :class:`~dicomframes.errors.DeadlineExceeded`.
     """
 
     def __init__(
@@ -282,6 +185,7 @@ class Transport:
         retries: int = 3,
         backoff: float = 0.5,
         max_retry_wait: float = 60.0,
+        deadline: float | None = 300.0,
     ) -> None:
         self.base_url = base_url
         self.session = session
@@ -292,6 +196,7 @@ class Transport:
         self.retries = retries
         self.backoff = backoff
         self.max_retry_wait = max_retry_wait
+        self.deadline = deadline
         self.capabilities: dict[str, Any] = {}
 
     def url_for(self, path: str) -> str:
@@ -299,6 +204,21 @@ class Transport:
         if path.startswith(("http://", "https://")):
             return path
         return self.base_url + "/" + path.lstrip("/")
+
+    @contextlib.contextmanager
+    def call(self, seconds: float | None = None) -> Iterator[Deadline]:
+        """One call's deadline for the requests of the ``with`` block (in this thread).
+
+        Without ``seconds``: the deadline already under way in this thread, else a new one of
+        ``self.deadline`` seconds. With ``seconds``: a new deadline of that many seconds.
+        """
+        own = None if seconds is None else Deadline(seconds)
+        try:
+            with active(self.deadline, own) as deadline:
+                yield deadline
+        finally:
+            if own is not None:
+                own.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Send one request (see :meth:`send`) and announce its completed exchange."""
@@ -316,20 +236,32 @@ class Transport:
         data: Any = None,
         stream: bool = False,
         summary: str | None = None,
+        deadline: Deadline | None = None,
     ) -> tuple[requests.Response, Exchange]:
         """Send one request with retries; the answer (status below 400) and its exchange,
-        which the caller announces with ``recorder.finish`` once the body is read."""
-        method = method.upper()
+        which the caller announces with ``recorder.finish`` once the body is read.
+
+        Without ``stream`` the body is read here, whole: a body cut short raises
+        :class:`~dicomframes.errors.ResponseTruncated`. The call ends within ``deadline`` (the
+        one under way in this thread, else ``self.deadline`` seconds).
+        """
+        with active(self.deadline, deadline) as limit:
+            return self._send(method.upper(), path, params, dict(headers or {}), data, stream,
+                              summary, limit)
+
+    def _send(self, method: str, path: str, params: Mapping[str, Any] | None,
+              headers: dict[str, str], data: Any, stream: bool, summary: str | None,
+              limit: Deadline) -> tuple[requests.Response, Exchange]:
         url = self.url_for(path)
         if params:
             query = query_string(params)
             if query:
                 url += ("&" if "?" in url else "?") + query
         shown_url = redact_url(url)
-        headers = dict(headers or {})
         described = summary if summary is not None else body_summary(data, headers)
+        described = None if described is None else self.recorder.scrub(described)
         can_retry = method in IDEMPOTENT and _replayable(data)
-        kwargs: dict[str, Any] = {"timeout": self.timeout, "stream": True}
+        kwargs: dict[str, Any] = {"stream": True}
         if self.auth is not None:
             kwargs["auth"] = self.auth
         if self.verify is not None:
@@ -337,15 +269,24 @@ class Transport:
         attempt = 0
         while True:
             attempt += 1
+            if limit.passed():
+                raise self.deadline_error(method, shown_url, limit, attempt - 1)
             started = time.perf_counter()
-            exchange = Exchange(method, shown_url, redact_headers(headers), described,
-                                attempt=attempt, scrubber=self.recorder.scrub)
+            exchange = Exchange(method, shown_url, self.recorder.scrub_headers(headers),
+                                described, attempt=attempt, scrubber=self.recorder.scrub)
+            kwargs["timeout"] = self._timeout_within(limit)
             try:
-                response = self.session.request(method, url, headers=headers, data=data, **kwargs)
+                response = self._follow(method, url, shown_url, headers, data, kwargs)
+                if limit.passed():  # headers cut short by the deadline look complete
+                    response.close()
+                    raise requests.Timeout("the call's deadline passed")
             except (requests.ConnectionError, requests.Timeout) as exc:
                 exchange.elapsed = time.perf_counter() - started
                 exchange.error = self.recorder.scrub(f"{type(exc).__name__}: {exc}")
                 self.recorder.record(exchange)
+                if limit.passed():
+                    self.recorder.finish(exchange)
+                    raise self.deadline_error(method, shown_url, limit, attempt) from None
                 failure = connection_failure(exc, method, shown_url, attempts=attempt,
                                              timeout=self.timeout, detail=exchange.error)
                 # A name that does not resolve or a certificate refused will not change.
@@ -355,9 +296,14 @@ class Transport:
                     log.info("%s %s failed (%s); retrying in %.1f s", method, shown_url,
                              type(exc).__name__, delay)
                     self.recorder.finish(exchange)
-                    time.sleep(delay)
+                    self._sleep(delay, limit)
                     continue
                 raise failure from exc
+            except requests.TooManyRedirects:
+                raise errors.InvalidResponse(method, shown_url, "too many redirects") from None
+            except requests.RequestException as exc:  # e.g. a redirect to a scheme not spoken
+                raise connection_failure(exc, method, shown_url, attempts=attempt,
+                                         timeout=self.timeout) from exc
             self._answered(exchange, response, started)
             if response.status_code in RETRY_STATUSES and can_retry and (
                 attempt <= self.retries
@@ -368,25 +314,72 @@ class Transport:
                 self.recorder.finish(exchange)
                 log.info("%s %s -> %s; retrying in %.1f s", method, shown_url,
                          response.status_code, delay)
-                time.sleep(delay)
+                self._sleep(delay, limit)
                 continue
             break
         self.recorder.record(exchange)
         if response.status_code >= 400:
-            self._raise(response, exchange, method, shown_url)
+            self._raise(response, exchange, method, shown_url, limit)
         if stream:
             exchange.streamed = True
         else:
-            self._read_preview(response, exchange)
+            self.read_body(response, exchange, limit)
         return response, exchange
 
-    @staticmethod
-    def _answered(exchange: Exchange, response: requests.Response, started: float) -> None:
+    def _follow(self, method: str, url: str, shown_url: str, headers: Mapping[str, str],
+                data: Any, kwargs: dict[str, Any]) -> requests.Response:
+        """Send, following redirects safely. A GET without a body is left to requests (which
+        drops the Authorization header on a change of host, port or scheme); any other call
+        follows a 307/308 within the same origin only and refuses one to another origin, so
+        neither its body nor its credentials go where they were not sent."""
+        if method in ("GET", "HEAD") and data is None:
+            return self.session.request(method, url, headers=headers, data=data, **kwargs)
+        for _ in range(10):
+            response = self.session.request(method, url, headers=headers, data=data,
+                                            allow_redirects=False, **kwargs)
+            location = response.headers.get("Location")
+            if response.status_code not in _REDIRECTS or not location:
+                return response
+            target = urljoin(url, location)
+            if _origin(target) != _origin(url):
+                response.close()
+                raise errors.RedirectRefused(method, shown_url, redact_url(target),
+                                             response.status_code)
+            if response.status_code not in (307, 308):
+                return response  # 301/302/303 on a POST: the caller sees the redirect
+            response.close()
+            url = target
+        raise errors.InvalidResponse(method, shown_url, "too many redirects")
+
+    def _timeout_within(self, limit: Deadline) -> Any:
+        """The per-read timeout, shortened to what is left of the call's deadline."""
+        left = limit.remaining()
+        if left is None:
+            return self.timeout
+        left = max(left, 0.001)
+        if self.timeout is None:
+            return (left, left)
+        if isinstance(self.timeout, tuple):
+            return tuple(left if t is None else min(t, left) for t in self.timeout)
+        return min(self.timeout, left)
+
+    def _sleep(self, delay: float, limit: Deadline) -> None:
+        left = limit.remaining()
+        time.sleep(delay if left is None else min(delay, left))
+
+    def deadline_error(self, method: str, shown_url: str, limit: Deadline,
+                       attempts: int = 1) -> errors.DeadlineExceeded:
+        """The error of a call whose deadline passed."""
+        return errors.DeadlineExceeded(method, shown_url, attempts=max(1, attempts),
+                                       deadline=limit.seconds)
+
+    def _answered(self, exchange: Exchange, response: requests.Response,
+                  started: float) -> None:
         exchange.elapsed = time.perf_counter() - started
         exchange.status = response.status_code
         exchange.reason = response.reason or ""
-        exchange.request_headers = redact_headers(response.request.headers)
-        exchange.response_headers = redact_headers(response.headers)
+        exchange.request_headers = self.recorder.scrub_headers(response.request.headers)
+        exchange.response_headers = self.recorder.scrub_headers(response.headers)
 
     def _retry_delay(self, response: requests.Response, attempt: int) -> float:
         wait = _retry_after(response.headers.get("Retry-After"))
@@ -394,22 +387,84 @@ class Transport:
         return min(delay, self.max_retry_wait)
 
     def _raise(self, response: requests.Response, exchange: Exchange, method: str,
-               shown_url: str) -> None:
+               shown_url: str, limit: Deadline) -> None:
         self._read_preview(response, exchange)
         self.recorder.finish(exchange)
-        message = self.recorder.scrub(_server_message(response.content))
+        if limit.passed():
+            raise self.deadline_error(method, shown_url, limit)
+        try:
+            content = self.recorder.scrub_bytes(response.content)
+        except _BODY_ERRORS:
+            content = b""
+        message = self.recorder.scrub(server_message(content))
         raise errors.error_for(
             response.status_code, method, shown_url, message, exchange.response_headers,
-            self.recorder.scrub_bytes(response.content),
+            content,
         )
 
-    @staticmethod
-    def _read_preview(response: requests.Response, exchange: Exchange) -> None:
+    def _read_preview(self, response: requests.Response, exchange: Exchange) -> None:
+        """Keep what can be read of an error answer's body (a broken one is left out)."""
         try:
             content = response.content
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+        except _BODY_ERRORS:
             return
-        exchange.keep_body(content)
+        exchange.keep_body(self.recorder.scrub_bytes(content))
+
+    def read_body(self, response: requests.Response, exchange: Exchange,
+                  limit: Deadline | None = None) -> bytes:
+        """The whole body of ``response``; one cut short (a connection that broke, fewer bytes
+        than its Content-Length) raises :class:`~dicomframes.errors.ResponseTruncated`, one
+        the deadline stopped :class:`~dicomframes.errors.DeadlineExceeded`."""
+        method = exchange.method
+        declared = response.headers.get("Content-Length", "").strip()
+        expected = int(declared) if declared.isdigit() else None
+        try:
+            content = response.content
+        except _BODY_ERRORS as exc:
+            response.close()
+            exchange.error = self.recorder.scrub(f"body cut short: {type(exc).__name__}: {exc}")
+            if limit is not None and limit.passed():
+                raise self.deadline_error(method, exchange.url, limit) from None
+            raise errors.ResponseTruncated(
+                method, exchange.url, "the connection broke while the answer was read "
+                f"({type(exc).__name__}); no partial answer is returned", expected) from None
+        if limit is not None and limit.passed():  # a body without length ends when cut
+            raise self.deadline_error(method, exchange.url, limit)
+        encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+        if (expected is not None and not encoded and method != "HEAD"
+                and response.status_code not in (204, 304) and len(content) < expected):
+            raise errors.ResponseTruncated(
+                method, exchange.url, f"the answer declared {expected} bytes (Content-Length) "
+                f"but only {len(content)} arrived", expected, len(content))
+        exchange.keep_body(self.recorder.scrub_bytes(content))
+        return content
+
+    def invalid(self, response: requests.Response, message: str) -> errors.InvalidResponse:
+        """An :class:`~dicomframes.errors.InvalidResponse` for ``response``: its URL, type and
+        the first bytes of its body, secrets scrubbed."""
+        try:
+            preview = response.content[:200]
+        except _BODY_ERRORS:
+            preview = b""
+        return errors.InvalidResponse(
+            response.request.method or "GET", redact_url(response.url or ""), message,
+            response.headers.get("Content-Type", ""), self.recorder.scrub_bytes(preview))
+
+    def dicom_json(self, response: requests.Response) -> list[dict]:
+        """The DICOM JSON objects of an answer (an empty body or 204: none). HTML, invalid
+        JSON or JSON that is not DICOM JSON raises
+        :class:`~dicomframes.errors.InvalidResponse`."""
+        content = response.content
+        if response.status_code == 204 or not content.strip():
+            return []
+        try:
+            data = dicomjson.loads(content)
+        except ValueError as exc:
+            raise self.invalid(response, f"the answer is not valid JSON ({exc})") from None
+        why = not_dicom_json(data)
+        if why is not None:
+            raise self.invalid(response, f"expected DICOM JSON, got {why}")
+        return data if isinstance(data, list) else [data]
 
     # ---- multipart answers ----------------------------------------------------------------
 
@@ -421,15 +476,35 @@ class Transport:
 
         Yields ``(part, transfer_syntax)``: each part as it arrives, with its own transfer
         syntax or else the one named in the response's Content-Type (or None). A server that
-        refuses the transfer syntax asked for is asked again with ``*`` and a warning.
+        refuses the transfer syntax asked for is asked again with ``*`` and a warning. A body
+        cut short raises :class:`~dicomframes.errors.MultipartError` (a broken connection:
+        :class:`~dicomframes.errors.MultipartTruncated`), an HTML or JSON answer
+        :class:`~dicomframes.errors.InvalidResponse`; the whole stream ends within the call's
+        deadline.
         """
-        response, exchange = self._get_multipart(path, media, transfer_syntax, params)
+        outer = current()
+        limit = outer if outer is not None else Deadline(self.deadline)
+        try:
+            yield from self._iter_multipart(path, media, transfer_syntax, params, limit)
+        finally:
+            if outer is None:
+                limit.close()
+
+    def _iter_multipart(
+        self, path: str, media: str, transfer_syntax: str | None,
+        params: Mapping[str, Any] | None, limit: Deadline,
+    ) -> Iterator[tuple[multipart.Part, str | None]]:
+        response, exchange = self._get_multipart(path, media, transfer_syntax, params, limit)
         try:
             ctype = response.headers.get("Content-Type", "")
             response_ts = multipart.transfer_syntax_of(ctype) if ctype else None
             if not ctype.lower().startswith("multipart/"):
                 # A single body (some servers answer a one-instance retrieve this way).
-                content = response.content
+                content = self.read_body(response, exchange, limit)
+                kind = ctype.split(";", 1)[0].strip().lower()
+                if kind.startswith("text/") or kind.endswith(("json", "html", "xml")):
+                    raise self.invalid(response, f"expected multipart/related; type={media}, "
+                                       f"got {kind}")
                 exchange.parts.append(PartInfo({"Content-Type": ctype}, len(content)))
                 single = multipart.Part(headers=multipart.Headers({"Content-Type": ctype}),
                                         content=content)
@@ -441,13 +516,18 @@ class Transport:
                 for part in multipart.iter_parts(response.iter_content(1 << 20), boundary):
                     count += 1
                     exchange.parts.append(PartInfo(dict(part.headers), len(part.content)))
+                    if limit.passed():
+                        raise self.deadline_error("GET", exchange.url, limit)
                     yield part, part.transfer_syntax or response_ts
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                raise errors.MultipartError(
-                    f"GET {exchange.url}: the connection broke after {count} complete parts "
-                    f"({type(exc).__name__})"
-                ) from None
+            except _BODY_ERRORS as exc:
+                if limit.passed():
+                    raise self.deadline_error("GET", exchange.url, limit) from None
+                raise errors.MultipartTruncated(
+                    "GET", exchange.url, f"the connection broke after {count} complete parts "
+                    f"({type(exc).__name__})") from None
             except errors.MultipartError as exc:
+                if limit.passed():
+                    raise self.deadline_error("GET", exchange.url, limit) from None
                 raise errors.MultipartError(
                     f"GET {exchange.url}: {exc} (after {count} complete parts)"
                 ) from None
@@ -457,7 +537,7 @@ class Transport:
 
     def _get_multipart(
         self, path: str, media: str, transfer_syntax: str | None,
-        params: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | None, limit: Deadline,
     ) -> tuple[requests.Response, Exchange]:
         def accept(ts: str | None) -> str:
             value = f'multipart/related; type="{media}"'
@@ -465,7 +545,8 @@ class Transport:
 
         try:
             return self.send("GET", path, params=params,
-                             headers={"Accept": accept(transfer_syntax)}, stream=True)
+                             headers={"Accept": accept(transfer_syntax)}, stream=True,
+                             deadline=limit)
         except errors.DICOMwebError as exc:
             # 406 is the standard refusal; Orthanc answers 500 for a transcode it cannot do
             # and 400 for a syntax it does not know.
@@ -479,7 +560,7 @@ class Transport:
                 f"the server cannot send transfer syntax {transfer_syntax} ({exc.status}: "
                 f"{exc.message or 'no message'}); retrieving the stored transfer syntax instead",
                 RuntimeWarning,
-                stacklevel=6,
+                stacklevel=7,
             )
             return self.send("GET", path, params=params, headers={"Accept": accept("*")},
-                             stream=True)
+                             stream=True, deadline=limit)

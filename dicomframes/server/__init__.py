@@ -15,22 +15,52 @@ import atexit
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
-from .runner import DEFAULT_MAX_REQUEST_BYTES, Server
+from .runner import DEFAULT_MAX_REQUEST_BYTES, TOKEN_ENV, Limits, Server
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "Server", "default_archive", "embedded", "serve"]
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "TOKEN_ENV", "Limits", "Server", "default_archive",
+           "embedded", "serve"]
 
 
 def serve(path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", port: int = 0,
-          *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, durable: bool = True) -> Server:
+          *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, durable: bool = True,
+          token: str | None = None, insecure: bool = False,
+          limits: Limits | None = None, cors: list[str] | tuple[str, ...] | None = None
+          ) -> Server:
     """Start a DICOMweb server and return it, already listening.
 
     ``path``: the archive folder (created if needed; None: a temporary folder deleted by
-    :meth:`Server.stop`). ``port=0`` picks a free port. ``max_request_bytes`` limits a STOW
-    request body (larger -> 413). ``durable=False`` skips fsync (faster bulk loads; a power
-    cut may then lose the last stored files, a crash of the process does not).
+    :meth:`Server.stop`; a folder that cannot be written raises
+    :class:`~dicomframes.errors.ArchiveNotWritable`). ``port=0`` picks a free port.
+    ``max_request_bytes`` limits a STOW request body (larger -> 413). ``durable=False`` skips
+    fsync (faster bulk loads; a power cut may then lose the last stored files, a crash of the
+    process does not).
+
+    ``token``: every request must carry ``Authorization: Bearer <token>`` (else 401; connect
+    with ``dicomframes.connect(url, token=...)``). A ``host`` other hosts can reach (not
+    127.0.0.1, ::1 or localhost) is refused without a token
+    (:class:`~dicomframes.errors.InsecureServer`) unless ``insecure=True``, which logs a
+    warning. ``limits``: connection cap, header size and slow-client timeouts
+    (:class:`Limits`).
+
+    ``cors``: browser origins (``scheme://host[:port]``, e.g. ``["http://localhost:3000"]``
+    for an OHIF viewer served there) whose pages may call the server (CORS; off by default;
+    preflights answered; ``Authorization`` allowed when a ``token`` is set). ValueError for an
+    origin that is not of that form.
     """
-    return Server(path, host, port, max_request_bytes=max_request_bytes, durable=durable)
+    return Server(path, host, port, max_request_bytes=max_request_bytes, durable=durable,
+                  token=token, insecure=insecure, limits=limits, cors=cors)
+
+
+def import_folder(folder: str | os.PathLike[str], data: str | os.PathLike[str],
+                  in_place: bool = False, **options: Any) -> Any:
+    """Index the DICOM files under ``folder`` into the archive folder ``data`` (copied, or
+    linked without copying when ``in_place``); returns a DataFrame of one outcome per file.
+    See :func:`dicomframes.server.importer.import_folder` for ``options``."""
+    from .importer import import_folder as run
+
+    return run(folder, data, in_place, **options)
 
 
 _embedded: dict[Path, Server] = {}

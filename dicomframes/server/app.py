@@ -6,13 +6,21 @@ the Azure tutorial: STOW 200 (all stored) / 202 (some failed) / 409 (none stored
 DICOM JSON) / 413 (body larger than the limit); retrieve 404 (unknown UIDs, frame past the last),
 400 (malformed UID or frame list, frame 0), 406 (no acceptable media type or transfer syntax).
 
-The handlers live in :mod:`.store_routes` (STOW-RS) and :mod:`.wado` (WADO-RS); this module
+The handlers live in :mod:`.store_routes` (STOW-RS), :mod:`.wado` (WADO-RS) and
+:mod:`.rendering` (rendered studies and series, thumbnails); this module
 adds QIDO-RS, DELETE, the routes and the error answers. Content negotiation is
 :mod:`.negotiation`'s.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import hashlib
+import hmac
+import json
+import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -21,13 +29,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..standard.mediatypes import DICOM_JSON
+from ..standard.stow import OUT_OF_RESOURCES, Failed, stow_response
+from .cors import with_cors
 from .negotiation import require_json
 from .query import QueryError, parse_query, search
+from .rendering import RenderRoutes
 from .storage import Archive
 from .store_routes import StowRoutes
 from .wado import WadoRoutes
 from .web import HTTPProblem, json_response, not_found_message, request_path, service_base
+
+log = logging.getLogger(__name__)
 
 
 class DICOMwebApp:
@@ -37,6 +52,7 @@ class DICOMwebApp:
         self.archive = archive
         self.stow = StowRoutes(archive, max_request_bytes)
         self.wado = WadoRoutes(archive)
+        self.render = RenderRoutes(archive)
 
     # -- QIDO-RS ----------------------------------------------------------------------------
 
@@ -80,7 +96,7 @@ class DICOMwebApp:
         s = "/studies/{study}"
         se = s + "/series/{series}"
         i = se + "/instances/{instance}"
-        stow, wado = self.stow.stow, self.wado
+        stow, wado, render = self.stow.stow, self.wado, self.render
         return [
             Route("/", self.root, methods=["GET"]),
             Route("/studies", stow, methods=["POST"]),
@@ -91,32 +107,157 @@ class DICOMwebApp:
             Route(s, wado.retrieve, methods=["GET"]),
             Route(s, self.delete, methods=["DELETE"]),
             Route(s + "/metadata", wado.metadata, methods=["GET"]),
+            Route(s + "/rendered", render.rendered, methods=["GET"]),
+            Route(s + "/thumbnail", render.thumbnail, methods=["GET"]),
             Route(s + "/series", self._qido("series"), methods=["GET"]),
             Route(s + "/instances", self._qido("instance"), methods=["GET"]),
             Route(se, wado.retrieve, methods=["GET"]),
             Route(se, self.delete, methods=["DELETE"]),
             Route(se + "/metadata", wado.metadata, methods=["GET"]),
+            Route(se + "/rendered", render.rendered, methods=["GET"]),
+            Route(se + "/thumbnail", render.thumbnail, methods=["GET"]),
             Route(se + "/instances", self._qido("instance"), methods=["GET"]),
             Route(i, wado.retrieve, methods=["GET"]),
             Route(i, self.delete, methods=["DELETE"]),
             Route(i + "/metadata", wado.metadata, methods=["GET"]),
             Route(i + "/rendered", wado.rendered, methods=["GET"]),
+            Route(i + "/thumbnail", render.thumbnail, methods=["GET"]),
             Route(i + "/frames/{frames}", wado.frames, methods=["GET"]),
             Route(i + "/frames/{frames}/rendered", wado.rendered, methods=["GET"]),
+            Route(i + "/frames/{frames}/thumbnail", render.thumbnail, methods=["GET"]),
             Route(i + "/bulkdata/{path:path}", wado.bulkdata, methods=["GET"]),
         ]
 
 
 async def _on_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPProblem)
-    return PlainTextResponse(exc.message + "\n", status_code=exc.status)
+    return PlainTextResponse(exc.message + "\n", status_code=exc.status,
+                             headers={"Connection": "close"} if exc.close else None)
 
 
-def create_app(archive: Archive, *, max_request_bytes: int = 2 << 30) -> Starlette:
-    """The Starlette app serving ``archive`` at ``/``, ``/v1`` and ``/v2``."""
+def storage_problem(exc: BaseException) -> str | None:
+    """What an error of the archive's disk means for a client ("the disk ... is full", "...
+    is read-only"), or None when it is not one of those."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    number = getattr(exc, "errno", None)
+    if number in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or code == sqlite3.SQLITE_FULL:
+        return "the archive's disk is full: nothing was stored; free space on the server " \
+            "before sending again"
+    if number in (errno.EROFS, errno.EACCES, errno.EPERM) or code in (
+            sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+        return "the archive is read-only (its folder cannot be written): nothing was " \
+            "stored or deleted; the server's operator must make it writable"
+    return None
+
+
+async def _on_storage_error(request: Request, exc: Exception) -> Response:
+    """507 for a full or read-only disk (a STOW answer names the reason in its
+    FailedSOPSequence: out of resources, 0xA700); any other error is a 500."""
+    problem = storage_problem(exc)
+    if problem is None:
+        return await _on_crash(request, exc)
+    log.error("%s %s: %s (%s)", request.method, request.url.path, problem, exc)
+    headers = {"Connection": "close", "Warning": f'299 dicomframes "{problem}"'}
+    if request.method == "POST":  # STOW-RS: a DICOM answer the client can read
+        answer = stow_response([], [Failed(None, None, OUT_OF_RESOURCES)])
+        body = json.dumps(answer, separators=(",", ":")).encode("utf-8")
+        return Response(body, status_code=507, media_type=DICOM_JSON, headers=headers)
+    return PlainTextResponse(problem + "\n", status_code=507, headers=headers)
+
+
+async def _on_crash(request: Request, exc: Exception) -> Response:
+    """500, saying ``Connection: close`` (the connection is closed after it)."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return PlainTextResponse(f"internal server error ({type(exc).__name__}); the server's log "
+                             "has the details\n", status_code=500,
+                             headers={"Connection": "close"})
+
+
+class Guard:
+    """ASGI wrapper of the app: the bearer token every request needs (when one is set), and
+    the read timeout of request bodies (408 and ``Connection: close`` when a body stops
+    arriving, e.g. one shorter than its Content-Length)."""
+
+    def __init__(self, app: ASGIApp, token: str | None, body_timeout: float | None) -> None:
+        self.app = app
+        self.body_timeout = body_timeout
+        # only a digest is kept: no repr or traceback shows the token
+        self._digest = hashlib.sha256(token.encode("utf-8")).digest() if token else None
+
+    @property
+    def requires_token(self) -> bool:
+        """True when requests must carry ``Authorization: Bearer <token>``."""
+        return self._digest is not None
+
+    def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """True when the request's headers carry the token (or none is needed)."""
+        if self._digest is None:
+            return True
+        given = b""
+        for name, value in headers:
+            if name.lower() == b"authorization":
+                scheme, _, credentials = value.strip().partition(b" ")
+                if scheme.lower() == b"bearer":
+                    given = credentials.strip()
+        return hmac.compare_digest(hashlib.sha256(given).digest(), self._digest)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not self.authorized(scope.get("headers", [])):
+            response = PlainTextResponse(
+                "this server needs Authorization: Bearer <token> (connect(url, token=...))\n",
+                status_code=401, headers={"WWW-Authenticate": 'Bearer realm="dicomframes"',
+                                          "Connection": "close"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, self._timed(receive) if self.body_timeout else receive, send)
+
+    def _timed(self, receive: Receive) -> Receive:
+        timeout = self.body_timeout
+        done = False
+
+        async def timed() -> Message:
+            nonlocal done
+            if done:
+                return await receive()
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPProblem(408, f"the request body stopped arriving: nothing for "
+                                  f"{timeout:g} s (is it shorter than its Content-Length?)",
+                                  close=True) from None
+            if message.get("type") != "http.request" or not message.get("more_body"):
+                done = True
+            return message
+
+        return timed
+
+
+def create_app(archive: Archive, *, max_request_bytes: int = 2 << 30,
+               token: str | None = None, body_timeout: float | None = 30.0,
+               host_names: tuple[str, ...] = (),
+               cors_origins: tuple[str, ...] | list[str] | None = None) -> ASGIApp:
+    """The ASGI app serving ``archive`` at ``/``, ``/v1`` and ``/v2``.
+
+    ``token``: every request must carry ``Authorization: Bearer <token>`` (else 401).
+    ``body_timeout``: seconds a request body may pause before the answer is 408.
+    ``host_names``: names of this server that a request's Host header may use in the URLs
+    of answers (its own address and ``localhost`` always may).
+    ``cors_origins``: browser origins (``scheme://host[:port]``) allowed to call the server
+    (CORS, off when empty; preflights answered, ``Authorization`` allowed when ``token`` is
+    set; ValueError for a malformed origin). The CORS layer wraps the token check, so that a
+    401 is readable by the page.
+    """
     handlers = DICOMwebApp(archive, max_request_bytes)
     routes = handlers.routes()
     app = Starlette(routes=[Mount("/v1", routes=routes), Mount("/v2", routes=routes), *routes],
-                    exception_handlers={HTTPProblem: _on_problem})
+                    exception_handlers={HTTPProblem: _on_problem, OSError: _on_storage_error,
+                                        sqlite3.Error: _on_storage_error,
+                                        Exception: _on_crash})
     app.state.archive = archive
-    return app
+    app.state.host_names = tuple(name.lower() for name in host_names)
+    return with_cors(Guard(app, token, body_timeout), cors_origins,
+                     authorization=token is not None)

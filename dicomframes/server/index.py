@@ -4,20 +4,26 @@ Per instance the index keeps the DICOM JSON metadata (bulk data as relative Bulk
 attributes that QIDO searches (one column each) and returns (JSON fragments per level), and
 where each frame lies in the file, so that metadata, search and frames never re-read a whole
 file. Which attributes these are is the standard layer's business
-(:mod:`dicomframes.standard.attributes`); this module only lays them out in tables.
+(:mod:`dicomframes.standard.attributes`); this module only lays them out in tables, and
+reads a file into its rows (:func:`prepare_file`, no lock and no database: a batch is parsed
+before the one transaction that stores it).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import pydicom
 from pydicom.dataelem import DataElement
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from ..standard.attributes import (
@@ -34,9 +40,16 @@ from ..standard.attributes import (
 from ..standard.dicomjson import dataset_to_json
 from ..standard.paths import ResourcePath
 from ..standard.personname import pn_words
-from ..standard.pixellayout import PixelLayout
-from ..standard.tags import BINARY_VRS, tag_hex, vr_of
+from ..standard.pixellayout import (
+    PixelDataError,
+    PixelLayout,
+    locate_pixel_data,
+    number_of_frames,
+)
+from ..standard.stow import INVALID, PROCESSING_FAILURE
+from ..standard.tags import BINARY_VRS, PIXEL_TAGS, tag_hex, vr_of
 from ..standard.temporal import normalize_time
+from ..standard.uids import validate_uid
 from .pixeldata import int_value
 
 BULK_THRESHOLD = 1024
@@ -96,6 +109,10 @@ def schema() -> str:
         "CREATE INDEX IF NOT EXISTS studies_accession ON studies(AccessionNumber)",
         "CREATE INDEX IF NOT EXISTS series_modality ON series(Modality)",
         "CREATE INDEX IF NOT EXISTS instances_class ON instances(SOPClassUID)",
+        # ids only: QIDO finds the first row of a deep page by walking these (see query.py)
+        "CREATE INDEX IF NOT EXISTS studies_id ON studies(id)",
+        "CREATE INDEX IF NOT EXISTS series_id ON series(id)",
+        "CREATE INDEX IF NOT EXISTS instances_id ON instances(id)",
     ]
     return ";\n".join([
         f"CREATE TABLE IF NOT EXISTS studies ({study})",
@@ -303,3 +320,107 @@ def recount_study(db: sqlite3.Connection, study: str) -> None:
     db.execute("UPDATE studies SET num_instances = ?, num_series = ? "
                "WHERE StudyInstanceUID = ?", (n, s, study))
     update_modalities(db, study)
+
+
+# --------------------------------------------------------------------------------------------
+# reading files into prepared rows (in worker processes for a batch)
+# --------------------------------------------------------------------------------------------
+
+
+class StoreFailure(Exception):
+    """An instance was not stored; ``reason`` is the PS3.4 failure reason code."""
+
+    def __init__(self, reason: int, message: str, sop_class: str | None = None,
+                 sop_instance: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.sop_class = sop_class
+        self.sop_instance = sop_instance
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process boundaries whole
+        return (type(self), (self.reason, str(self), self.sop_class, self.sop_instance))
+
+
+MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage (a DICOMDIR)
+
+
+def _opaque_layout(path: Path, ts: str) -> PixelLayout:
+    full = pydicom.dcmread(path)
+    for tag in PIXEL_TAGS:
+        if tag in full:
+            return PixelLayout("opaque", ts, number_of_frames(full), tag=tag)
+    return PixelLayout("none", ts)
+
+
+def _read(path: Path) -> tuple[pydicom.Dataset, PixelLayout, int]:
+    """The header of ``path`` (without pixel data), its pixel layout and its size."""
+    ds: pydicom.Dataset | None = None
+    try:
+        with open(path, "rb") as fp:
+            size = os.fstat(fp.fileno()).st_size
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY:
+                raise StoreFailure(INVALID, "a DICOMDIR (an index of a DICOM medium), not an "
+                                   "instance")
+            ts = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
+            if not ts:
+                raise StoreFailure(INVALID, "the file meta information has no "
+                                   "TransferSyntaxUID")
+            uid = UID(ts)
+            if uid.is_deflated or (uid.is_transfer_syntax and not uid.is_little_endian):
+                return ds, _opaque_layout(path, ts), size
+            return ds, locate_pixel_data(fp, ds, size), size
+    except StoreFailure:
+        raise
+    except (InvalidDicomError, PixelDataError, EOFError, OSError, ValueError, KeyError,
+            TypeError, AttributeError, NotImplementedError) as exc:
+        # a readable header (e.g. a file cut short in its pixel data) names the instance,
+        # so the client can tell which of its files failed
+        known = {k: str(ds.get(k, "") or "") for k in ("SOPClassUID", "SOPInstanceUID")} \
+            if ds is not None else {}
+        raise StoreFailure(PROCESSING_FAILURE, f"not a readable DICOM file: {exc}",
+                           known.get("SOPClassUID") or None,
+                           known.get("SOPInstanceUID") or None) from exc
+
+
+def prepare_file(path: Path, study: str | None = None) -> PreparedInstance:
+    """Parse the DICOM file ``path`` and compute every index value (no lock, no database).
+
+    ``study``: the StudyInstanceUID the instance must belong to. Raises :class:`StoreFailure`
+    (272 unreadable, 43264 invalid, a DICOMDIR or of another study)."""
+    ds, layout, size = _read(path)
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    sop = str(ds.get("SOPInstanceUID", "") or "")
+    study_uid = str(ds.get("StudyInstanceUID", "") or "")
+    series_uid = str(ds.get("SeriesInstanceUID", "") or "")
+    for value, what in ((sop, "SOPInstanceUID"), (sop_class, "SOPClassUID"),
+                        (study_uid, "StudyInstanceUID"), (series_uid, "SeriesInstanceUID")):
+        try:
+            validate_uid(value, what)
+        except ValueError as exc:
+            raise StoreFailure(INVALID, str(exc), sop_class or None, sop or None) from exc
+    if study is not None and study_uid != study:
+        raise StoreFailure(INVALID, f"instance belongs to study {study_uid}, not to {study}",
+                           sop_class, sop)
+    try:
+        return prepare_instance(ds, ResourcePath(study_uid, series_uid, sop), sop_class,
+                                layout, size)
+    except Exception as exc:  # pydicom raises many kinds for malformed values
+        raise StoreFailure(PROCESSING_FAILURE, f"cannot read the attributes: {exc}",
+                           sop_class, sop) from exc
+
+
+def prepare_files(paths: Sequence[Path], study: str | None = None
+                  ) -> list[PreparedInstance | StoreFailure]:
+    """:func:`prepare_file` of each path, in order, the failure in place of a file that fails.
+
+    Read in the calling thread: header parsing is CPU-bound, so threads would only contend
+    for the interpreter lock (and worker processes would re-import the caller's main module).
+    """
+    out: list[PreparedInstance | StoreFailure] = []
+    for path in paths:
+        try:
+            out.append(prepare_file(path, study))
+        except StoreFailure as failure:
+            out.append(failure)
+    return out

@@ -3,11 +3,14 @@
 Instances and frames: ``transfer-syntax=*`` or the stored syntax give the stored bytes
 unchanged; ``1.2.840.10008.1.2.1`` (Explicit VR Little Endian, the PS3.18 default when a DICOM
 media range names no syntax) decodes compressed data with pydicom and its plug-ins; any other
-syntax is 406. With no Accept header, or ``*/*``, the stored representation is sent.
+syntax is 406. With no Accept header, ``*/*`` or a DICOM media range naming no syntax, instances
+are sent in Explicit VR Little Endian (lossy data that cannot be decoded: as stored, as
+PS3.18 8.7.3.5.2 allows); each part's Content-Type names the syntax sent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -15,7 +18,7 @@ from starlette.requests import Request
 from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM, MediaRange, parse_accept
 from ..standard.pixellayout import PixelLayout
 from ..standard.transfer_syntax import EXPLICIT_VR_LITTLE_ENDIAN as EXPLICIT_LE
-from ..standard.transfer_syntax import media_type_of
+from ..standard.transfer_syntax import LOSSY_SYNTAXES, media_type_of
 from .pixeldata import can_decode
 from .web import HTTPProblem
 
@@ -34,41 +37,56 @@ def require_json(request: Request) -> None:
                           f"{request.headers.get('accept')!r} does not allow it")
 
 
-def _dicom_syntax(stored: str, wanted: str | None) -> str | None:
+def _dicom_syntax(stored: str, wanted: str | None, decodable: bool) -> str | None:
     """The transfer syntax to send an instance stored in ``stored`` in, for a requested one
-    (None: the PS3.18 default Explicit VR Little Endian); None when impossible."""
+    (None: none named, the PS3.18 default Explicit VR Little Endian); None when impossible.
+
+    ``decodable``: the instance can be rewritten in Explicit VR Little Endian. With no syntax
+    named, lossy data that cannot be decoded are sent as stored (PS3.18 8.7.3.5.2: the default
+    applies unless the origin server only has the pixel data in lossy compressed form)."""
     if wanted == "*" or wanted == stored:
         return stored
+    if wanted is None and not decodable and stored in LOSSY_SYNTAXES:
+        return stored
     if (wanted or EXPLICIT_LE) == EXPLICIT_LE:
-        return EXPLICIT_LE if can_decode(stored) else None
+        return EXPLICIT_LE if decodable else None
     return None
 
 
-def dicom_plan(ranges: list[MediaRange], stored: list[str],
-               allow_single: bool) -> tuple[bool, list[str]]:
+def dicom_plan(ranges: list[MediaRange], stored: list[str], allow_single: bool,
+               undecodable: Collection[int] = (), why: str = "") -> tuple[bool, list[str]]:
     """Choose multipart or single part and the transfer syntax of each instance (stored in
-    ``stored``) for an Accept header (406 if none)."""
+    ``stored``) for an Accept header (406 if none).
+
+    A media range naming no transfer syntax (``*/*``, no Accept, ``application/dicom``) asks
+    for the default, Explicit VR Little Endian (PS3.18 Table 8.7.3-1); ``transfer-syntax=*``
+    asks for the stored bytes. ``undecodable``: positions of instances whose transcoding was
+    tried and failed (``why`` says how, for the 406)."""
+    decodable = [can_decode(ts) and i not in undecodable for i, ts in enumerate(stored)]
     for r in ranges:
         if r.type in ("*/*", "multipart/*", "multipart/related"):
+            wanted = None
             if r.type == "multipart/related":
                 inner, wanted = r.inner
                 if inner not in (DICOM, "*/*", "application/*"):
                     continue
-                if inner != DICOM and wanted is None:
-                    wanted = "*"
-            else:
-                wanted = "*"
-            syntaxes = [_dicom_syntax(ts, wanted) for ts in stored]
+            syntaxes = [_dicom_syntax(ts, wanted, ok)
+                        for ts, ok in zip(stored, decodable, strict=True)]
             if all(syntaxes):
                 return True, [s for s in syntaxes if s]
         elif r.type == DICOM and allow_single:
-            syntaxes = [_dicom_syntax(ts, r.syntax) for ts in stored]
+            syntaxes = [_dicom_syntax(ts, r.syntax, ok)
+                        for ts, ok in zip(stored, decodable, strict=True)]
             if all(syntaxes):
                 return False, [s for s in syntaxes if s]
+    cannot = [ts for ts, ok in zip(stored, decodable, strict=True) if not ok]
+    detail = f" ({why})" if why else (
+        f" ({cannot[0]} cannot be decoded here)" if cannot else "")
     raise HTTPProblem(406, "no acceptable representation: instances are available as "
                       "multipart/related; type=\"application/dicom\" (or application/dicom for "
                       "one instance) with transfer-syntax=* (as stored), the stored syntax, or "
-                      f"{EXPLICIT_LE}")
+                      f"{EXPLICIT_LE}" + (" where they can be decoded" if cannot else "")
+                      + detail)
 
 
 @dataclass(frozen=True)

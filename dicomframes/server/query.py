@@ -5,8 +5,10 @@ Supported matching: single value (case-sensitive; person names case-insensitive)
 ``*`` and ``?``, UID lists (``,`` or ``\\``; also for code strings such as Modality), date and
 time ranges ``a-b``, ``a-``, ``-b`` on DA and TM attributes, ``fuzzymatching=true`` for person
 names (every word of the query must start a word of the name, any order, any case), and empty
-values (universal matching: the attribute is returned). ``includefield`` takes a comma list, may
-be repeated, or ``all``. ``limit`` and ``offset`` page the results (no default limit).
+values (universal matching: the attribute is returned). Date and time ranges given together
+match as one date-time range, and ``Sequence.Attribute`` keys match inside sequence items
+(:mod:`.matching`). ``includefield`` takes a comma list, may be repeated, or ``all``.
+``limit`` and ``offset`` page the results (no default limit).
 
 A query without a match answers ``200`` with ``[]`` (Orthanc does the same; Azure sends 204).
 A parameter that is not an attribute this server can search raises :class:`QueryError` (400).
@@ -44,8 +46,17 @@ from ..standard.tags import UnknownAttribute, keyword_of, tag_hex, tag_of
 from ..standard.temporal import normalize_date, normalize_time
 from ..standard.uids import validate_uid
 from .index import BULK_PREFIX, json_text
+from .matching import (
+    DATE_TIME_PAIRS,
+    MatchError,
+    combined_datetime,
+    is_range,
+    sequence_match,
+    sequence_path,
+)
 from .storage import Archive
 
+STUDY_UID, SERIES_UID = 0x0020000D, 0x0020000E
 ALIASES = {"study": "st", "series": "se", "instance": "i"}
 _RANK = {"study": 0, "series": 1, "instance": 2}
 RESERVED = ("limit", "offset", "includefield", "fuzzymatching")
@@ -92,21 +103,18 @@ def _searchable_at(level: str) -> list[Attribute]:
 
 def _attribute(key: str, level: str) -> Attribute | int:
     """The searchable attribute named ``key`` (keyword or tag), or ModalitiesInStudy's tag."""
-    if "." in key:
-        raise QueryError(f"{key}: sequence matching (nested attributes) is not supported")
     try:
         tag = tag_of(key)
     except (UnknownAttribute, KeyError, ValueError):
         raise QueryError(f"unknown query parameter {key!r}: not a DICOM keyword or tag, nor "
                          f"one of {', '.join(RESERVED)}") from None
     keyword = keyword_of(tag)
-    if tag == MODALITIES_IN_STUDY and level == "study":
+    if tag == MODALITIES_IN_STUDY:  # the study's: matches its series and instances too
         return tag
     attr = SEARCHABLE.get(keyword)
     if attr is None or _RANK[attr.level] > _RANK[level]:
         names = sorted(a.keyword for a in _searchable_at(level))
-        if level == "study":
-            names.append("ModalitiesInStudy")
+        names.append("ModalitiesInStudy")
         raise QueryError(f"{keyword} ({tag_hex(tag)}) cannot be searched at the {level} level; "
                          f"searchable attributes: {', '.join(sorted(names))}")
     return attr
@@ -181,10 +189,12 @@ def _match(attr: Attribute, value: str, fuzzy: bool) -> tuple[str, list[Any]]:
     if attr.kind in ("da", "tm"):
         return _range(col, value, name, attr.kind)
     if attr.kind == "int":
-        try:
-            number = int(value)
-        except ValueError:
-            raise QueryError(f"{name}: {value!r} is not an integer") from None
+        if not re.fullmatch(r"\s*[+-]?[0-9]{1,30}\s*", value, re.ASCII):
+            raise QueryError(f"{name}: {value!r} is not an integer")
+        number = int(value)
+        if not -MAX_INT64 - 1 <= number <= MAX_INT64:
+            raise QueryError(f"{name}: {value} is out of range (a DICOM IS value is between "
+                             f"{-2**31} and {2**31 - 1})")
         return f"{col} = ?", [number]
     if attr.kind == "pn":
         folded = value.split("=")[0].strip().casefold()
@@ -222,13 +232,49 @@ def _modalities_match(value: str) -> tuple[str, list[Any]]:
             f"AND ({' OR '.join(clauses)}))"), args
 
 
-def _int_param(name: str, value: str, minimum: int) -> int:
+MAX_INT64 = 2**63 - 1  # SQLite's largest integer
+
+# the instance_data ids of the instances a result row stands for (sequence matching)
+_DATA_IDS = {
+    "study": "SELECT x.id FROM instances x WHERE x.StudyInstanceUID = st.StudyInstanceUID",
+    "series": "SELECT x.id FROM instances x WHERE x.SeriesInstanceUID = se.SeriesInstanceUID",
+    "instance": "i.id",
+}
+
+
+def _keyword(key: str) -> str | None:
+    """The keyword of a query parameter naming an attribute (keyword or tag), else None."""
     try:
-        number = int(value)
-    except ValueError:
-        raise QueryError(f"{name} must be an integer, not {value!r}") from None
+        return keyword_of(tag_of(key))
+    except (UnknownAttribute, KeyError, ValueError):
+        return None
+
+
+def _combined_pairs(params: list[tuple[str, str]], level: str) -> list[tuple[str, str]]:
+    """The date/time pairs given both as ranges, matched as one date-time range (PS3.4
+    C.2.2.2.5)."""
+    given = {_keyword(k): v for k, v in params if "." not in k and k not in RESERVED}
+    pairs = []
+    for date_name, time_name in DATE_TIME_PAIRS.items():
+        attr = SEARCHABLE.get(date_name)
+        if attr is None or _RANK[attr.level] > _RANK[level]:
+            continue
+        date_value, time_value = given.get(date_name), given.get(time_name)
+        if date_value and time_value and is_range(date_value) and is_range(time_value):
+            pairs.append((date_name, time_name))
+    return pairs
+
+
+def _int_param(name: str, value: str, minimum: int) -> int:
+    """A whole-number parameter (ASCII digits) from ``minimum`` to 2**63 - 1 (else 400)."""
+    text = value.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,30}", text, re.ASCII):
+        raise QueryError(f"{name} must be an integer, not {value!r}")
+    number = int(text)
     if number < minimum:
         raise QueryError(f"{name} must be at least {minimum}, not {number}")
+    if number > MAX_INT64:
+        raise QueryError(f"{name} must be at most {MAX_INT64}, not {number}")
     return number
 
 
@@ -243,7 +289,37 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], study: str | None
                 raise QueryError(f"fuzzymatching must be true or false, not {value!r}")
             query.fuzzy = value.lower() == "true"
     seen: set[str] = set()
+    combined = _combined_pairs(params, level)
+    for date_name, time_name in combined:
+        dates = [v for k, v in params if _keyword(k) == date_name]
+        times = [v for k, v in params if _keyword(k) == time_name]
+        if len(dates) > 1 or len(times) > 1:
+            raise QueryError(f"{date_name if len(dates) > 1 else time_name} is given more "
+                             "than once")
+        date_attr, time_attr = SEARCHABLE[date_name], SEARCHABLE[time_name]
+        alias = ALIASES[date_attr.level]
+        try:
+            clause, args = combined_datetime(f"{alias}.{date_name}", f"{alias}.{time_name}",
+                                             dates[0], times[0], (date_name, time_name))
+        except MatchError as exc:
+            raise QueryError(str(exc)) from None
+        query.where.append(clause)
+        query.args.extend(args)
+        query.include.update((date_attr.tag, time_attr.tag))
+    skip = {name for pair in combined for name in pair}
     for key, value in params:
+        if "." in key and key not in RESERVED:
+            try:
+                clause, args = sequence_match(key, value, _DATA_IDS[level]) if value else \
+                    ("1", [])
+                query.include.add(sequence_path(key)[0])
+            except MatchError as exc:
+                raise QueryError(str(exc)) from None
+            query.where.append(clause)
+            query.args.extend(args)
+            continue
+        if key not in RESERVED and _keyword(key) in skip:
+            continue
         if key == "limit":
             query.limit = _int_param("limit", value, 1)
         elif key == "offset":
@@ -306,6 +382,7 @@ def _fragment(tag: int, vr: str, value: Any) -> str:
 
 
 _URL_MARK = "@RETRIEVE-URL@"
+_URL_NAMES = ("studies", "series", "instances")
 
 
 def absolute_bulk_uris(text: str, base: str) -> str:
@@ -329,8 +406,15 @@ _PRIMARY = {
 }
 
 
-def _select(query: Query) -> str:
-    """SQL for the matching rows of the searched level (upper tables joined only to match)."""
+def _select(query: Query) -> tuple[str, list[Any]]:
+    """SQL and arguments for the matching rows of the searched level (upper tables joined only
+    to match), in id order.
+
+    A deep ``offset`` costs no more than the first page: the id of the first row of the page is
+    found by a sub-query that walks ids only (on the narrow ``*_id`` indexes, or the index that
+    matches the filter), then the page is read from that id on, ``LIMIT`` rows. The rows are
+    exactly those of ``LIMIT limit OFFSET offset``.
+    """
     alias = ALIASES[query.level]
     where = " AND ".join(query.where)
     source = _SOURCES[query.level]
@@ -339,12 +423,21 @@ def _select(query: Query) -> str:
     if query.level != "study" and "se." not in where and "st." not in where:
         source = source.split(" JOIN ")[0]
     sql = f"SELECT {_PRIMARY[query.level]} FROM {source}"
-    if where:
-        sql += f" WHERE {where}"
+    args = list(query.args)
+    clauses = [where] if where else []
+    if query.offset:
+        first = f"SELECT {alias}.id FROM {source}"
+        if where:
+            first += f" WHERE {where}"
+        first += f" ORDER BY {alias}.id LIMIT 1 OFFSET {int(query.offset)}"
+        clauses.append(f"{alias}.id >= ({first})")
+        args = [*query.args, *query.args]
+    if clauses:
+        sql += " WHERE " + " AND ".join(f"({c})" for c in clauses)
     sql += f" ORDER BY {alias}.id"
-    if query.limit is not None or query.offset:
-        sql += f" LIMIT {query.limit if query.limit is not None else -1} OFFSET {query.offset}"
-    return sql
+    if query.limit is not None:
+        sql += f" LIMIT {int(query.limit)}"
+    return sql, args
 
 
 def _default_tags(query: Query) -> set[int]:
@@ -376,11 +469,20 @@ class _Parts:
 
     def __init__(self, base: str) -> None:
         self.base = base
+        self.root = ResourcePath().url(base)
         self.url_head, self.url_tail = _fragment(RETRIEVE_URL, "UR", _URL_MARK).split(_URL_MARK)
         self.online = _fragment(INSTANCE_AVAILABILITY, "CS", "ONLINE")
 
-    def url(self, path: ResourcePath) -> str:
-        return f"{self.url_head}{json.dumps(path.url(self.base))[1:-1]}{self.url_tail}"
+    @staticmethod
+    def uid(tag: int, value: str) -> str:
+        """The element of a parent's UID (Study or Series Instance UID)."""
+        return _fragment(tag, "UI", value)
+
+    def url(self, *uids: str) -> str:
+        """The RetrieveURL element of the study, series or instance ``uids`` (UIDs read from the
+        index, validated when they were stored: no :class:`ResourcePath` per row)."""
+        path = "".join(f"/{name}/{uid}" for name, uid in zip(_URL_NAMES, uids, strict=False))
+        return f"{self.url_head}{json.dumps(self.root + path)[1:-1]}{self.url_tail}"
 
     @staticmethod
     def study(qido: str, modalities: str | None, n_series: int, n_instances: int) -> str:
@@ -400,7 +502,8 @@ class _Parts:
 def search(archive: Archive, query: Query, base: str) -> list[str]:
     """Run ``query``; return one DICOM JSON object text per match. ``base`` is the service
     URL that RetrieveURLs and BulkDataURIs start with (e.g. ``http://127.0.0.1:8042/v1``)."""
-    rows = archive.db.execute(_select(query), query.args).fetchall()
+    sql, args = _select(query)
+    rows = archive.db.execute(sql, args).fetchall()
     parts = _Parts(base)
     levels = query.levels
     results: list[str] = []
@@ -408,7 +511,7 @@ def search(archive: Archive, query: Query, base: str) -> list[str]:
         for _id, study, qido, common, modalities, n_series, n_instances in rows:
             computed = parts.study(qido, modalities, n_series, n_instances)
             pieces: tuple[str, ...] = (common, computed, parts.online,
-                                       parts.url(ResourcePath(study)))
+                                       parts.url(study))
             results.append("{" + ",".join(p for p in pieces if p) + "}")
     else:
         studies: dict[str, str] = {}
@@ -418,8 +521,10 @@ def search(archive: Archive, query: Query, base: str) -> list[str]:
             studies = {uid: parts.study(*values) for uid, values in found.items()}
         if query.level == "series":
             for _id, study, series, qido, common, n_instances in rows:
-                pieces = (common, studies.get(study, ""), parts.series(qido, n_instances),
-                          parts.url(ResourcePath(study, series)))
+                # the parent UID even when the study is in the path (PS3.18 10.6.3.3.2)
+                pieces = (common, studies.get(study) or parts.uid(STUDY_UID, study),
+                          parts.series(qido, n_instances),
+                          parts.url(study, series))
                 results.append("{" + ",".join(p for p in pieces if p) + "}")
         else:
             series_parts: dict[str, str] = {}
@@ -428,9 +533,10 @@ def search(archive: Archive, query: Query, base: str) -> list[str]:
                                 (r[2] for r in rows))
                 series_parts = {uid: parts.series(*values) for uid, values in found.items()}
             for _id, study, series, sop, qido, common in rows:
-                pieces = (common, studies.get(study, ""), series_parts.get(series, ""), qido,
+                pieces = (common, studies.get(study) or parts.uid(STUDY_UID, study),
+                          series_parts.get(series) or parts.uid(SERIES_UID, series), qido,
                           parts.online,
-                          parts.url(ResourcePath(study, series, sop)))
+                          parts.url(study, series, sop))
                 results.append("{" + ",".join(p for p in pieces if p) + "}")
     if query.include_all or query.include - _default_tags(query):
         results = [_with_extra(archive, query, row, text, base)

@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import sqlite3
 import threading
 import uuid
@@ -30,30 +29,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
-
 from ..standard.paths import ResourcePath
 from ..standard.pixellayout import (
-    PixelDataError,
     PixelLayout,
-    locate_pixel_data,
-    number_of_frames,
 )
-from ..standard.stow import ALREADY_EXISTS, INVALID, PROCESSING_FAILURE
-from ..standard.tags import PIXEL_TAGS
+from ..standard.stow import ALREADY_EXISTS, INVALID
 from ..standard.uids import validate_uid
 from .index import (
     DROP_TABLES,
     SCHEMA_VERSION,
     PreparedInstance,
+    StoreFailure,
     insert_rows,
-    prepare_instance,
+    prepare_files,
     recount_series,
     recount_study,
     schema,
 )
+from .repair import reconcile_archive
 
 try:  # advisory lock so that only the first server on a folder cleans its tmp/
     import fcntl
@@ -62,16 +55,9 @@ except ImportError:  # pragma: no cover - Windows
 
 log = logging.getLogger(__name__)
 
-
-class StoreFailure(Exception):
-    """An instance was not stored; ``reason`` is the PS3.4 failure reason code."""
-
-    def __init__(self, reason: int, message: str, sop_class: str | None = None,
-                 sop_instance: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.sop_class = sop_class
-        self.sop_instance = sop_instance
+#: The journal of committed deletions whose files may still exist (see :meth:`Archive.delete`);
+#: kept apart from the index tables, so that rebuilding the index never forgets it.
+PENDING_DELETIONS = "CREATE TABLE IF NOT EXISTS pending_deletions (path TEXT PRIMARY KEY)"
 
 
 @dataclass(frozen=True)
@@ -152,6 +138,7 @@ class Archive:
                         SCHEMA_VERSION)
             conn.executescript(DROP_TABLES)
         conn.executescript(schema())
+        conn.execute(PENDING_DELETIONS)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         if exclusive:
             self.reconcile()
@@ -247,91 +234,50 @@ class Archive:
             raise outcome
         return outcome
 
-    def store_files(self, temps: list[Path], study: str | None = None
+    def store_files(self, temps: list[Path], study: str | None = None, *,
+                    prepared: list[PreparedInstance | StoreFailure] | None = None
                     ) -> list[Stored | StoreFailure]:
-        """Store several complete files of tmp/ (one STOW request) in one index transaction.
+        """Store several complete files of tmp/ (one STOW request, one import batch) with one
+        group commit.
 
-        Files are flushed and parsed in parallel, then inserted and renamed into place under one
-        write lock (one savepoint each, so that a failure stays with its file), each folder is
-        flushed once, and the transaction commits. Returns one outcome per file, in order;
-        temporary files are always removed.
+        The files are parsed (by worker processes for a large batch) and flushed to disk
+        together, then inserted and renamed into place under one write lock (one savepoint
+        each, so that a failure stays with its file); each folder is flushed once, and the one
+        transaction commits: an instance is acknowledged only once its file, its folder and its
+        row are durable. A temporary file may be a symbolic link (an in-place import): the link
+        is what is moved into place. Returns one outcome per file, in order; temporary files
+        are always removed. ``prepared``: the files already parsed (:func:`.index.prepare_file`,
+        e.g. by worker processes), one per file.
         """
-        def prepare(temp: Path) -> PreparedInstance | StoreFailure:
-            try:
-                if self.durable:
-                    with open(temp, "rb+") as fp:
-                        os.fsync(fp.fileno())
-                return self._prepare(temp, study)
-            except StoreFailure as failure:
-                return failure
-
         try:
-            if len(temps) > 1:
-                with ThreadPoolExecutor(min(4, len(temps)),
-                                        thread_name_prefix="dicomframes-store") as pool:
-                    prepared = list(pool.map(prepare, temps))
-            else:
-                prepared = [prepare(t) for t in temps]
+            if prepared is None:
+                prepared = prepare_files(temps, study)
+            self.fsync_files([t for t, p in zip(temps, prepared, strict=True)
+                              if not isinstance(p, StoreFailure) and not t.is_symlink()])
             return self._commit(temps, prepared)
         finally:
             for temp in temps:
                 with contextlib.suppress(FileNotFoundError):
                     temp.unlink()
 
-    def _prepare(self, path: Path, study: str | None) -> PreparedInstance:
-        """Parse a file and compute every index value (no lock held)."""
-        ds: pydicom.Dataset | None = None
-        try:
-            with open(path, "rb") as fp:
-                size = os.fstat(fp.fileno()).st_size
-                ds = pydicom.dcmread(fp, stop_before_pixels=True)
-                ts = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
-                if not ts:
-                    raise StoreFailure(INVALID, "the file meta information has no "
-                                       "TransferSyntaxUID")
-                uid = UID(ts)
-                if uid.is_deflated or (uid.is_transfer_syntax and not uid.is_little_endian):
-                    layout = self._opaque_layout(path, ts)
-                else:
-                    layout = locate_pixel_data(fp, ds, size)
-        except StoreFailure:
-            raise
-        except (InvalidDicomError, PixelDataError, EOFError, OSError, ValueError, KeyError,
-                TypeError, AttributeError, NotImplementedError) as exc:
-            # a readable header (e.g. a file cut short in its pixel data) names the instance,
-            # so the client can tell which of its files failed
-            known = {k: str(ds.get(k, "") or "") for k in ("SOPClassUID", "SOPInstanceUID")} \
-                if ds is not None else {}
-            raise StoreFailure(PROCESSING_FAILURE, f"not a readable DICOM file: {exc}",
-                               known.get("SOPClassUID") or None,
-                               known.get("SOPInstanceUID") or None) from exc
-        sop_class = str(ds.get("SOPClassUID", "") or "")
-        sop = str(ds.get("SOPInstanceUID", "") or "")
-        study_uid = str(ds.get("StudyInstanceUID", "") or "")
-        series_uid = str(ds.get("SeriesInstanceUID", "") or "")
-        for value, what in ((sop, "SOPInstanceUID"), (sop_class, "SOPClassUID"),
-                            (study_uid, "StudyInstanceUID"), (series_uid, "SeriesInstanceUID")):
+    def fsync_files(self, paths: list[Path]) -> None:
+        """Flush files to disk, together (concurrent fsyncs share the file system's journal
+        commits); nothing when the archive is not durable."""
+        def flush(path: Path) -> None:
+            fd = os.open(path, os.O_RDONLY)
             try:
-                validate_uid(value, what)
-            except ValueError as exc:
-                raise StoreFailure(INVALID, str(exc), sop_class or None, sop or None) from exc
-        if study is not None and study_uid != study:
-            raise StoreFailure(INVALID, f"instance belongs to study {study_uid}, not to {study}",
-                               sop_class, sop)
-        try:
-            return prepare_instance(ds, ResourcePath(study_uid, series_uid, sop), sop_class,
-                                    layout, size)
-        except Exception as exc:  # pydicom raises many kinds for malformed values
-            raise StoreFailure(PROCESSING_FAILURE, f"cannot read the attributes: {exc}",
-                               sop_class, sop) from exc
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
-    @staticmethod
-    def _opaque_layout(path: Path, ts: str) -> PixelLayout:
-        full = pydicom.dcmread(path)
-        for tag in PIXEL_TAGS:
-            if tag in full:
-                return PixelLayout("opaque", ts, number_of_frames(full), tag=tag)
-        return PixelLayout("none", ts)
+        if not self.durable or not paths:
+            return
+        if len(paths) == 1:
+            flush(paths[0])
+            return
+        with ThreadPoolExecutor(min(8, len(paths)), thread_name_prefix="dicomframes-fsync") \
+                as pool:
+            list(pool.map(flush, paths))
 
     def _commit(self, temps: list[Path], prepared: list[PreparedInstance | StoreFailure]
                 ) -> list[Stored | StoreFailure]:
@@ -434,7 +380,13 @@ class Archive:
     # -- deleting ---------------------------------------------------------------------------
 
     def delete(self, study: str, series: str | None = None, sop: str | None = None) -> int:
-        """Delete a study, series or instance: rows and files. Returns how many instances."""
+        """Delete a study, series or instance: rows and files. Returns how many instances.
+
+        All or nothing across a crash: the rows go, and the files are listed in the
+        ``pending_deletions`` journal, in one transaction; only after it commits are the files
+        unlinked (and the journal emptied). A crash before the commit leaves everything; a crash
+        after it leaves files that the next start-up (:meth:`reconcile`) removes.
+        """
         where = "StudyInstanceUID = ?"
         args: list[str] = [study]
         if series is not None:
@@ -448,31 +400,61 @@ class Archive:
                               args).fetchall()
             if not rows:
                 return 0
+            db.executemany("INSERT OR IGNORE INTO pending_deletions (path) VALUES (?)",
+                           [(r[0],) for r in rows])
             db.execute(f"DELETE FROM instance_data WHERE id IN (SELECT id FROM instances "
                        f"WHERE {where})", args)
             db.execute(f"DELETE FROM instances WHERE {where}", args)
             for series_uid in {r[1] for r in rows}:
                 recount_series(db, series_uid)
             recount_study(db, study)
-            moved: list[tuple[Path, Path]] = []
-            try:
-                for relative, _ in rows:
-                    target = self.temp_path(".deleted")
-                    with contextlib.suppress(FileNotFoundError):
-                        os.replace(self.root / relative, target)
-                        moved.append((self.root / relative, target))
-            except BaseException:
-                for original, target in moved:
-                    os.replace(target, original)
-                raise
-            trash = [target for _, target in moved]
-        for target in trash:
-            with contextlib.suppress(OSError):
-                target.unlink()
-        self._remove_empty_dirs({(self.root / r).parent for r, _ in rows})
+        self.finish_deletions([r[0] for r in rows])
         return len(rows)
 
-    def _remove_empty_dirs(self, folders: set[Path]) -> None:
+    def finish_deletions(self, paths: list[str] | None = None) -> int:
+        """Unlink the files of committed deletions (``paths``, or every one in the journal),
+        remove the folders they leave empty and clear their journal rows. Returns how many
+        files were removed.
+
+        Runs under the index's write lock: a STOW that stores the same instance again (same
+        path) does its rename inside its own write transaction, so a file that has an index
+        row again is never removed, and a folder is never removed between a STOW's mkdir and
+        its rename.
+        """
+        removed = 0
+        while True:
+            with self.transaction() as db:
+                if paths is None:
+                    batch = [r[0] for r in db.execute(
+                        "SELECT path FROM pending_deletions LIMIT 500")]
+                else:
+                    batch, paths = paths[:500], paths[500:]
+                if not batch:
+                    return removed
+                marks = ", ".join("?" * len(batch))
+                indexed = {r[0] for r in db.execute(
+                    f"SELECT path FROM instances WHERE path IN ({marks})", batch)}
+                folders: set[Path] = set()
+                for relative in batch:
+                    if relative in indexed:  # stored again since: not ours to remove
+                        continue
+                    target = self.root / relative
+                    if self.files not in target.parents:  # never outside files/
+                        continue
+                    try:
+                        os.unlink(target)
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
+                    folders.add(target.parent)
+                for folder in folders:
+                    self._fsync_dir(folder)
+                self.remove_empty_dirs(folders)
+                db.execute(f"DELETE FROM pending_deletions WHERE path IN ({marks})", batch)
+
+    def remove_empty_dirs(self, folders: set[Path]) -> None:
+        """Remove the series folders given and their study folders when empty. Call it inside
+        a write transaction (see :meth:`finish_deletions`)."""
         for folder in folders:
             for candidate in (folder, folder.parent):
                 if candidate == self.files or self.files not in candidate.parents:
@@ -485,57 +467,19 @@ class Archive:
     # -- start-up consistency ---------------------------------------------------------------
 
     def reconcile(self) -> dict[str, int]:
-        """Make index and files agree after a crash: wipe tmp/, drop rows whose file is gone,
-        index complete files that have no row (a crash between rename and commit), and fix
-        the study/series counters. Returns what was done."""
-        report = {"temporary": 0, "missing": 0, "restored": 0, "discarded": 0}
-        for entry in os.scandir(self.tmp):
-            with contextlib.suppress(OSError):
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path)
-                else:
-                    os.unlink(entry.path)
-                report["temporary"] += 1
-        db = self.db
-        known: dict[str, tuple[str, str]] = {
-            path: (study, series) for path, study, series in db.execute(
-                "SELECT path, StudyInstanceUID, SeriesInstanceUID FROM instances")}
-        on_disk: set[str] = set()
-        for dirpath, _dirs, names in os.walk(self.files):
-            for name in names:
-                on_disk.add((Path(dirpath) / name).relative_to(self.root).as_posix())
-        missing = [p for p in known if p not in on_disk]
-        if missing:
-            with self.transaction() as tx:
-                touched: set[tuple[str, str]] = set()
-                for path in missing:
-                    tx.execute("DELETE FROM instance_data WHERE id IN (SELECT id FROM instances "
-                               "WHERE path = ?)", (path,))
-                    tx.execute("DELETE FROM instances WHERE path = ?", (path,))
-                    touched.add(known[path])
-                for _study, series in touched:
-                    recount_series(tx, series)
-                for study in {s for s, _ in touched}:
-                    recount_study(tx, study)
-            report["missing"] = len(missing)
-            log.warning("index rows without their file removed: %d", len(missing))
-        for path in sorted(on_disk - set(known)):
-            source = self.root / path
-            temp = self.temp_path(".restore")
-            try:
-                os.link(source, temp)  # a second name in tmp/: store_file moves it into place
-                stored = self.store_file(temp)
-                if self.path_of(stored.study, stored.series, stored.sop_instance) != source:
-                    source.unlink()  # it was in the wrong place
-                report["restored"] += 1
-            except (StoreFailure, OSError) as exc:
-                rejected = self.root / "rejected" / path
-                log.warning("moved %s, which has no index row and cannot be stored (%s), to %s",
-                            path, exc, rejected)
-                with contextlib.suppress(OSError):
-                    rejected.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(source, rejected)
-                report["discarded"] += 1
-        if on_disk - set(known):
-            self._remove_empty_dirs({(self.root / p).parent for p in on_disk - set(known)})
-        return report
+        """Make index and files agree after a crash or after files were changed behind the
+        server's back (see :func:`.repair.reconcile_archive`). Returns what was done."""
+        return reconcile_archive(self, self._restore)
+
+    def _restore(self, source: Path) -> str | None:
+        """Index a file of files/ that has no row (a crash between rename and commit); None,
+        or why it cannot be stored."""
+        temp = self.temp_path(".restore")
+        try:
+            os.link(source, temp)  # a second name in tmp/: store_file moves it into place
+            stored = self.store_file(temp)
+            if self.path_of(stored.study, stored.series, stored.sop_instance) != source:
+                source.unlink()  # it was in the wrong place
+            return None
+        except (StoreFailure, OSError) as exc:
+            return str(exc)

@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -38,8 +41,8 @@ from .pixeldata import (
 from .query import absolute_bulk_uris
 from .storage import Archive, InstanceRecord
 from .web import (
-    SMALL_BODY,
     HTTPProblem,
+    Spool,
     encode_parts,
     file_chunks,
     json_response,
@@ -50,7 +53,7 @@ from .web import (
 )
 
 
-def _frame_numbers(text: str, count: int) -> list[int]:
+def frame_numbers(text: str, count: int) -> list[int]:
     """The frame numbers of a frames path segment: 400 when malformed, 404 past the last."""
     try:
         numbers = parse_frame_list(text)
@@ -61,6 +64,101 @@ def _frame_numbers(text: str, count: int) -> list[int]:
         raise HTTPProblem(404, f"frame {past[0]} does not exist: the instance has {count} "
                           f"frame(s)")
     return numbers
+
+
+MAX_VIEWPORT = 16384
+WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+
+
+def _whole(name: str, text: str, low: int, high: int) -> int:
+    """An integer parameter in ASCII digits between ``low`` and ``high`` (else 400)."""
+    text = text.strip()
+    if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 12:
+        raise HTTPProblem(400, f"{name} must be a whole number, not {text!r}")
+    number = int(text)
+    if not low <= number <= high:
+        raise HTTPProblem(400, f"{name} must be between {low} and {high}, not {number}")
+    return number
+
+
+def _window(text: str) -> tuple[float, float, str]:
+    """``window=center,width[,function]`` (PS3.18 8.3.5.1.4; else 400 naming what is wrong)."""
+    values = [v.strip() for v in text.split(",")]
+    if len(values) not in (2, 3):
+        raise HTTPProblem(400, f"window={text!r}: give center,width[,function]")
+    try:
+        center, width = float(values[0]), float(values[1])
+    except ValueError:
+        raise HTTPProblem(400, f"window={text!r}: center and width must be numbers") from None
+    if not (math.isfinite(center) and math.isfinite(width)) or \
+            max(abs(center), abs(width)) > 1e12:
+        raise HTTPProblem(400, f"window={text!r}: center and width must be finite numbers")
+    function = values[2].upper() if len(values) == 3 else "LINEAR"
+    if function not in WINDOW_FUNCTIONS:
+        raise HTTPProblem(400, f"window={text!r}: the function must be one of "
+                          f"{', '.join(WINDOW_FUNCTIONS)}, not {values[2]!r}")
+    if width < 1 if function == "LINEAR" else width <= 0:
+        raise HTTPProblem(400, f"window={text!r}: the width must be "
+                          f"{'at least 1' if function == 'LINEAR' else 'above 0'} for "
+                          f"{function}")
+    return center, width, function
+
+
+def render_options(request: Request) -> tuple[Any, int, Any]:
+    """window, quality and viewport of a rendered request (400 naming a bad one)."""
+    params = request.query_params
+    window = None
+    if params.get("window"):
+        window = _window(params["window"])
+    quality = _whole("quality", params.get("quality", "90"), 1, 100)
+    viewport = None
+    if params.get("viewport"):
+        size = params["viewport"].split(",")
+        if len(size) < 2:
+            raise HTTPProblem(400, f"viewport={params['viewport']!r}: give width,height "
+                              "in pixels")
+        viewport = (_whole("viewport width", size[0], 1, MAX_VIEWPORT),
+                    _whole("viewport height", size[1], 1, MAX_VIEWPORT))
+    return window, quality, viewport
+
+
+def check_file(record: InstanceRecord) -> HTTPProblem | None:
+    """Why the file of ``record`` cannot be served, or None when it is whole: 404 when it is
+    gone (deleted meanwhile, or removed outside the server), 500 when its size is not the one
+    stored (changed outside the server), so that a 200 never carries fewer bytes than it
+    declares."""
+    try:
+        size = os.stat(record.path).st_size
+    except FileNotFoundError:
+        return HTTPProblem(404, f"the file of instance {record.sop_instance} is missing from "
+                           "the archive (deleted, or removed outside the server)")
+    except OSError as exc:
+        return HTTPProblem(500, f"the file of instance {record.sop_instance} cannot be read: "
+                           f"{exc.strerror}")
+    if size != record.size:
+        return HTTPProblem(500, f"the file of instance {record.sop_instance} has {size} bytes "
+                           f"where {record.size} were stored (changed outside the server); "
+                           "it is not served")
+    return None
+
+
+def _whole_records(records: list[InstanceRecord]
+                   ) -> tuple[list[InstanceRecord], list[HTTPProblem]]:
+    """The records whose files are whole, and why each other one cannot be served."""
+    good, bad = [], []
+    for record in records:
+        problem = check_file(record)
+        if problem is None:
+            good.append(record)
+        else:
+            bad.append(problem)
+    return good, bad
+
+
+def _partial_warning(problems: list[HTTPProblem]) -> dict[str, str]:
+    """The Warning header of a 206 answer that leaves out the instances of ``problems``."""
+    text = "; ".join(p.message for p in problems)[:2000].replace('"', "'")
+    return {"Warning": f'299 dicomframes "{len(problems)} instance(s) left out: {text}"'}
 
 
 def _frames_size(layout: PixelLayout, numbers: list[int]) -> int | None:
@@ -90,9 +188,18 @@ class WadoRoutes:
             records = await run_in_threadpool(self.archive.instances, path.study, path.series)
         if not records:
             raise HTTPProblem(404, not_found_message(path))
+        records, problems = await run_in_threadpool(_whole_records, records)
+        if not records:
+            raise problems[0]
+        status, warning = (206, _partial_warning(problems)) if problems else (200, {})
         ranges = parse_accept(request.headers.get("accept"))
-        multipart, syntaxes = dicom_plan(ranges, [r.transfer_syntax for r in records],
-                                         allow_single=path.instance is not None)
+        spool = Spool()
+        try:
+            multipart, syntaxes, made = await run_in_threadpool(
+                self._prepare, ranges, records, path.instance is not None, spool)
+        except BaseException:
+            spool.close()
+            raise
         base = service_base(request)
         if not multipart:
             record, syntax = records[0], syntaxes[0]
@@ -100,31 +207,53 @@ class WadoRoutes:
             if syntax == record.transfer_syntax:
                 return StreamingResponse(file_chunks(record.path), media_type=ctype,
                                          headers={"Content-Length": str(record.size)})
-            body = await run_in_threadpool(self._transcode, record.path)
+            content = made[0]
+            body = content if isinstance(content, bytes) else content.read()
+            spool.close()
             return Response(body, media_type=ctype)
         boundary = new_boundary()
         parts: list[tuple[dict[str, str], Any]] = []
-        lazy = False
-        for record, syntax in zip(records, syntaxes, strict=True):
+        for position, (record, syntax) in enumerate(zip(records, syntaxes, strict=True)):
+            # each part says what was sent: the stored syntax, or the one transcoded to
             headers = {"Content-Type": f"application/dicom; transfer-syntax={syntax}",
                        "Content-Location": record.resource.url(base)}
-            if syntax == record.transfer_syntax:
-                parts.append((headers, str(record.path)))
-            else:
-                lazy = True
-                parts.append((headers, record.path))
+            parts.append((headers, made.get(position, str(record.path))))
         content_type = related_content_type(boundary, DICOM)
-        if not lazy:
-            length = await run_in_threadpool(self._length, parts, boundary)
-            return await multipart_response(lambda: parts, boundary, content_type, length,
-                                             exact=True)
+        length = await run_in_threadpool(self._length, parts, boundary)
+        answer = await multipart_response(lambda: parts, boundary, content_type, length,
+                                          exact=True)
+        answer.status_code = status
+        answer.headers.update(warning)
+        answer.background = BackgroundTask(spool.close)
+        return answer
 
-        def transcoded() -> Iterator[tuple[dict[str, str], Any]]:
-            for headers, content in parts:
-                yield (headers, content) if isinstance(content, str) else \
-                    (headers, self._transcode(content))
-
-        return StreamingResponse(encode_parts(transcoded(), boundary), media_type=content_type)
+    def _prepare(self, ranges: list[MediaRange], records: list[InstanceRecord],
+                 allow_single: bool, spool: Spool) -> tuple[bool, list[str], dict[int, Any]]:
+        """Plan the answer and transcode what it needs, all before answering: an instance
+        whose transcoding fails is planned again without it (sent as stored where the Accept
+        header and PS3.18 allow, else 406 naming why). Returns (multipart, the syntax of each
+        instance, the transcoded contents by position)."""
+        stored = [r.transfer_syntax for r in records]
+        failed: dict[int, str] = {}
+        made: dict[int, Any] = {}
+        while True:
+            why = "; ".join(f"instance {records[i].sop_instance}: {text}"
+                            for i, text in list(failed.items())[:3])
+            multipart, syntaxes = dicom_plan(ranges, stored, allow_single, failed, why)
+            todo = [i for i, syntax in enumerate(syntaxes)
+                    if syntax != stored[i] and i not in made]
+            new_failure = False
+            for i in todo:
+                try:
+                    made[i] = spool.add(transcode_to_explicit_le(records[i].path))
+                except PixelDataError as exc:
+                    failed[i] = str(exc).splitlines()[0][:300]
+                    new_failure = True
+                    break
+            if not new_failure:
+                # only what the final plan sends transcoded is kept
+                return multipart, syntaxes, {i: c for i, c in made.items()
+                                             if syntaxes[i] != stored[i]}
 
     @staticmethod
     def _length(parts: list[tuple[dict[str, str], Any]], boundary: str) -> int | None:
@@ -132,13 +261,6 @@ class WadoRoutes:
             return encoded_length(parts, boundary, content_length=True)
         except OSError:
             return None
-
-    @staticmethod
-    def _transcode(path: Any) -> bytes:
-        try:
-            return transcode_to_explicit_le(path)
-        except PixelDataError as exc:
-            raise HTTPProblem(406, str(exc)) from None
 
     async def metadata(self, request: Request) -> Response:
         """GET .../metadata at the study, series or instance level (DICOM JSON)."""
@@ -159,6 +281,9 @@ class WadoRoutes:
                                          path.instance)
         if record is None:
             raise HTTPProblem(404, not_found_message(path))
+        problem = await run_in_threadpool(check_file, record)
+        if problem is not None:
+            raise problem
         return record
 
     # -- WADO-RS: frames, rendered, bulk data ------------------------------------------------
@@ -169,7 +294,7 @@ class WadoRoutes:
         layout = record.pixels
         if layout.kind == "none":
             raise HTTPProblem(404, f"instance {record.sop_instance} has no pixel data")
-        numbers = _frame_numbers(request.path_params["frames"], layout.frames)
+        numbers = frame_numbers(request.path_params["frames"], layout.frames)
         plan = frame_plan(parse_accept(request.headers.get("accept")), layout,
                            record.transfer_syntax, len(numbers) == 1)
         part_type = f"{plan.media_type}; transfer-syntax={plan.syntax}"
@@ -179,24 +304,52 @@ class WadoRoutes:
             return Response(data, media_type=part_type)
         base = record.resource.url(service_base(request))
 
-        size = _frames_size(layout, numbers) if read is not native_frame or \
-            layout.kind == "native" else None
-        # a large answer is streamed: its first frame is read before answering, so that an
-        # error still gets its status
-        first = await run_in_threadpool(self._frame, read, record, numbers[0] - 1) \
-            if size is None or size > SMALL_BODY else None
-
-        def parts() -> Iterator[tuple[dict[str, str], bytes]]:
-            for position, number in enumerate(numbers):
-                yield ({"Content-Type": part_type,
-                        "Content-Location": f"{base}/frames/{number}"},
-                       first if position == 0 and first is not None
-                       else self._frame(read, record, number - 1))
-
         boundary = new_boundary()
         content_type = related_content_type(boundary, plan.media_type,
                                             transfer_syntax=plan.syntax)
-        return await multipart_response(parts, boundary, content_type, size)
+        plain = layout.kind == "native" or (layout.kind == "encapsulated" and
+                                            read is stored_frame)
+        if not plain:
+            # decoded (or found by parsing): every frame is made before answering, so that a
+            # frame that cannot be decoded is a 406, never a cut-short 200
+            answer, spool = await self._spooled_frames(read, record, numbers, part_type,
+                                                       base, boundary, content_type)
+            answer.background = BackgroundTask(spool.close)
+            return answer
+
+        def parts() -> Iterator[tuple[dict[str, str], bytes]]:
+            for number in numbers:  # byte ranges of a file whose size was checked
+                yield ({"Content-Type": part_type,
+                        "Content-Location": f"{base}/frames/{number}"},
+                       self._frame(read, record, number - 1))
+
+        return await multipart_response(parts, boundary, content_type,
+                                        _frames_size(layout, numbers))
+
+    async def _spooled_frames(self, read: Callable[[Any, PixelLayout, int], bytes],
+                              record: InstanceRecord, numbers: list[int], part_type: str,
+                              base: str | None, boundary: str,
+                              content_type: str) -> tuple[Response, Spool]:
+        """A multipart answer of frames all read (decoded) before it starts."""
+        spool = Spool()
+
+        def make() -> list[tuple[dict[str, str], Any]]:
+            made = []
+            for number in numbers:
+                headers = {"Content-Type": part_type}
+                if base is not None:
+                    headers["Content-Location"] = f"{base}/frames/{number}"
+                made.append((headers, spool.add(self._frame(read, record, number - 1))))
+            return made
+
+        try:
+            parts = await run_in_threadpool(make)
+            length = await run_in_threadpool(self._length, parts, boundary)
+        except BaseException:
+            spool.close()
+            raise
+        return await multipart_response(lambda: parts, boundary, content_type, length,
+                                        exact=True), spool
 
     @staticmethod
     def _frame(read: Callable[[Any, PixelLayout, int], bytes], record: InstanceRecord,
@@ -213,38 +366,17 @@ class WadoRoutes:
             raise HTTPProblem(404, f"instance {record.sop_instance} has no pixel data")
         media_type = rendered_type(request)
         frames = request.path_params.get("frames")
-        numbers = _frame_numbers(frames, record.pixels.frames) if frames else [1]
+        numbers = frame_numbers(frames, record.pixels.frames) if frames else [1]
         if len(numbers) != 1:
             raise HTTPProblem(400, "rendered frames are returned one at a time: ask for one "
                               "frame number")
-        window, quality, viewport = self._render_options(request)
+        window, quality, viewport = render_options(request)
         try:
             data = await run_in_threadpool(render_frame, record.path, numbers[0] - 1, media_type,
                                            window=window, quality=quality, viewport=viewport)
         except PixelDataError as exc:
             raise HTTPProblem(406, str(exc)) from None
         return Response(data, media_type=media_type)
-
-    @staticmethod
-    def _render_options(request: Request) -> tuple[Any, int, Any]:
-        params = request.query_params
-        window = None
-        try:
-            if params.get("window"):
-                values = params["window"].split(",")
-                window = (float(values[0]), float(values[1]),
-                          values[2].strip().upper() if len(values) > 2 else "LINEAR")
-            quality = int(params.get("quality", "90"))
-            viewport = None
-            if params.get("viewport"):
-                size = params["viewport"].split(",")
-                viewport = (int(size[0]), int(size[1]))
-        except (ValueError, IndexError):
-            raise HTTPProblem(400, "rendered options: window=center,width[,function], "
-                              "quality=1..100, viewport=width,height") from None
-        if not 1 <= quality <= 100:
-            raise HTTPProblem(400, f"quality must be between 1 and 100, not {quality}")
-        return window, quality, viewport
 
     async def bulkdata(self, request: Request) -> Response:
         """GET the value behind a BulkDataURI (multipart/related octet-stream, or one part)."""
@@ -292,14 +424,12 @@ class WadoRoutes:
         plan = frame_plan(ranges, layout, record.transfer_syntax, layout.frames == 1)
         read = native_frame if plan.decode or layout.is_native else stored_frame
         part_type = f"{plan.media_type}; transfer-syntax={plan.syntax}"
-
-        def parts() -> Iterator[tuple[dict[str, str], bytes]]:
-            for index in range(layout.frames):
-                yield {"Content-Type": part_type}, self._frame(read, record, index)
-
         boundary = new_boundary()
-        return StreamingResponse(encode_parts(parts(), boundary),
-                                 media_type=related_content_type(boundary, plan.media_type))
+        answer, spool = await self._spooled_frames(
+            read, record, list(range(1, layout.frames + 1)), part_type, None, boundary,
+            related_content_type(boundary, plan.media_type))
+        answer.background = BackgroundTask(spool.close)
+        return answer
 
     @staticmethod
     def _bulk_response(ranges: list[MediaRange], data: bytes, media: str,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -18,15 +19,19 @@ from ..standard.paths import ResourcePath
 
 CHUNK = 1 << 20
 SMALL_BODY = 4 << 20  # multipart answers up to this size are built at once, not streamed
+SPOOL_MEMORY = 64 << 20  # contents made before answering stay in memory up to this total
 
 
 class HTTPProblem(Exception):
-    """An error answer: status and a message for the client (text/plain)."""
+    """An error answer: status and a message for the client (text/plain). ``close``: the
+    answer says ``Connection: close`` and the connection is closed after it (e.g. when the
+    request body was not read to its end)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.close = close
 
 
 def encode_parts(parts: Any, boundary: str) -> Iterator[bytes]:
@@ -35,18 +40,38 @@ def encode_parts(parts: Any, boundary: str) -> Iterator[bytes]:
     return encode(parts, boundary, CHUNK, content_length=True)
 
 
+def _host_port(value: str) -> tuple[str, int | None]:
+    """("host", port) of a Host header value (port None when absent or not a number)."""
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?", value.strip())
+    if not match:
+        return "", None
+    return match.group(1).lower(), int(match.group(2)) if match.group(2) else None
+
+
 def service_base(request: Request) -> str:
-    """The URL of the service root this request came through (with /v1 or /v2 if used)."""
+    """The URL of the service root this request came through (with /v1 or /v2 if used).
+
+    Built from the address the connection was accepted on; the request's Host header is used
+    only when it names this server (its own address, the name it was started with, or
+    ``localhost`` on a loopback address), so that a forged Host never leaks into RetrieveURLs.
+    Some clients (dicomweb-client) send Host without the port: the port listened on is used.
+    """
     root = request.scope.get("root_path", "")
     app_root = request.scope.get("app_root_path", "")
     prefix = root[len(app_root):] if root.startswith(app_root) else root
-    base = str(request.base_url).rstrip("/")
+    scheme = request.url.scheme
     server = request.scope.get("server")
-    host = request.headers.get("host", "")
-    # some clients (dicomweb-client) send Host without the port: use the port we listen on
-    if server and server[1] not in (None, 80, 443) and host and not re.search(r":\d+$", host):
-        base = f"{request.url.scheme}://{host}:{server[1]}{app_root.rstrip('/')}"
-    return base + prefix
+    if not server:
+        return str(request.base_url).rstrip("/") + prefix
+    address, port = str(server[0]), server[1]
+    own = f"[{address}]" if ":" in address else address
+    names = {own.lower(), *getattr(request.app.state, "host_names", ())}
+    if address in ("127.0.0.1", "::1"):
+        names.add("localhost")
+    host, host_port = _host_port(request.headers.get("host", ""))
+    if host in names and host_port in (None, port):
+        own = host
+    return f"{scheme}://{own}:{port}{app_root.rstrip('/')}{prefix}"
 
 
 def request_path(request: Request) -> ResourcePath:
@@ -99,3 +124,31 @@ async def multipart_response(parts: Callable[[], Any], boundary: str, content_ty
     headers = {"Content-Length": str(size)} if exact and size is not None else None
     return StreamingResponse(encode_parts(parts(), boundary), media_type=content_type,
                              headers=headers)
+
+
+class Spool:
+    """Contents made before an answer starts (transcoded instances, decoded frames), so that
+    nothing can fail once the status line is out: kept in memory up to ``SPOOL_MEMORY`` bytes
+    in all, then written to unnamed temporary files. :meth:`close` releases the files."""
+
+    def __init__(self, memory: int = SPOOL_MEMORY) -> None:
+        self.memory = memory
+        self.used = 0
+        self.files: list[IO[bytes]] = []
+
+    def add(self, data: bytes) -> bytes | IO[bytes]:
+        """``data`` as a part content: the bytes, or a temporary file positioned at 0."""
+        if self.used + len(data) <= self.memory:
+            self.used += len(data)
+            return data
+        fp = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self.files.append(fp)
+        fp.write(data)
+        fp.seek(0)
+        return fp
+
+    def close(self) -> None:
+        """Close (and so delete) the temporary files."""
+        for fp in self.files:
+            fp.close()
+        self.files.clear()

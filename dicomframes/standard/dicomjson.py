@@ -350,6 +350,9 @@ def _element_value(vr: str, values: list[Any]) -> Any:
     return out[0] if len(out) == 1 else out
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
 def json_to_dataset(obj: dict[str, Any]) -> pydicom.Dataset:
     """Return a pydicom Dataset made from a DICOM JSON object.
 
@@ -359,6 +362,8 @@ def json_to_dataset(obj: dict[str, Any]) -> pydicom.Dataset:
     """
     ds = pydicom.Dataset()
     for key, elem in obj.items():
+        if not (isinstance(key, str) and len(key) == 8 and _HEX_DIGITS.issuperset(key)):
+            raise ValueError(f"not a DICOM JSON attribute tag: {key!r} (8 hex digits expected)")
         tag = int(key, 16)
         vr = (elem or {}).get("vr") or vr_of(tag)
         if not elem or "BulkDataURI" in elem:
@@ -436,11 +441,29 @@ def _scalar(vr: str, value: Any, tag: int | None, pn_components: bool) -> Any:
 
 
 def sequence_item(obj: dict[str, Any] | None, pn_components: bool = False) -> dict[str, Any]:
-    """A sequence item -> {keyword: python value}, in tag order."""
+    """A sequence item -> {keyword: python value}, in tag order.
+
+    An item that is not an object gives {}, and keys that are not 8-hex-digit tags are left
+    out, each with a warning: a malformed item never costs the whole table.
+    """
+    if not isinstance(obj, dict):
+        if obj is not None:
+            warnings.warn(f"sequence item {obj!r:.60} is not a DICOM JSON object; left out",
+                          UserWarning, stacklevel=2)
+        return {}
+    tags = {}
+    for key in obj:
+        if isinstance(key, str) and len(key) == 8 and _HEX_DIGITS.issuperset(key):
+            tags[int(key, 16)] = key
+        else:
+            warnings.warn(f"sequence item key {key!r:.40} is not a DICOM tag; left out",
+                          UserWarning, stacklevel=2)
     out: dict[str, Any] = {}
-    for key in sorted(obj or {}, key=lambda k: int(k, 16)):
-        tag = int(key, 16)
-        out[keyword_of(tag)] = python_value(obj[key], tag, pn_components=pn_components)  # type: ignore[index]
+    for tag in sorted(tags):
+        element = obj[tags[tag]]
+        value = python_value(element, tag, pn_components=pn_components) if isinstance(
+            element, dict) else None
+        out[keyword_of(tag)] = value
     return out
 
 

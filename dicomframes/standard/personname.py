@@ -21,9 +21,13 @@ PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 
 def pn_groups(value: Any) -> dict[str, str]:
-    """PN JSON value (object or "a=b=c" string) -> {"Alphabetic": ..., ...}."""
+    """PN JSON value (object or "a=b=c" string) -> {"Alphabetic": ..., ...}.
+
+    Only the three groups with text values are kept: anything else in a PN object (numbers,
+    nested objects, unknown keys) is not a name and is dropped.
+    """
     if isinstance(value, dict):
-        return value
+        return {g: value[g] for g in PN_GROUPS if isinstance(value.get(g), str) and value[g]}
     if isinstance(value, PersonName):
         value = str(value)
     if not isinstance(value, str):

@@ -1,0 +1,510 @@
+"""``client.harvest``: a whole archive (or the part filters select) as a Parquet dataset.
+
+The archive is planned into partitions (:func:`plan_partitions`, in
+:mod:`dicomframes.client.partitions`: StudyDate ranges halved until each fits a page, then
+groups of whole studies), a few partitions are fetched in parallel, and each is written as
+one Parquet file as soon as it arrives, so memory holds a few partitions whatever the size of
+the archive. Files are written under a temporary name and renamed; a journal
+(``_harvest.jsonl``) lists the partitions done, so a rerun after an interruption fetches only
+the others and never writes a row twice.
+
+Every file has one schema (:func:`schema_for`): columns typed as
+:func:`dicomframes.tables.to_dataframe` types them (same VR -> dtype rules), decided from the
+attributes' VRs and value multiplicities, not from the data:
+
+==============================  ===============================================================
+attribute                       Arrow type (pandas dtype when read back)
+==============================  ===============================================================
+DA / TM                         ``timestamp[us]`` / ``duration[us]`` (datetime64 / timedelta64)
+DT                              ``timestamp[us, UTC]`` (offsets applied; naive values as UTC)
+IS SS US SL UL SV / UV          ``int64`` / ``uint64`` (pandas ``Int64`` / ``UInt64``)
+DS FL FD                        ``float64``
+PN AT, other strings            ``string`` (readable names, 8-hex-digit tags)
+several values by the           ``list<...>`` of the above (a single value is a one-item list)
+dictionary's VM (``1-n``, ``2``)
+SQ                              ``string``: the items as JSON text
+binary (OB, OW, ...)            ``string``: the BulkDataURI (inline bytes as base64)
+private and unknown tags        ``string`` (several values joined by ``\\``)
+==============================  ===============================================================
+
+Columns a server sends beyond the planned ones (and with ``metadata=True`` every attribute
+found) join the schema as they appear; parts written before that are rewritten at the end so
+that every file has the final schema. ``dicomframes.dask`` reads the same partitions with
+:func:`fetch_partition` and :func:`empty_frame` as ``meta``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydicom.datadict import dictionary_VM
+
+from ..link import link_of
+from ..standard.attributes import COMPUTED, DEFAULT_TAGS, returned_tags
+from ..standard.tags import (
+    BINARY_VRS,
+    FLOAT_VRS,
+    INT_VRS,
+    UnknownAttribute,
+    keyword_of,
+    tag_of,
+    vr_of,
+)
+from ..tables import STRING_DTYPE, to_dataframe
+from .partitions import Partition, Reader, fetch_objects, normal_level, plan_partitions
+from .surface import DicomwebClient
+
+__all__ = [
+    "HarvestSummary",
+    "Partition",
+    "Reader",
+    "conform",
+    "empty_frame",
+    "fetch_partition",
+    "harvest",
+    "plan_partitions",
+    "schema_for",
+    "unify",
+]
+
+JOURNAL = "_harvest.jsonl"
+_FORMAT = 1
+
+
+def _pa() -> Any:
+    try:
+        import pyarrow
+    except ImportError:  # pragma: no cover - the extra is missing
+        raise ImportError("harvest needs pyarrow: pip install dicomframes[parquet]") from None
+    return pyarrow
+
+
+# --------------------------------------------------------------------------- schema
+
+def _arrow_type(vr: str) -> Any:
+    pa = _pa()
+    if vr in INT_VRS:
+        return pa.uint64() if vr == "UV" else pa.int64()
+    if vr in FLOAT_VRS:
+        return pa.float64()
+    if vr == "DA":
+        return pa.timestamp("us")
+    if vr == "TM":
+        return pa.duration("us")
+    if vr == "DT":
+        return pa.timestamp("us", tz="UTC")
+    return pa.string()
+
+
+def field_for(name: str, vrs: Mapping[str, str] | None = None) -> Any:
+    """The Arrow field of a column (a keyword or an 8-hex-digit tag), typed by its VR and VM.
+
+    ``vrs`` gives the VRs a JSON answer used where they differ from the dictionary's.
+    """
+    pa = _pa()
+    try:
+        tag = tag_of(name)
+    except (UnknownAttribute, KeyError, ValueError):
+        return pa.field(name, pa.string())
+    vr = (vrs or {}).get(name) or vr_of(tag)
+    try:
+        vm = dictionary_VM(tag)
+    except KeyError:
+        vm = None
+    if vm is None or vr == "SQ" or vr in BINARY_VRS:
+        return pa.field(name, pa.string())
+    base = _arrow_type(vr)
+    return pa.field(name, base if vm == "1" else pa.list_(base))
+
+
+def _order(name: str) -> tuple[int, int, str]:
+    try:
+        return (0, tag_of(name), name)
+    except (UnknownAttribute, KeyError, ValueError):
+        return (1, 0, name)
+
+
+def _schema(fields: Iterable[Any]) -> Any:
+    pa = _pa()
+    unique = {f.name: f for f in fields}
+    return pa.schema([unique[n] for n in sorted(unique, key=_order)])
+
+
+def schema_for(level: str = "instances", metadata: bool = False, *,
+               includefield: str | Iterable[str] | None = None,
+               filters: Iterable[str] = ()) -> Any:
+    """The ``pyarrow.Schema`` of a harvest at ``level`` (or of its metadata).
+
+    QIDO: the attributes a search at that level returns by default, those of ``filters``
+    (keys: matching attributes are returned) and ``includefield`` ("all" adds nothing known
+    in advance). ``metadata=True``: the usual attributes of every level, without the ones
+    QIDO computes; the metadata's other attributes join as they are found (see :func:`unify`).
+    """
+    level = normal_level(level)
+    if metadata:
+        tags = {t for level_tags in DEFAULT_TAGS.values() for t in level_tags}
+        tags |= {tag_of("StudyInstanceUID"), tag_of("SeriesInstanceUID")}
+        tags -= set(COMPUTED)
+    else:  # with the attributes of the levels above (asked for with includefield)
+        tags = set(returned_tags(level))
+        above = {"study": (), "series": ("study",), "instance": ("study", "series")}[level]
+        tags |= {t for up in above for t in DEFAULT_TAGS[up]}
+    names = sorted(tags)
+    extra: list[str] = []
+    if isinstance(includefield, str):
+        includefield = [] if includefield.lower() == "all" else includefield.split(",")
+    for key in [*(includefield or []), *filters]:
+        key = str(key).strip().split(".")[0]
+        if key and key.lower() not in ("includefield", "fuzzymatching", "limit", "offset"):
+            extra.append(key)
+    fields = [field_for(_name(t)) for t in names]
+    for key in extra:
+        try:
+            fields.append(field_for(_name(tag_of(key))))
+        except (UnknownAttribute, KeyError, ValueError):
+            continue
+    return _schema(fields)
+
+
+def _name(tag: int) -> str:
+    return keyword_of(tag)
+
+
+def unify(schema: Any, frame: pd.DataFrame) -> Any:
+    """``schema`` with the columns of ``frame`` it lacks (typed by their VR), in tag order."""
+    missing = [c for c in frame.columns if c not in schema.names]
+    if not missing:
+        return schema
+    link = link_of(frame)
+    vrs = link.vrs if link is not None else {}
+    return _schema([*schema, *(field_for(str(c), vrs) for c in missing)])
+
+
+def _nulls(kind: Any, n: int) -> Any:
+    pa = _pa()
+    if pa.types.is_integer(kind):
+        return pd.array([None] * n, dtype="UInt64" if kind == pa.uint64() else "Int64")
+    if pa.types.is_floating(kind):
+        return np.full(n, np.nan)
+    if pa.types.is_timestamp(kind):
+        values = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+        return pd.array(values) if kind.tz is None else pd.array(values).tz_localize("UTC")
+    if pa.types.is_duration(kind):
+        return pd.array(np.full(n, np.timedelta64("NaT"), dtype="timedelta64[us]"))
+    if pa.types.is_string(kind):
+        return pd.array([None] * n, dtype=STRING_DTYPE)
+    out = np.empty(n, dtype=object)
+    out[:] = None
+    return out
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating):
+        return bool(np.isnan(value))
+    return value is pd.NA or value is pd.NaT
+
+
+def _text(value: Any) -> Any:
+    if _missing(value):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict) or (isinstance(value, list) and value
+                                   and isinstance(value[0], dict)):
+        return json.dumps(value, default=str, ensure_ascii=False)
+    if isinstance(value, list | tuple | np.ndarray):
+        return "\\".join("" if _missing(v) else str(v) for v in value)
+    return str(value)
+
+
+def _scalar(value: Any) -> Any:
+    """The first value of a list cell (a server sent several values for a VM-1 attribute)."""
+    if isinstance(value, list | tuple | np.ndarray):
+        return value[0] if len(value) else None
+    return value
+
+
+def _column(values: pd.Series, kind: Any) -> Any:
+    """``values`` as the pandas column of Arrow type ``kind``."""
+    pa = _pa()
+    if values.dtype == object and not pa.types.is_list(kind) and not pa.types.is_string(kind):
+        values = values.map(_scalar)
+    if pa.types.is_integer(kind):
+        return values.astype("UInt64" if kind == pa.uint64() else "Int64")
+    if pa.types.is_floating(kind):
+        return pd.to_numeric(values, errors="coerce").astype("float64")
+    if pa.types.is_timestamp(kind):
+        if kind.tz is None:
+            return pd.to_datetime(values, errors="coerce").astype("datetime64[us]")
+        return pd.to_datetime(values, errors="coerce", utc=True).astype("datetime64[us, UTC]")
+    if pa.types.is_duration(kind):
+        return pd.to_timedelta(values, errors="coerce").astype("timedelta64[us]")
+    if pa.types.is_string(kind):
+        if values.dtype != object:
+            return values.astype(STRING_DTYPE)
+        return pd.array([_text(v) for v in values], dtype=STRING_DTYPE)
+    if pa.types.is_list(kind):
+        cells = np.empty(len(values), dtype=object)
+        cells[:] = [list(v) if isinstance(v, list | tuple | np.ndarray)
+                    else None if _missing(v) else [v] for v in values]
+        return cells
+    return values
+
+
+def conform(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
+    """``frame`` with exactly the columns of ``schema``, in its order and types (missing
+    columns as typed nulls, others dropped); ``attrs`` kept."""
+    n = len(frame)
+    columns: dict[str, Any] = {}
+    for field in schema:
+        if field.name in frame.columns:
+            columns[field.name] = _column(frame[field.name], field.type)
+        else:
+            columns[field.name] = _nulls(field.type, n)
+    out = pd.DataFrame(columns, index=pd.RangeIndex(n))
+    out.attrs.update(frame.attrs)
+    return out
+
+
+def empty_frame(level: str = "instances", metadata: bool = False, *,
+                schema: Any = None, **options: Any) -> pd.DataFrame:
+    """The typed empty DataFrame of a harvest at ``level`` (a Dask ``meta``): the columns of
+    ``schema`` (default :func:`schema_for` with ``options``)."""
+    return conform(pd.DataFrame(), schema or schema_for(level, metadata, **options))
+
+
+def fetch_partition(client: DicomwebClient, partition: Partition, level: str = "instances",
+                    metadata: bool = False, *, schema: Any = None,
+                    reader: Reader | None = None) -> pd.DataFrame:
+    """The rows of one partition as a DataFrame, typed like ``to_dataframe``.
+
+    With ``schema`` (a ``pyarrow.Schema``, e.g. :func:`schema_for`): exactly its columns,
+    missing ones as typed nulls, so every partition has the same dtypes. Without: the
+    columns of :func:`schema_for` plus any others the server sent (typed by their VR).
+    ``metadata=True`` gives the WADO-RS metadata, one row per instance.
+    """
+    level = "instance" if metadata else normal_level(level)
+    objs = fetch_objects(client, partition, level, metadata, reader)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # bad values became NA, as documented
+        frame = to_dataframe(objs, level=level)
+    del objs
+    if schema is None:
+        params = dict(partition.params)
+        schema = unify(schema_for(level, metadata, includefield=params.get("includefield"),
+                                  filters=[k for k in params if k != "includefield"]), frame)
+    return conform(frame, schema)
+
+
+# --------------------------------------------------------------------------- writing
+
+@dataclass(frozen=True)
+class HarvestSummary:
+    """What a harvest did: rows and parts in the dataset, parts fetched by this run (the
+    others were done by an earlier run), HTTP requests, seconds and the dataset's folder."""
+
+    rows: int
+    parts: int
+    fetched: int
+    requests: int
+    seconds: float
+    path: str
+
+    def __str__(self) -> str:
+        return (f"{self.rows} rows in {self.parts} parts ({self.fetched} fetched now, "
+                f"{self.requests} requests, {self.seconds:.1f} s) in {self.path}")
+
+
+def _write(table: Any, target: Path) -> None:
+    """Write a Parquet file atomically: a temporary name (ignored by readers: it starts with
+    ".") then a rename."""
+    import pyarrow.parquet as pq
+
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table, temp)
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    finally:
+        if temp.exists():
+            temp.unlink()
+
+
+def _table(frame: pd.DataFrame, schema: Any) -> Any:
+    pa = _pa()
+    frame = frame.copy(deep=False)
+    frame.attrs = {}  # the link belongs to the process, not to the file
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+
+class _Journal:
+    """``_harvest.jsonl``: a header line, then one line per partition written."""
+
+    def __init__(self, folder: Path, header: dict[str, Any]) -> None:
+        self.path = folder / JOURNAL
+        self.done: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            first = json.loads(lines[0]) if lines else {}
+            if first and first != header:
+                raise ValueError(
+                    f"{folder} holds a harvest of {first.get('url')} at level "
+                    f"{first.get('level')} (metadata={first.get('metadata')}, filters "
+                    f"{first.get('filters')}): harvest into another folder")
+            for line in lines[1:]:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by an interruption
+                self.done[entry["key"]] = entry
+        if not self.path.exists() or not self.path.read_text(encoding="utf-8").strip():
+            self.path.write_text(json.dumps(header) + "\n", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def add(self, entry: dict[str, Any]) -> None:
+        with self._lock, open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            self.done[entry["key"]] = entry
+
+
+def _file_of(key: str) -> str:
+    return f"part-{key}.parquet"
+
+
+def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "instances",
+            metadata: bool = False, *, workers: int = 4, progress: bool = True,
+            rows_per_partition: int = 5000, page_size: int = 1000,
+            **filters: Any) -> HarvestSummary:
+    """Write the archive (or the part ``filters`` select) at ``level`` as a Parquet dataset
+    in the folder ``path``, one file per partition; see this module's docstring.
+
+    ``level``: "studies", "series" or "instances"; ``metadata=True`` writes the full WADO-RS
+    metadata of every instance instead. ``workers`` partitions are fetched in parallel;
+    ``progress`` shows a tqdm bar. Rerun with the same arguments after an interruption: it
+    continues where it stopped. Returns a :class:`HarvestSummary`.
+    """
+    import pyarrow.parquet as pq
+
+    started = time.perf_counter()
+    level = normal_level(level)
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    header = {"format": _FORMAT, "url": client.url, "level": level, "metadata": bool(metadata),
+              "filters": json.loads(json.dumps(filters, default=str, sort_keys=True))}
+    journal = _Journal(folder, header)
+    reader = Reader(client, page_size)
+    plan = plan_partitions(client, level, metadata=metadata, reader=reader,
+                           rows_per_partition=rows_per_partition, **filters)
+    keys = {p.key for p in plan}
+    for stale in folder.glob("part-*.parquet"):  # parts of an older plan would repeat rows
+        if stale.name[5:-8] not in keys:
+            stale.unlink()
+    todo = [p for p in plan if p.key not in journal.done or not (folder / _file_of(p.key)).exists()]
+    level_name = "instance" if metadata else level
+    base = schema_for(level_name, metadata, includefield=filters.get("includefield"),
+                      filters=[k for k in filters if k != "includefield"])
+    schema = base
+    for entry in journal.done.values():
+        if entry["key"] in keys and (folder / entry["file"]).exists():
+            schema = _merge(schema, pq.read_schema(folder / entry["file"]))
+    schema_lock = threading.Lock()
+
+    def run(partition: Partition) -> dict[str, Any]:
+        nonlocal schema
+        frame = fetch_partition(client, partition, level, metadata, reader=reader)
+        with schema_lock:
+            extra = [f for f in _fields(frame) if f.name not in schema.names]
+            if extra:
+                schema = _schema([*schema, *extra])
+            mine = schema
+        table = _table(conform(frame, mine), mine)
+        del frame
+        _write(table, folder / _file_of(partition.key))
+        entry = {"key": partition.key, "file": _file_of(partition.key), "rows": table.num_rows}
+        journal.add(entry)
+        return entry
+
+    bar = _bar(progress, len(plan), len(plan) - len(todo), level_name)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            pending: set[Future] = set()
+            queue = iter(todo)
+            for partition in queue:
+                pending.add(pool.submit(run, partition))
+                if len(pending) >= 2 * max(1, workers):
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    _collect(done, bar)
+            done, pending = wait(pending)
+            _collect(done, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not plan:  # an empty answer is still a dataset with the schema
+        key = "empty"
+        _write(_table(conform(pd.DataFrame(), schema), schema), folder / _file_of(key))
+        journal.add({"key": key, "file": _file_of(key), "rows": 0})
+    rows, parts = _finish(folder, schema, [journal.done[k] for k in sorted(keys)]
+                          if plan else [journal.done["empty"]])
+    return HarvestSummary(rows, parts, len(todo), reader.requests,
+                          round(time.perf_counter() - started, 3), str(folder))
+
+
+def _fields(frame: pd.DataFrame) -> list[Any]:
+    link = link_of(frame)
+    vrs = link.vrs if link is not None else {}
+    return [field_for(str(c), vrs) for c in frame.columns]
+
+
+def _merge(schema: Any, other: Any) -> Any:
+    extra = [f for f in other if f.name not in schema.names]
+    return _schema([*schema, *extra]) if extra else schema
+
+
+def _collect(done: Iterable[Future], bar: Any) -> None:
+    for future in done:
+        future.result()  # raises what the partition raised
+        if bar is not None:
+            bar.update(1)
+
+
+def _bar(progress: bool, total: int, initial: int, level: str) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit=" parts", desc=f"harvest {level}",
+                leave=False)
+
+
+def _finish(folder: Path, schema: Any, entries: list[dict[str, Any]]) -> tuple[int, int]:
+    """Rewrite the parts written before the schema grew; (rows, parts)."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for entry in entries:
+        target = folder / entry["file"]
+        if not pq.read_schema(target).remove_metadata().equals(schema.remove_metadata()):
+            frame = pq.read_table(target).to_pandas()
+            _write(_table(conform(frame, schema), schema), target)
+        rows += int(entry["rows"])
+    return rows, len(entries)

@@ -1,0 +1,1 @@
+"""Property-based fuzzing (hypothesis): bounded, derandomized, without an example database."""
