@@ -171,11 +171,14 @@ def test_dataset_to_json_reads_text_in_its_character_set():
     assert obj["00081030"]["Value"] == ["Thorax", " Abdomen"]
 
 
-def test_invalid_is_is_kept_as_text():
+def test_invalid_is_goes_out_empty_not_as_text():
+    """PS3.18 F.2.3.1: IS is a JSON number. "1A" cannot be one; sent as a string it broke
+    pydicom's from_json and dicomtrolley (issue 11), so it goes out empty, as Orthanc does."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         obj = dataset_to_json(read("badVR.dcm"))
-    assert obj["00280008"] == {"vr": "IS", "Value": ["1A"]}
+    assert obj["00280008"] == {"vr": "IS"}
+    pydicom.Dataset.from_json(obj)  # a strict reader takes the whole answer
 
 
 def test_binary_values_inline_or_bulk():
@@ -232,7 +235,7 @@ def test_json_to_dataset_round_trip(name):
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR")
-def test_json_to_dataset_skips_bulk_data_and_keeps_bad_numbers():
+def test_json_to_dataset_skips_bulk_data_and_empties_bad_numbers():
     obj = {
         "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^John", "Ideographic": "ド^ジ"}]},
         "00280008": {"vr": "IS", "Value": ["1A"]},
@@ -249,9 +252,9 @@ def test_json_to_dataset_skips_bulk_data_and_keeps_bad_numbers():
     assert list(ds.ReferencedImageSequence) == []
     assert len(str(ds["PixelSpacing"].value[0])) <= 16
     assert float(ds.PixelSpacing[0]) == pytest.approx(0.12345678901234568)
-    # values that are not numbers stay text rather than failing the whole response
-    assert dataset_to_json(ds)["00280008"] == {"vr": "IS", "Value": ["1A"]}
-    assert dataset_to_json(ds)["00180050"] == {"vr": "DS", "Value": ["abc"]}
+    # values that are not numbers go out empty (PS3.18 F.2.3.1: IS and DS are JSON numbers)
+    assert dataset_to_json(ds)["00280008"] == {"vr": "IS"}
+    assert dataset_to_json(ds)["00180050"] == {"vr": "DS"}
 
 
 # ------------------------------------------------------------------------- JSON -> Python

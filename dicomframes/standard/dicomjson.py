@@ -12,8 +12,8 @@ A DICOM JSON object maps 8-hex-digit tags to elements::
 
 Conventions followed when writing (F.2.3-F.2.7): an element without a value has no
 "Value" key; empty values inside a multi-valued element are ``null``; IS and DS are JSON
-numbers (a value that is not a valid number is kept as a string, rather than failing the
-whole response); AT values are 8-hex-digit strings; PN values are objects with
+numbers (a value that is not a valid number goes out empty, as Orthanc sends it: a string
+there breaks strict readers); AT values are 8-hex-digit strings; PN values are objects with
 "Alphabetic", "Ideographic" and "Phonetic" groups; sequences nest objects; binary values
 are "InlineBinary" (base64) or "BulkDataURI". Group length elements (gggg,0000) and file
 meta elements (0002,eeee) are not part of the model and are left out.
@@ -80,8 +80,13 @@ _SIMPLE_CHARSETS = {
 
 # --------------------------------------------------------------------------- Dataset -> JSON
 
-def _number(text: str, vr: str) -> int | float | str:
-    """IS/DS text -> JSON number; a value that is not a number stays a string."""
+def _number(text: str, vr: str) -> int | float | None:
+    """IS/DS text -> JSON number; None (an empty value) for text that is not a finite number.
+
+    PS3.18 F.2.3.1 makes IS and DS JSON numbers: a value that is not one cannot be sent as
+    such, and sending it as a string breaks strict readers (pydicom's ``Dataset.from_json``).
+    Like Orthanc, the value is left empty.
+    """
     try:
         if vr == "IS":
             return int(text)
@@ -91,10 +96,10 @@ def _number(text: str, vr: str) -> int | float | str:
             try:
                 number = float(text)
             except ValueError:
-                return text
-            return int(number) if number.is_integer() else text
-        return text
-    return number if math.isfinite(number) else text
+                return None
+            return int(number) if number.is_integer() else None
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _dicom_string(value: Any, vr: str) -> str:
@@ -230,6 +235,8 @@ class _Encoder:
             values: list[Any] = [pn_groups(p.rstrip(" ")) or None for p in parts]
         elif vr in NUMBER_STRING_VRS:
             values = [_number(s, vr) if (s := p.strip(" \0")) else None for p in parts]
+            if all(v is None for v in values):
+                return {"vr": vr}
         elif vr in CODE_VRS:
             values = [p.strip(" \0") or None for p in parts]
         else:
@@ -278,7 +285,7 @@ class _Encoder:
         return {"vr": vr, "Value": out}
 
     @staticmethod
-    def _number_value(value: Any, vr: str) -> int | float | str | None:
+    def _number_value(value: Any, vr: str) -> int | float | None:
         if value is None or value == "":
             return None
         if isinstance(value, str):
@@ -288,8 +295,8 @@ class _Encoder:
                 return int(value)
             number = float(value)
         except (TypeError, ValueError):
-            return str(value)
-        return number if math.isfinite(number) else str(value)
+            return None
+        return number if math.isfinite(number) else None
 
 
 def dataset_to_json(

@@ -1,5 +1,5 @@
 """The third-party client matrix: the loaded servers every client test runs against, the
-pydicom corpus, the known server gaps and the checks shared by the clients.
+pydicom corpus and the checks shared by the clients.
 
 Each client test module drives one client (Python ``dicomweb-client``, ``dicomtrolley``, the
 npm ``dicomweb-client`` under Node.js) against ``target``: the embedded server and a real
@@ -41,41 +41,14 @@ from dicomframes.standard.transfer_syntax import (
 
 JS = Path(__file__).resolve().parent / "js"
 
-# ---------------------------------------------------------------------------------------------
-# Known gaps of the embedded server (issue 11); a test failing only because of one is marked
-# xfail(strict=True) for the embedded server, so it turns red the moment the gap is fixed.
-# ---------------------------------------------------------------------------------------------
-
-GAPS = {
-    "a": "a 200 multipart retrieve of JPEG-lossy is cut short when transcoding fails",
-    "b": "hierarchical QIDO results lack the parent UIDs",
-    "c": "Accept */* (or none) retrieves the stored transfer syntax, not Explicit VR LE",
-    "d": "/instances?ModalitiesInStudy=X answers 400",
-    "e": "thumbnails answer 404",
-    "f": "no CORS",
-    # found by this matrix: badVR.dcm's Number of Frames "1A" goes out as the JSON string
-    # "1A" for an IS (PS3.18 F.2.3: a JSON Number); pydicom's Dataset.from_json, and so
-    # dicomtrolley, fails on the whole answer. Orthanc sends the attribute with no value.
-    "g": "an invalid IS value (badVR.dcm) is sent as a JSON string",
-}
-
 # How each server says "cannot send that in the transfer syntax asked for": PS3.18 406; Orthanc
 # answers 500 when its transcoder fails (README: tested clients and servers).
 CANNOT_TRANSCODE = {"embedded": {406}, "orthanc": {406, 500}}
 
 
-def gap(*letters: str) -> pytest.MarkDecorator:
-    """The xfail marker of a test that fails on the embedded server only because of the
-    known gaps ``letters`` (strict: the test fails once the gap is fixed)."""
-    reason = "; ".join(f"server gap ({x}): {GAPS[x]}" for x in letters)
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
-def servers(*embedded_gaps: str) -> list[object]:
-    """``target`` parameters: the embedded server (xfail for ``embedded_gaps``) and Orthanc."""
-    embedded = pytest.param("embedded", marks=gap(*embedded_gaps)) if embedded_gaps \
-        else "embedded"
-    return [embedded, "orthanc"]
+def servers() -> list[str]:
+    """``target`` parameters: the embedded server and Orthanc."""
+    return ["embedded", "orthanc"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def trolley_of(target: Target, session: requests.Session, folder: Path) -> Troll
                    storage=StorageDir(str(folder)))
 
 
-@pytest.mark.parametrize("target", servers("g"), indirect=True)
+@pytest.mark.parametrize("target", servers(), indirect=True)
 def test_hierarchical_searches(target: Target, session: requests.Session) -> None:
     searcher = QidoRS(session, target.url)
     studies = searcher.find_studies(HierarchicalQuery(query_level=QueryLevels.STUDY))
@@ -132,7 +132,7 @@ def test_download_undecodable_files(target: Target, session: requests.Session) -
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("target", servers("g"), indirect=True)
+@pytest.mark.parametrize("target", servers(), indirect=True)
 def test_metadata(target: Target, session: requests.Session) -> None:
     """dicomtrolley's metadata downloader at the series and instance levels."""
     reader = WadoRSMetaData(session, target.url)
