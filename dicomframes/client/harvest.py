@@ -393,7 +393,7 @@ def _file_of(key: str) -> str:
 
 def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "instances",
             metadata: bool = False, *, workers: int = 4, progress: bool = True,
-            rows_per_partition: int = 5000, page_size: int = 1000,
+            rows_per_partition: int = 2000, page_size: int = 1000,
             **filters: Any) -> HarvestSummary:
     """Write the archive (or the part ``filters`` select) at ``level`` as a Parquet dataset
     in the folder ``path``, one file per partition; see this module's docstring.
