@@ -10,7 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _CHILD = ("import sys\nfrom dicomframes.server import serve\n"
-          "with serve(sys.argv[1]) as server:\n"
+          "from dicomframes.server.parsers import default_workers\n"
+          "with serve(sys.argv[1], parse_workers=default_workers()) as server:\n"
+          "    server.archive.parsers.start(wait=True)\n"
           "    print(server.url, flush=True)\n"
           "    sys.stdin.read()\n")
 

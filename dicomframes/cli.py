@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let web pages from ORIGIN (scheme://host[:port], e.g. "
                        "http://localhost:3000 for an OHIF viewer) call the server; repeatable; "
                        "off by default")
+    serve.add_argument("--parse-workers", type=int, metavar="N",
+                       help="processes that write and parse the files of large uploads "
+                       "(default: one per core, at most 4; 0: none)")
     serve.set_defaults(func=cmd_serve)
 
     remote = argparse.ArgumentParser(add_help=False)
@@ -122,6 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the embedded server in the foreground until interrupted."""
     from .errors import PortInUse
     from .server import TOKEN_ENV, serve
+    from .server.parsers import default_workers
 
     token = args.token
     if args.token_env:
@@ -131,8 +135,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     elif token is None:
         token = os.environ.get(TOKEN_ENV) or None
     try:
+        workers = default_workers() if args.parse_workers is None else args.parse_workers
         server = serve(args.data, host=args.host, port=args.port, token=token,
-                       insecure=args.insecure, cors=args.cors)
+                       insecure=args.insecure, cors=args.cors, parse_workers=max(0, workers))
     except ValueError as exc:  # a malformed --cors origin
         raise UsageError(str(exc)) from None
     except PortInUse:

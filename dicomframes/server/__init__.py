@@ -26,8 +26,8 @@ __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "TOKEN_ENV", "Limits", "Server", "defaul
 def serve(path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", port: int = 0,
           *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, durable: bool = True,
           token: str | None = None, insecure: bool = False,
-          limits: Limits | None = None, cors: list[str] | tuple[str, ...] | None = None
-          ) -> Server:
+          limits: Limits | None = None, cors: list[str] | tuple[str, ...] | None = None,
+          parse_workers: int | None = None) -> Server:
     """Start a DICOMweb server and return it, already listening.
 
     ``path``: the archive folder (created if needed; None: a temporary folder deleted by
@@ -48,9 +48,15 @@ def serve(path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", p
     for an OHIF viewer served there) whose pages may call the server (CORS; off by default;
     preflights answered; ``Authorization`` allowed when a ``token`` is set). ValueError for an
     origin that is not of that form.
+
+    ``parse_workers``: child processes that write and parse the files of a large STOW request
+    (16 instances or more) in parallel; None: one per CPU, at most 4, started on the first
+    such request; a number: that many, started with the server; 0: none, all in the request's
+    thread.
     """
     return Server(path, host, port, max_request_bytes=max_request_bytes, durable=durable,
-                  token=token, insecure=insecure, limits=limits, cors=cors)
+                  token=token, insecure=insecure, limits=limits, cors=cors,
+                  parse_workers=parse_workers)
 
 
 def import_folder(folder: str | os.PathLike[str], data: str | os.PathLike[str],

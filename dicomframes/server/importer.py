@@ -13,19 +13,16 @@ an interrupted import keeps every batch it finished and a rerun skips them ("alr
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import os
-import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..standard.stow import ALREADY_EXISTS, PROCESSING_FAILURE
-from .index import StoreFailure, prepare_files
+from ..standard.stow import ALREADY_EXISTS
+from .index import StoreFailure
+from .parsers import IMPORT_CHUNK, Job
 from .storage import Archive, Stored
 
 #: Columns of the outcome table, as :meth:`dicomframes.Client.store` has them (minus the URL).
@@ -60,41 +57,42 @@ def _row(source: Path, outcome: Stored | StoreFailure | str) -> dict[str, Any]:
             "reason": outcome.reason, "message": str(outcome)}
 
 
-def import_batch(archive: Archive, sources: list[Path], in_place: bool = False,
-                 pool: Executor | None = None) -> list[dict[str, Any]]:
+class _Pending:
+    """One batch of an import whose files are being copied (or linked) and parsed."""
+
+    def __init__(self, archive: Archive, sources: list[Path], in_place: bool) -> None:
+        self.sources = sources
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.temps: list[Path] = []
+        self.placed: list[int] = []
+        # jobs carry paths, not contents: unbounded, and large chunks
+        self.batch = archive.batch(bounded=False, chunk=IMPORT_CHUNK)
+        for n, source in enumerate(sources):
+            if source.name.upper() == "DICOMDIR":
+                self.rows[n] = _row(source, "a DICOMDIR (an index of a DICOM medium), not an "
+                                    "instance")
+                continue
+            temp = archive.temp_path(".import")
+            self.temps.append(temp)
+            self.placed.append(n)
+            self.batch.add(Job(temp, source=source, link=in_place))
+        self.batch.flush()  # before the next batch's jobs: the workers take them in order
+
+    def store(self, archive: Archive) -> list[dict[str, Any]]:
+        """Wait for the jobs, store the batch with one group commit; one row per source."""
+        if self.temps:
+            outcomes = archive.store_files(self.temps, prepared=self.batch.outcomes())
+            for n, outcome in zip(self.placed, outcomes, strict=True):
+                self.rows[n] = _row(self.sources[n], outcome)
+        return [self.rows[n] for n in range(len(self.sources))]
+
+
+def import_batch(archive: Archive, sources: list[Path], in_place: bool = False
+                 ) -> list[dict[str, Any]]:
     """Store ``sources`` into ``archive`` (copies, or symbolic links when ``in_place``) with one
-    group commit; one outcome row per source, in order. ``pool``: worker processes that parse
-    the files."""
-    rows: dict[int, dict[str, Any]] = {}
-    temps: list[Path] = []
-    placed: list[int] = []
-    for n, source in enumerate(sources):
-        if source.name.upper() == "DICOMDIR":
-            rows[n] = _row(source, "a DICOMDIR (an index of a DICOM medium), not an instance")
-            continue
-        temp = archive.temp_path(".import")
-        try:
-            if in_place:
-                os.symlink(source.resolve(), temp)
-            else:
-                shutil.copyfile(source, temp)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            rows[n] = _row(source, StoreFailure(PROCESSING_FAILURE, f"cannot read: {exc}"))
-            continue
-        temps.append(temp)
-        placed.append(n)
-    if temps:
-        prepared = None
-        if pool is not None and len(temps) > 1:
-            size = -(-len(temps) // 8)
-            chunks = [temps[i:i + size] for i in range(0, len(temps), size)]
-            prepared = [p for chunk in pool.map(prepare_files, chunks) for p in chunk]
-        for n, outcome in zip(placed, archive.store_files(temps, prepared=prepared),
-                              strict=True):
-            rows[n] = _row(sources[n], outcome)
-    return [rows[n] for n in range(len(sources))]
+    group commit; one outcome row per source, in order. The archive's parser processes (if
+    any) copy and parse the files."""
+    return _Pending(archive, sources, in_place).store(archive)
 
 
 def import_folder(folder: str | os.PathLike[str], data: str | os.PathLike[str] | Archive,
@@ -105,30 +103,37 @@ def import_folder(folder: str | os.PathLike[str], data: str | os.PathLike[str] |
     ``data``: an archive folder (created if needed) or an open :class:`Archive`. ``in_place``:
     link the files instead of copying them (see the module's notes). Files are stored
     ``batch_size`` at a time, each batch in one transaction; ``progress(done, total)`` is
-    called after each batch. ``workers`` > 1 parses the files in that many forked processes
-    (header parsing is CPU-bound; fork is for a program without other threads, such as the
-    ``dicomframes import`` command). Returns one row per file (columns :data:`COLUMNS`): ``status``
-    is "stored", "already stored" (that SOPInstanceUID was in the archive, or earlier in the
-    folder), "skipped" (a DICOMDIR) or "failed" with the PS3.4 ``reason`` code and a
-    ``message`` (not DICOM, truncated, missing UIDs...).
+    called after each batch. ``workers`` > 1 copies and parses the files in that many parser
+    processes (:mod:`.parsers`; an open ``data`` archive uses its own), the next batch while
+    the last one is being stored. Returns one row per file (columns :data:`COLUMNS`):
+    ``status`` is "stored", "already stored" (that SOPInstanceUID was in the archive, or
+    earlier in the folder), "skipped" (a DICOMDIR) or "failed" with the PS3.4 ``reason`` code
+    and a ``message`` (not DICOM, truncated, missing UIDs...).
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder")
-    archive = data if isinstance(data, Archive) else Archive(data)
-    pool: ProcessPoolExecutor | None = None
+    archive = data if isinstance(data, Archive) else Archive(
+        data, parse_workers=workers if workers > 1 else 0)
     try:
         sources = list(walk(root, skip=archive.root))
-        if workers > 1 and len(sources) > batch_size // 4:
-            pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"))
+        if archive.parsers is not None and len(sources) > batch_size // 4:
+            archive.parsers.start(wait=True)
         rows: list[dict[str, Any]] = []
-        for start in range(0, len(sources), max(1, batch_size)):
-            rows += import_batch(archive, sources[start:start + batch_size], in_place, pool)
+        step = max(1, batch_size)
+        pending: _Pending | None = None
+        for start in range(0, len(sources), step):
+            following = _Pending(archive, sources[start:start + step], in_place)
+            if pending is not None:  # stored while the workers copy and parse the next one
+                rows += pending.store(archive)
+                if progress is not None:
+                    progress(len(rows), len(sources))
+            pending = following
+        if pending is not None:
+            rows += pending.store(archive)
             if progress is not None:
                 progress(len(rows), len(sources))
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
         if not isinstance(data, Archive):
             archive.close()
     df = pd.DataFrame(rows, columns=COLUMNS)

@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,7 +37,7 @@ from ..standard.attributes import (
     UID_KEYWORDS,
     Attribute,
 )
-from ..standard.dicomjson import dataset_to_json
+from ..standard.dicomjson import dataset_to_json, element_to_json, first_value
 from ..standard.paths import ResourcePath
 from ..standard.personname import pn_words
 from ..standard.pixellayout import (
@@ -50,7 +50,6 @@ from ..standard.stow import INVALID, PROCESSING_FAILURE
 from ..standard.tags import BINARY_VRS, PIXEL_TAGS, tag_hex, vr_of
 from ..standard.temporal import normalize_time
 from ..standard.uids import validate_uid
-from .pixeldata import int_value
 
 BULK_THRESHOLD = 1024
 BULK_PREFIX = '"BulkDataURI":"/'  # how a relative BulkDataURI starts in the stored JSON text
@@ -136,7 +135,7 @@ def column_value(obj: dict[str, Any], attr: Attribute) -> Any:
     """The value stored in the index column of ``attr``, read from the instance's DICOM JSON
     (None when absent, empty or unusable). Text as sent, not typed: the index compares DA
     text and normalised TM text."""
-    element = obj.get(tag_hex(attr.tag))
+    element = obj.get(attr.key)
     values = element.get("Value") if element else None
     if not values or values[0] is None:
         return None
@@ -164,10 +163,18 @@ def _empty_element(tag: int) -> str:
     return json_text(dataset_to_json(ds)[tag_hex(tag)])
 
 
-def _subset(obj: dict[str, Any], tags: Any, defaults: tuple[int, ...] = ()) -> dict[str, Any]:
-    """The elements of a DICOM JSON object whose tags are in ``tags``, sorted by tag, with an
+# the keys (8 hex digits) of the tags each subset keeps
+_DEFAULT_KEYS = {level: frozenset(tag_hex(t) for t in DEFAULT_TAGS[level]) for level in LEVELS}
+_COMMON_KEYS = frozenset(tag_hex(t) for t in COMMON_TAGS)
+_STUDY_KEYS = frozenset(tag_hex(t) for t in STUDY_LEVEL_TAGS)
+_SERIES_KEYS = frozenset(tag_hex(t) for t in SERIES_LEVEL_TAGS)
+
+
+def _subset(obj: dict[str, Any], keys: frozenset[str],
+            defaults: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The elements of a DICOM JSON object whose keys are in ``keys``, sorted by tag, with an
     empty element for each required default that is missing."""
-    out = {key: element for key, element in obj.items() if int(key, 16) in tags}
+    out = {key: element for key, element in obj.items() if key in keys}
     for tag in defaults:
         key = tag_hex(tag)
         if key not in out and tag not in OPTIONAL_DEFAULTS:
@@ -176,10 +183,9 @@ def _subset(obj: dict[str, Any], tags: Any, defaults: tuple[int, ...] = ()) -> d
 
 
 def _level_subset(obj: dict[str, Any], level: str) -> dict[str, Any]:
-    tags: frozenset[int] | set[int] = SERIES_LEVEL_TAGS
-    if level == "study":
-        tags = {int(k, 16) for k in obj if k.startswith("0010")} | STUDY_LEVEL_TAGS
-    return _subset(obj, tags)
+    if level == "study":  # every patient attribute (group 0010) besides the study's own
+        return _subset(obj, _STUDY_KEYS | {k for k in obj if k.startswith("0010")})
+    return _subset(obj, _SERIES_KEYS)
 
 
 def metadata_json(ds: pydicom.Dataset, path: ResourcePath) -> dict[str, Any]:
@@ -224,23 +230,30 @@ class PreparedInstance:
     columns: dict[str, dict[str, Any]]  # level -> index column -> value
 
 
-def prepare_instance(ds: pydicom.Dataset, path: ResourcePath, sop_class: str,
-                     layout: PixelLayout, size: int) -> PreparedInstance:
-    """The index values of the data set ``ds`` (read without its pixel data) at ``path``.
+def _with_pixel_placeholder(obj: dict[str, Any], path: ResourcePath,
+                            layout: PixelLayout) -> dict[str, Any]:
+    """``obj`` (read without its pixel data) with the pixel data element as a BulkDataURI."""
+    key = tag_hex(layout.tag)
+    if layout.kind == "none" or key in obj:
+        return obj
+    if layout.tag != 0x7FE00010:
+        vr = vr_of(layout.tag)
+    else:
+        bits = first_value(obj, 0x00280100)
+        small = isinstance(bits, int | float) and bits <= 8
+        vr = "OB" if UID(layout.transfer_syntax).is_compressed or small else "OW"
+    element = {"vr": vr, "BulkDataURI": "/" + path.child("bulkdata") + "/" + key}
+    return dict(sorted({**obj, key: element}.items()))
 
-    Raises whatever pydicom raises for malformed values."""
-    ts = layout.transfer_syntax
-    if layout.kind != "none" and layout.tag not in ds:
-        vr = "OB" if (UID(ts).is_compressed or (layout.tag == 0x7FE00010 and
-                      int_value(ds, "BitsAllocated", 16) <= 8)) else "OW"
-        if layout.tag != 0x7FE00010:
-            vr = vr_of(layout.tag)
-        # a placeholder value: dataset_to_json gives pixel data a BulkDataURI
-        ds.add(DataElement(layout.tag, vr, b"\0\0"))
-    obj = metadata_json(ds, path)
-    qido = {level: json_text(_subset(obj, set(DEFAULT_TAGS[level]), DEFAULT_TAGS[level]))[1:-1]
+
+def prepare_instance(obj: dict[str, Any], path: ResourcePath, sop_class: str,
+                     layout: PixelLayout, size: int) -> PreparedInstance:
+    """The index values of an instance at ``path`` from ``obj``, the DICOM JSON of its header
+    (:func:`metadata_json` of the data set read without its pixel data)."""
+    obj = _with_pixel_placeholder(obj, path, layout)
+    qido = {level: json_text(_subset(obj, _DEFAULT_KEYS[level], DEFAULT_TAGS[level]))[1:-1]
             for level in LEVELS}
-    common = json_text(_subset(obj, set(COMMON_TAGS)))[1:-1]
+    common = json_text(_subset(obj, _COMMON_KEYS))[1:-1]
     attrs = {level: json_text(_level_subset(obj, level)) for level in ("study", "series")}
     columns: dict[str, dict[str, Any]] = {level: {} for level in LEVELS}
     for attr in SEARCHABLE.values():
@@ -250,12 +263,14 @@ def prepare_instance(ds: pydicom.Dataset, path: ResourcePath, sop_class: str,
             columns[attr.level][f"{attr.keyword}_fold"] = value.casefold() if value else None
             columns[attr.level][f"{attr.keyword}_words"] = pn_words(value)
     assert path.study and path.series and path.instance
-    return PreparedInstance(path.study, path.series, path.instance, sop_class, ts, size, layout,
-                            json_text(obj), qido, common, attrs, columns)
+    return PreparedInstance(path.study, path.series, path.instance, sop_class,
+                            layout.transfer_syntax, size, layout, json_text(obj), qido, common,
+                            attrs, columns)
 
 
 def insert_rows(db: sqlite3.Connection, p: PreparedInstance, relative: str) -> None:
-    """Add the instance's rows (and its study's and series' when new); update the counters."""
+    """Add the instance's rows (and its study's and series' when new, counting the series);
+    the caller adds the instances to the counters (:func:`add_instance_counts`)."""
     study_cols = p.columns["study"]
     names = list(study_cols)
     db.execute(
@@ -282,10 +297,15 @@ def insert_rows(db: sqlite3.Connection, p: PreparedInstance, relative: str) -> N
          time.time(), p.qido["instance"], p.common])
     db.execute("INSERT INTO instance_data (id, metadata, pixels) VALUES (?, ?, ?)",
                (cursor.lastrowid, p.metadata, json_text(p.layout.to_json())))
-    db.execute("UPDATE series SET num_instances = num_instances + 1 "
-               "WHERE SeriesInstanceUID = ?", (p.series,))
-    db.execute("UPDATE studies SET num_instances = num_instances + 1 "
-               "WHERE StudyInstanceUID = ?", (p.study,))
+
+
+def add_instance_counts(db: sqlite3.Connection, series: Mapping[str, int],
+                        studies: Mapping[str, int]) -> None:
+    """Add a batch's new instances (how many per series and per study) to the counters."""
+    db.executemany("UPDATE series SET num_instances = num_instances + ? "
+                   "WHERE SeriesInstanceUID = ?", [(n, uid) for uid, n in series.items()])
+    db.executemany("UPDATE studies SET num_instances = num_instances + ? "
+                   "WHERE StudyInstanceUID = ?", [(n, uid) for uid, n in studies.items()])
 
 
 def update_modalities(db: sqlite3.Connection, study: str) -> None:
@@ -352,75 +372,103 @@ def _opaque_layout(path: Path, ts: str) -> PixelLayout:
     return PixelLayout("none", ts)
 
 
-def _read(path: Path) -> tuple[pydicom.Dataset, PixelLayout, int]:
-    """The header of ``path`` (without pixel data), its pixel layout and its size."""
-    ds: pydicom.Dataset | None = None
-    try:
-        with open(path, "rb") as fp:
-            size = os.fstat(fp.fileno()).st_size
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
-            if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY:
-                raise StoreFailure(INVALID, "a DICOMDIR (an index of a DICOM medium), not an "
-                                   "instance")
-            ts = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
-            if not ts:
-                raise StoreFailure(INVALID, "the file meta information has no "
-                                   "TransferSyntaxUID")
-            uid = UID(ts)
-            if uid.is_deflated or (uid.is_transfer_syntax and not uid.is_little_endian):
-                return ds, _opaque_layout(path, ts), size
-            return ds, locate_pixel_data(fp, ds, size), size
-    except StoreFailure:
-        raise
-    except (InvalidDicomError, PixelDataError, EOFError, OSError, ValueError, KeyError,
-            TypeError, AttributeError, NotImplementedError) as exc:
-        # a readable header (e.g. a file cut short in its pixel data) names the instance,
-        # so the client can tell which of its files failed
-        known = {k: str(ds.get(k, "") or "") for k in ("SOPClassUID", "SOPInstanceUID")} \
-            if ds is not None else {}
-        raise StoreFailure(PROCESSING_FAILURE, f"not a readable DICOM file: {exc}",
-                           known.get("SOPClassUID") or None,
-                           known.get("SOPInstanceUID") or None) from exc
+def _uid(ds: pydicom.Dataset, tag: int) -> str:
+    """A UID of the data set as text, read without pydicom's conversion ("" when absent;
+    several values joined, so that validation refuses them)."""
+    element = element_to_json(ds, tag)
+    values = element.get("Value") if element else None
+    return "\\".join(str(v) for v in values if v is not None) if values else ""
+
+
+def _transfer_syntax(ds: pydicom.Dataset) -> str:
+    if _uid(ds.file_meta, 0x00020002) == MEDIA_DIRECTORY:
+        raise StoreFailure(INVALID, "a DICOMDIR (an index of a DICOM medium), not an instance")
+    ts = _uid(ds.file_meta, 0x00020010)
+    if not ts:
+        raise StoreFailure(INVALID, "the file meta information has no TransferSyntaxUID")
+    return ts
+
+
+def _unreadable(exc: Exception, sop_class: str = "", sop: str = "") -> StoreFailure:
+    # a readable header (e.g. a file cut short in its pixel data) names the instance, so the
+    # client can tell which of its files failed
+    return StoreFailure(PROCESSING_FAILURE, f"not a readable DICOM file: {exc}",
+                        sop_class or None, sop or None)
+
+
+_READ_ERRORS = (InvalidDicomError, PixelDataError, EOFError, OSError, ValueError, KeyError,
+                TypeError, AttributeError, NotImplementedError)
 
 
 def prepare_file(path: Path, study: str | None = None) -> PreparedInstance:
     """Parse the DICOM file ``path`` and compute every index value (no lock, no database).
 
-    ``study``: the StudyInstanceUID the instance must belong to. Raises :class:`StoreFailure`
-    (272 unreadable, 43264 invalid, a DICOMDIR or of another study)."""
-    ds, layout, size = _read(path)
-    sop_class = str(ds.get("SOPClassUID", "") or "")
-    sop = str(ds.get("SOPInstanceUID", "") or "")
-    study_uid = str(ds.get("StudyInstanceUID", "") or "")
-    series_uid = str(ds.get("SeriesInstanceUID", "") or "")
-    for value, what in ((sop, "SOPInstanceUID"), (sop_class, "SOPClassUID"),
-                        (study_uid, "StudyInstanceUID"), (series_uid, "SeriesInstanceUID")):
-        try:
-            validate_uid(value, what)
-        except ValueError as exc:
-            raise StoreFailure(INVALID, str(exc), sop_class or None, sop or None) from exc
-    if study is not None and study_uid != study:
-        raise StoreFailure(INVALID, f"instance belongs to study {study_uid}, not to {study}",
-                           sop_class, sop)
+    The header is read once (without its pixel data) and turned into DICOM JSON once; UIDs,
+    pixel description and index values all come from that JSON, so pydicom never decodes an
+    element twice. ``study``: the StudyInstanceUID the instance must belong to. Raises
+    :class:`StoreFailure` (272 unreadable, 43264 invalid, a DICOMDIR or of another study)."""
     try:
-        return prepare_instance(ds, ResourcePath(study_uid, series_uid, sop), sop_class,
-                                layout, size)
-    except Exception as exc:  # pydicom raises many kinds for malformed values
+        with open(path, "rb") as fp:
+            size = os.fstat(fp.fileno()).st_size
+            try:
+                ds = pydicom.dcmread(fp, stop_before_pixels=True)
+                ts = _transfer_syntax(ds)
+                sop_class, sop = _uid(ds, 0x00080016), _uid(ds, 0x00080018)
+            except StoreFailure:
+                raise
+            except _READ_ERRORS as exc:
+                raise _unreadable(exc) from exc
+            study_uid, series_uid = _uid(ds, 0x0020000D), _uid(ds, 0x0020000E)
+            for value, what in ((sop, "SOPInstanceUID"), (sop_class, "SOPClassUID"),
+                                (study_uid, "StudyInstanceUID"),
+                                (series_uid, "SeriesInstanceUID")):
+                try:
+                    validate_uid(value, what)
+                except ValueError as exc:
+                    raise StoreFailure(INVALID, str(exc), sop_class or None,
+                                       sop or None) from exc
+            if study is not None and study_uid != study:
+                raise StoreFailure(INVALID, f"instance belongs to study {study_uid}, not to "
+                                   f"{study}", sop_class, sop)
+            resource = ResourcePath(study_uid, series_uid, sop)
+            try:
+                obj = metadata_json(ds, resource)
+            except Exception as exc:  # pydicom raises many kinds for malformed values
+                raise StoreFailure(PROCESSING_FAILURE, f"cannot read the attributes: {exc}",
+                                   sop_class, sop) from exc
+            try:
+                uid = UID(ts)
+                if uid.is_deflated or (uid.is_transfer_syntax and not uid.is_little_endian):
+                    layout = _opaque_layout(path, ts)
+                else:
+                    layout = locate_pixel_data(fp, ds, size, obj)
+            except _READ_ERRORS as exc:
+                raise _unreadable(exc, sop_class, sop) from exc
+    except StoreFailure:
+        raise
+    except OSError as exc:
+        raise _unreadable(exc) from exc
+    try:
+        return prepare_instance(obj, resource, sop_class, layout, size)
+    except Exception as exc:
         raise StoreFailure(PROCESSING_FAILURE, f"cannot read the attributes: {exc}",
                            sop_class, sop) from exc
 
 
+def prepare_outcome(path: Path, study: str | None = None) -> PreparedInstance | StoreFailure:
+    """:func:`prepare_file`, with the failure as the outcome: a file that raises anything
+    else (e.g. RecursionError) fails alone, as unreadable."""
+    try:
+        return prepare_file(path, study)
+    except StoreFailure as failure:
+        return failure
+    except Exception as exc:
+        return StoreFailure(PROCESSING_FAILURE, f"not a readable DICOM file: "
+                            f"{type(exc).__name__}: {exc}")
+
+
 def prepare_files(paths: Sequence[Path], study: str | None = None
                   ) -> list[PreparedInstance | StoreFailure]:
-    """:func:`prepare_file` of each path, in order, the failure in place of a file that fails.
-
-    Read in the calling thread: header parsing is CPU-bound, so threads would only contend
-    for the interpreter lock (and worker processes would re-import the caller's main module).
-    """
-    out: list[PreparedInstance | StoreFailure] = []
-    for path in paths:
-        try:
-            out.append(prepare_file(path, study))
-        except StoreFailure as failure:
-            out.append(failure)
-    return out
+    """:func:`prepare_outcome` of each path, in order, in the calling thread
+    (:class:`.parsers.ParserPool` spreads a batch over worker processes)."""
+    return [prepare_outcome(path, study) for path in paths]

@@ -26,6 +26,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ..errors import ArchiveNotWritable, InsecureServer, PortInUse
 from .app import create_app, storage_problem
 from .cors import normalise_origin
+from .parsers import default_workers
 from .storage import Archive
 
 try:
@@ -143,11 +144,11 @@ def check_exposure(host: str, token: str | None, insecure: bool) -> None:
                 "it can read, store and delete", host)
 
 
-def _open_archive(folder: Path, durable: bool) -> Archive:
+def _open_archive(folder: Path, durable: bool, parse_workers: int = 0) -> Archive:
     """The archive in ``folder``; :class:`~dicomframes.errors.ArchiveNotWritable` when the
     folder cannot be written (checked by writing a file in its tmp/)."""
     try:
-        archive = Archive(folder, durable=durable)
+        archive = Archive(folder, durable=durable, parse_workers=parse_workers)
     except (OSError, sqlite3.Error) as exc:
         if storage_problem(exc) is None:
             raise
@@ -169,13 +170,16 @@ class Server:
     ``url + "/v1"`` and ``url + "/v2"``. ``path`` is the archive folder. Use it as a context
     manager, or call :meth:`stop`. ``cors``: browser origins allowed to call it (see
     :func:`dicomframes.server.serve`); ``cors_origins`` holds them, normalised.
+    ``parse_workers``: processes that parse large STOW requests (None: one per CPU, at most
+    4, started on the first large request; a number: that many, started with the server; 0:
+    none, parse in the request's thread).
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1",
                  port: int = 0, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                  durable: bool = True, token: str | None = None, insecure: bool = False,
-                 limits: Limits | None = None, cors: list[str] | tuple[str, ...] | None = None
-                 ) -> None:
+                 limits: Limits | None = None, cors: list[str] | tuple[str, ...] | None = None,
+                 parse_workers: int | None = None) -> None:
         check_exposure(host, token, insecure)
         cors = [normalise_origin(origin) for origin in cors or ()]  # ValueError before binding
         self.limits = limits or Limits()
@@ -196,7 +200,10 @@ class Server:
         self._temporary = path is None
         try:
             folder = Path(tempfile.mkdtemp(prefix="dicomframes-")) if path is None else Path(path)
-            self.archive = _open_archive(folder, durable)
+            self.archive = _open_archive(
+                folder, durable, default_workers() if parse_workers is None else parse_workers)
+            if parse_workers and self.archive.parsers is not None:
+                self.archive.parsers.start()  # asked for: ready before the first upload
         except BaseException:
             self._socket.close()
             raise

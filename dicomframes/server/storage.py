@@ -24,6 +24,7 @@ import sqlite3
 import threading
 import uuid
 import weakref
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,12 +41,14 @@ from .index import (
     SCHEMA_VERSION,
     PreparedInstance,
     StoreFailure,
+    add_instance_counts,
     insert_rows,
     prepare_files,
     recount_series,
     recount_study,
     schema,
 )
+from .parsers import CHUNK, IMPORT_CHUNK, Batch, Job, ParserPool
 from .repair import reconcile_archive
 
 try:  # advisory lock so that only the first server on a folder cleans its tmp/
@@ -113,8 +116,13 @@ class _Handle:
 class Archive:
     """Files and index of one archive folder; safe to use from many threads and processes."""
 
-    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True,
+                 parse_workers: int = 0) -> None:
+        """``parse_workers``: processes that parse the files of a large batch (0: parse in
+        the storing thread); they start on the first large batch and stop with
+        :meth:`close`."""
         self.root = Path(root).expanduser().resolve()
+        self.parsers = ParserPool(parse_workers) if parse_workers > 0 else None
         self.files = self.root / "files"
         self.tmp = self.root / "tmp"
         self.durable = durable
@@ -192,7 +200,9 @@ class Archive:
             conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Close every connection and release the folder lock."""
+        """Close every connection, stop the parser processes and release the folder lock."""
+        if self.parsers is not None:
+            self.parsers.close()
         with self._lock:
             self._closed = True
             for handle in list(self._handles):
@@ -240,7 +250,7 @@ class Archive:
         """Store several complete files of tmp/ (one STOW request, one import batch) with one
         group commit.
 
-        The files are parsed (by worker processes for a large batch) and flushed to disk
+        The files are parsed (by the parser processes for a large batch) and flushed to disk
         together, then inserted and renamed into place under one write lock (one savepoint
         each, so that a failure stays with its file); each folder is flushed once, and the one
         transaction commits: an instance is acknowledged only once its file, its folder and its
@@ -251,7 +261,7 @@ class Archive:
         """
         try:
             if prepared is None:
-                prepared = prepare_files(temps, study)
+                prepared = self.parse(temps, study)
             self.fsync_files([t for t, p in zip(temps, prepared, strict=True)
                               if not isinstance(p, StoreFailure) and not t.is_symlink()])
             return self._commit(temps, prepared)
@@ -259,6 +269,23 @@ class Archive:
             for temp in temps:
                 with contextlib.suppress(FileNotFoundError):
                     temp.unlink()
+
+    def batch(self, study: str | None = None, *, bounded: bool = True,
+              chunk: int = CHUNK) -> Batch:
+        """The jobs of one request (write or copy, then parse each file), done by the parser
+        processes when there are many (see :class:`.parsers.Batch`)."""
+        return Batch(self.parsers, study, bounded=bounded, chunk=chunk)
+
+    def parse(self, paths: list[Path], study: str | None = None
+              ) -> list[PreparedInstance | StoreFailure]:
+        """:func:`.index.prepare_file` of each path (by the parser processes for a large
+        batch), the failure in place of a file that fails."""
+        if self.parsers is None:
+            return prepare_files(paths, study)
+        batch = self.batch(study, bounded=False, chunk=IMPORT_CHUNK)
+        for path in paths:
+            batch.add(Job(path))
+        return batch.outcomes()
 
     def fsync_files(self, paths: list[Path]) -> None:
         """Flush files to disk, together (concurrent fsyncs share the file system's journal
@@ -283,6 +310,7 @@ class Archive:
                 ) -> list[Stored | StoreFailure]:
         outcomes: list[Stored | StoreFailure] = []
         moved: list[tuple[Path, Path]] = []
+        folders: set[Path] = set()
         try:
             with self.transaction() as db:
                 for temp, p in zip(temps, prepared, strict=True):
@@ -290,24 +318,22 @@ class Archive:
                         outcomes.append(p)
                         continue
                     final = self.path_of(p.study, p.series, p.sop)
-                    db.execute("SAVEPOINT instance")
                     try:
+                        # the checks come before any write: a refused instance leaves no row
                         self._check_and_insert(db, p, final.relative_to(self.root).as_posix())
-                        final.parent.mkdir(parents=True, exist_ok=True)
-                        os.replace(temp, final)
                     except StoreFailure as failure:
-                        db.execute("ROLLBACK TO instance")
-                        db.execute("RELEASE instance")
                         outcomes.append(failure)
                         continue
-                    except BaseException:
-                        db.execute("ROLLBACK TO instance")
-                        db.execute("RELEASE instance")
-                        raise
-                    db.execute("RELEASE instance")
+                    if final.parent not in folders:
+                        final.parent.mkdir(parents=True, exist_ok=True)
+                        folders.add(final.parent)
+                    os.replace(temp, final)  # an OSError rolls the whole batch back
                     moved.append((final, temp))
                     outcomes.append(Stored(p.study, p.series, p.sop, p.sop_class))
-                for folder in {final.parent for final, _ in moved}:
+                stored = [o for o in outcomes if isinstance(o, Stored)]
+                add_instance_counts(db, Counter(o.series for o in stored),
+                                    Counter(o.study for o in stored))
+                for folder in folders:
                     self._fsync_dir(folder)
         except BaseException:
             for final, temp in moved:  # nothing was committed: put the files back

@@ -21,8 +21,11 @@ from ..standard.multipart import iter_parts
 from ..standard.paths import ResourcePath
 from ..standard.stow import PROCESSING_FAILURE, Failed, Referenced, stow_response
 from .negotiation import require_json
+from .parsers import Job
 from .storage import Archive, Stored, StoreFailure
 from .web import CHUNK, HTTPProblem, request_path, service_base
+
+IN_THREAD_BYTES = 1 << 20  # larger parts are written by the request's thread
 
 
 def _header_safe(text: str) -> str:
@@ -90,9 +93,11 @@ class StowRoutes:
             if closing not in fp.read():
                 raise HTTPProblem(400, "truncated multipart body: the closing boundary "
                                   f"{closing.decode('latin-1')!r} is missing")
-        # each part to its own file in tmp/ (None: a part that is not application/dicom)
+        # each part to its own file in tmp/ (None: a part that is not application/dicom),
+        # written and parsed by the parser processes while the body is still being split
         temps: list[Path | None] = []
         failure: StoreFailure | None = None
+        batch = self.archive.batch(study)
         try:
             with open(spool, "rb") as fp:
                 try:
@@ -103,16 +108,22 @@ class StowRoutes:
                             continue
                         temp = self.archive.temp_path()
                         temps.append(temp)
-                        with open(temp, "wb") as out:
-                            out.write(part.content)
+                        if len(part.content) > IN_THREAD_BYTES:  # not worth a copy to a worker
+                            with open(temp, "wb") as out:
+                                out.write(part.content)
+                            batch.add(Job(temp))
+                        else:
+                            batch.add(Job(temp, content=bytes(part.content)))
                 except MultipartError as exc:
                     if not temps:
                         raise HTTPProblem(400, str(exc)) from None
                     failure = StoreFailure(PROCESSING_FAILURE, str(exc))
             if not temps:
                 raise HTTPProblem(400, "the multipart body has no parts")
-            stored = iter(self.archive.store_files([t for t in temps if t is not None], study))
+            placed = [t for t in temps if t is not None]
+            stored = iter(self.archive.store_files(placed, study, prepared=batch.outcomes()))
         finally:
+            batch.wait()  # no worker may still write a file that is removed here
             for leftover in temps:
                 if leftover is not None and leftover.exists():
                     leftover.unlink()

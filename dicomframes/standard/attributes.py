@@ -9,6 +9,7 @@ row) all read these tables. No I/O here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from .tags import tag_of
 
@@ -49,10 +50,15 @@ class Attribute:
     level: str
     kind: str  # uid | str | cs | pn | da | tm | int
 
-    @property
+    @cached_property
     def tag(self) -> int:
         """The attribute's tag."""
         return tag_of(self.keyword)
+
+    @cached_property
+    def key(self) -> str:
+        """The attribute's key in DICOM JSON (8 hex digits)."""
+        return f"{self.tag:08X}"
 
 
 _SEARCHABLE = [

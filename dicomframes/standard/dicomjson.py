@@ -60,6 +60,7 @@ from .temporal import format_dt, format_tm, parse_da, parse_dt, parse_tm
 __all__ = [
     "dataset_to_json",
     "ds_string",
+    "element_to_json",
     "first_value",
     "gc_paused",
     "json_to_dataset",
@@ -146,13 +147,18 @@ class _Encoder:
         for tag, elem in items:
             if tag & 0xFFFF == 0 or tag >> 16 == 0x0002 or elem is None:
                 continue
-            result = None
-            if isinstance(elem, RawDataElement):
-                result = self._raw(ds, tag, elem, codec)
-            if result is None:
-                result = self._element(ds, tag, ds[tag], codec)
-            out[f"{tag:08X}"] = result
+            out[f"{tag:08X}"] = self.element(ds, tag, elem, codec)
         return out
+
+    def element(self, ds: pydicom.Dataset, tag: int, elem: DataElement | RawDataElement,
+                codec: str | None) -> dict[str, Any]:
+        """One element of ``ds``, raw or decoded."""
+        result = None
+        if isinstance(elem, RawDataElement):
+            result = self._raw(ds, tag, elem, codec)
+        if result is None:
+            result = self._element(ds, tag, ds[tag], codec)
+        return result
 
     @staticmethod
     def _codec(ds: pydicom.Dataset, inherited: str | None) -> str | None:
@@ -250,7 +256,7 @@ class _Encoder:
 
     # decoded elements: pydicom already made Python values
     def _element(self, ds: pydicom.Dataset, tag: int, elem: DataElement,
-                 codec: str | None) -> dict[str, Any] | None:
+                 codec: str | None) -> dict[str, Any]:
         vr = str(elem.VR)
         if " or " in vr:
             vr = vr.split(" or ")[0]
@@ -320,6 +326,17 @@ def dataset_to_json(
     pydicom may cache the decoded elements it was asked for.
     """
     return _Encoder(bulk_uri, bulk_threshold).dataset(ds, None)
+
+
+def element_to_json(ds: pydicom.Dataset, tag: int) -> dict[str, Any] | None:
+    """The DICOM JSON of the top-level element ``tag`` of ``ds`` as :func:`dataset_to_json`
+    gives it (binary values inline), None when ``ds`` has no such element. A raw element is
+    decoded without pydicom's conversion, and stays raw in ``ds``."""
+    elem = ds.get_item(tag)
+    if elem is None:
+        return None
+    encoder = _Encoder(None, 0)
+    return encoder.element(ds, tag, elem, encoder._codec(ds, None))
 
 
 # --------------------------------------------------------------------------- JSON -> Dataset

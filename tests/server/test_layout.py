@@ -13,7 +13,7 @@ import requests
 from pydicom.data import get_testdata_file
 
 import dicomframes.server
-from dicomframes.server.index import PreparedInstance, prepare_instance
+from dicomframes.server.index import PreparedInstance, metadata_json, prepare_instance
 from dicomframes.server.query import QueryError, parse_query
 from dicomframes.server.storage import Stored, StoreFailure
 from dicomframes.server.store_routes import StowRoutes
@@ -59,7 +59,8 @@ def test_prepare_instance_gives_a_typed_record() -> None:
         size = Path(path).stat().st_size
         layout = locate_pixel_data(fp, ds, size)
     resource = ResourcePath(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
-    p = prepare_instance(ds, resource, ds.SOPClassUID, layout, size)
+    p = prepare_instance(metadata_json(ds, resource), resource, ds.SOPClassUID, layout,
+                         size)
     assert isinstance(p, PreparedInstance)
     assert (p.study, p.series, p.sop) == (ds.StudyInstanceUID, ds.SeriesInstanceUID,
                                           ds.SOPInstanceUID)
