@@ -270,6 +270,16 @@ class _Binary:
             self.value = base64.b64decode("".join(data) if isinstance(data, list) else data)
 
 
+def _plain(key: str, values: list[Any], vr: str | None) -> list[Any]:
+    """``values`` without nested JSON where DICOM has plain values (not a value of any VR;
+    a warning says so); PN objects and SQ items are nested by design."""
+    if vr in ("SQ", "PN") or not any(isinstance(v, list | dict) for v in values):
+        return values
+    warnings.warn(f"{key}: nested JSON values are not DICOM values; left out", UserWarning,
+                  stacklevel=5)
+    return [None if isinstance(v, list | dict) else v for v in values]
+
+
 def _collect(objs: list[dict[str, Any]], raw: bool) -> tuple[dict, dict, set, set]:
     """One pass over the objects, row by row (memory order: several times faster than
     looking each tag up in every object). Per tag: a list with, for each row, None
@@ -289,24 +299,22 @@ def _collect(objs: list[dict[str, Any]], raw: bool) -> tuple[dict, dict, set, se
                 continue
             else:
                 value = elem.get("Value")
-                if value is not None and not isinstance(value, list):
-                    value = [value]
-                if value and elem.get("vr") not in ("SQ", "PN") and any(
-                        isinstance(v, list | dict) for v in value):
-                    # nested JSON where DICOM has plain values: not a value of any VR
-                    warnings.warn(f"{key}: nested JSON values are not DICOM values; left out",
-                                  UserWarning, stacklevel=4)
-                    value = [None if isinstance(v, list | dict) else v for v in value]
-                if value is not None and len(value) == 1:
-                    value = value[0]
-                elif value is None:
+                if value is None:
                     if "BulkDataURI" in elem or "InlineBinary" in elem:
                         value = _Binary(elem)
                         binary.add(key)
-                elif value:
-                    multi.add(key)
                 else:
-                    value = None
+                    if not isinstance(value, list):
+                        value = [value]
+                    # one plain value (most cells) needs no further test
+                    if len(value) > 1 or (value and isinstance(value[0], list | dict)):
+                        value = _plain(key, value, elem.get("vr"))
+                    if len(value) == 1:
+                        value = value[0]
+                    elif value:
+                        multi.add(key)
+                    else:
+                        value = None
             try:
                 columns[key][i] = value
             except KeyError:

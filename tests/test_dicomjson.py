@@ -10,11 +10,17 @@ import warnings
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
+from pydicom.data import get_charset_files, get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
 
-from dicomframes.standard.dicomjson import dataset_to_json, json_to_dataset, python_value
+from dicomframes.standard import dicomjson
+from dicomframes.standard.dicomjson import (
+    dataset_to_json,
+    element_to_json,
+    json_to_dataset,
+    python_value,
+)
 from dicomframes.standard.personname import parse_person_name, person_name
 from dicomframes.standard.tags import UnknownAttribute, keyword_of, tag_hex, tag_of, vr_of
 
@@ -324,3 +330,31 @@ def test_parse_person_name_leaves_dicom_forms_and_wildcards():
     assert parse_person_name("Doe*") == "Doe*"
     assert person_name({"Ideographic": "山田^太郎"}) == "山田, 太郎"
     assert person_name(None) is None
+
+
+def test_loads_reads_what_json_reads_including_what_orjson_refuses():
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    body = json.dumps([dataset_to_json(ds, bulk_uri=lambda tag, elem: f"/bulk/{tag:08X}")])
+    assert dicomjson.loads(body) == json.loads(body)
+    assert dicomjson.loads(body.encode()) == json.loads(body)
+    odd = b'[{"00280030": {"vr": "DS", "Value": [NaN, 1e999]}, "00181000": {"vr": "IS", ' \
+          b'"Value": [123456789012345678901234567890]}}]'
+    parsed = dicomjson.loads(odd)
+    assert parsed[0]["00181000"]["Value"] == [123456789012345678901234567890]
+    assert parsed[0]["00280030"]["Value"][1] == float("inf")
+    with pytest.raises(json.JSONDecodeError):
+        dicomjson.loads(b'[{"00100010": ')
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm",
+                                  "chrH31.dcm", "chrX2.dcm", "chrGreek.dcm", "SC_rgb_jpeg.dcm"])
+def test_element_to_json_is_the_element_of_dataset_to_json(name):
+    # character-set files (ISO 2022 escapes, UTF-8, Greek) come with pydicom too
+    path = get_testdata_file(name) or next(iter(get_charset_files(name)))
+    whole = dataset_to_json(pydicom.dcmread(path, stop_before_pixels=True))
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    for tag in [int(key, 16) for key in whole]:
+        assert element_to_json(ds, tag) == whole[f"{tag:08X}"]
+    assert element_to_json(ds, 0x00991099) is None
+    raw = [elem for elem in ds.items() if isinstance(elem[1], pydicom.dataelem.RawDataElement)]
+    assert raw  # reading values for JSON left the data set's elements undecoded

@@ -225,6 +225,22 @@ def test_harvest_resumes_after_the_process_is_killed(archive, tmp_path):
     assert not list(out.glob(".*.tmp"))
 
 
+def test_harvest_fetches_again_parts_a_power_cut_left_broken(archive, tmp_path):
+    url, made = archive
+    client = dicomframes.connect(url, progress=False)
+    out = tmp_path / "out"
+    first = client.harvest(out, progress=False, rows_per_partition=300)
+    parts = sorted(out.glob("part-*.parquet"))
+    assert first.parts == len(parts) >= 3
+    # as after a power cut: the journal lists parts that are gone, empty or cut short
+    parts[0].unlink()
+    parts[1].write_bytes(b"")
+    parts[2].write_bytes(parts[2].read_bytes()[:100])
+    again = client.harvest(out, progress=False, rows_per_partition=300)
+    assert again.fetched == 3 and again.rows == first.rows
+    check_dataset(out, made)
+
+
 def test_harvest_metadata_keeps_every_attribute(archive, tmp_path):
     url, made = archive
     client = dicomframes.connect(url, progress=False)

@@ -6,7 +6,9 @@ groups of whole studies), a few partitions are fetched in parallel, and each is 
 one Parquet file as soon as it arrives, so memory holds a few partitions whatever the size of
 the archive. Files are written under a temporary name and renamed; a journal
 (``_harvest.jsonl``) lists the partitions done, so a rerun after an interruption fetches only
-the others and never writes a row twice.
+the others and never writes a row twice. Nothing is flushed with fsync (it cost more than the
+typing of the rows): a rerun checks every part the journal lists (readable, with its rows) and
+fetches again any that a power cut left missing or cut short.
 
 Every file has one schema (:func:`schema_for`): columns typed as
 :func:`dicomframes.tables.to_dataframe` types them (same VR -> dtype rules), decided from the
@@ -334,18 +336,27 @@ class HarvestSummary:
 
 def _write(table: Any, target: Path) -> None:
     """Write a Parquet file atomically: a temporary name (ignored by readers: it starts with
-    ".") then a rename."""
+    ".") then a rename. Not flushed to disk (fsync): a rerun checks the parts instead."""
     import pyarrow.parquet as pq
 
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         pq.write_table(table, temp)
-        with open(temp, "rb") as handle:
-            os.fsync(handle.fileno())
         os.replace(temp, target)
     finally:
         if temp.exists():
             temp.unlink()
+
+
+def _intact(folder: Path, entry: dict[str, Any]) -> bool:
+    """True when the part of a journal entry is there, readable, with the rows it had (after
+    a power cut, a part may be missing or cut short although its journal line is there)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return bool(pq.read_metadata(folder / entry["file"]).num_rows == int(entry["rows"]))
+    except (OSError, ValueError, KeyError, TypeError):  # pyarrow's errors are among these
+        return False
 
 
 def _table(frame: pd.DataFrame, schema: Any) -> Any:
@@ -382,8 +393,6 @@ class _Journal:
     def add(self, entry: dict[str, Any]) -> None:
         with self._lock, open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
             self.done[entry["key"]] = entry
 
 
@@ -392,20 +401,23 @@ def _file_of(key: str) -> str:
 
 
 def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "instances",
-            metadata: bool = False, *, workers: int = 4, progress: bool = True,
+            metadata: bool = False, *, workers: int | None = None, progress: bool = True,
             rows_per_partition: int = 2000, page_size: int = 1000,
             **filters: Any) -> HarvestSummary:
     """Write the archive (or the part ``filters`` select) at ``level`` as a Parquet dataset
     in the folder ``path``, one file per partition; see this module's docstring.
 
     ``level``: "studies", "series" or "instances"; ``metadata=True`` writes the full WADO-RS
-    metadata of every instance instead. ``workers`` partitions are fetched in parallel;
-    ``progress`` shows a tqdm bar. Rerun with the same arguments after an interruption: it
-    continues where it stopped. Returns a :class:`HarvestSummary`.
+    metadata of every instance instead. ``workers`` partitions are fetched in parallel
+    (default: one per CPU, from 2 to 4: the typing of the rows holds this process's
+    interpreter lock, more requests in flight only wait); ``progress`` shows a tqdm bar.
+    Rerun with the same arguments after an interruption: it continues where it stopped.
+    Returns a :class:`HarvestSummary`.
     """
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
+    workers = max(1, workers if workers is not None else min(4, max(2, os.cpu_count() or 1)))
     level = normal_level(level)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -414,12 +426,16 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
     journal = _Journal(folder, header)
     reader = Reader(client, page_size)
     plan = plan_partitions(client, level, metadata=metadata, reader=reader,
-                           rows_per_partition=rows_per_partition, **filters)
+                           rows_per_partition=rows_per_partition, balance=workers,
+                           **filters)
     keys = {p.key for p in plan}
     for stale in folder.glob("part-*.parquet"):  # parts of an older plan would repeat rows
         if stale.name[5:-8] not in keys:
             stale.unlink()
-    todo = [p for p in plan if p.key not in journal.done or not (folder / _file_of(p.key)).exists()]
+    todo = [p for p in plan if p.key not in journal.done
+            or not _intact(folder, journal.done[p.key])]
+    for partition in todo:  # fetched again: the journal's line no longer counts
+        journal.done.pop(partition.key, None)
     level_name = "instance" if metadata else level
     base = schema_for(level_name, metadata, includefield=filters.get("includefield"),
                       filters=[k for k in filters if k != "includefield"])
@@ -446,12 +462,12 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
 
     bar = _bar(progress, len(plan), len(plan) - len(todo), level_name)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             pending: set[Future] = set()
             queue = iter(todo)
             for partition in queue:
                 pending.add(pool.submit(run, partition))
-                if len(pending) >= 2 * max(1, workers):
+                if len(pending) >= 2 * workers:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     _collect(done, bar)
             done, pending = wait(pending)

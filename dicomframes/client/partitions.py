@@ -331,13 +331,16 @@ def _whole(reader: Reader, path: str, params: Mapping[str, str]) -> list[dict]:
 
 def plan_partitions(client: DicomwebClient, level: str = "instances", *, metadata: bool = False,
                     rows_per_partition: int = 5000, page_size: int = 1000,
-                    reader: Reader | None = None, **filters: Any) -> list[Partition]:
+                    reader: Reader | None = None, balance: int = 1,
+                    **filters: Any) -> list[Partition]:
     """Split an archive (or the part of it ``filters`` select) into partitions at ``level``.
 
     ``level``: "studies", "series" or "instances" ("study", "instance" also work). Each
-    partition holds whole studies, about ``rows_per_partition`` rows (a bigger study is a
-    partition of its own). Filters are QIDO filters as for ``client.search_*``: study-level
-    ones select the studies, the others go to the queries within each study.
+    partition holds whole studies, at most about ``rows_per_partition`` rows (a bigger study
+    is a partition of its own). ``balance``: make the number of partitions a multiple of this
+    (the workers that fetch them), the rows shared evenly, so that the last round keeps every
+    worker busy. Filters are QIDO filters as for ``client.search_*``: study-level ones select
+    the studies, the others go to the queries within each study.
     """
     level = normal_level(level)
     reader = reader or Reader(client, page_size)
@@ -370,13 +373,21 @@ def plan_partitions(client: DicomwebClient, level: str = "instances", *, metadat
             partitions.append(Partition(f"{level}-{digest[:20]}", uids, known, counts, params))
         chunk, size = [], 0
 
+    weighed: list[tuple[str, int | None, int]] = []
     for row in studies:
-        uid = str(_first(row, _STUDY_UID))
         n = 1 if count_tag is None else _count(row, count_tag)
         if n == 0:
             continue  # an empty study has no rows at this level
         weight = n if n is not None else max(1, rows_per_partition // 20)
-        if chunk and size + weight > rows_per_partition:
+        weighed.append((str(_first(row, _STUDY_UID)), n, weight))
+    target = max(1, rows_per_partition)
+    if balance > 1 and weighed:
+        total = sum(w for _, _, w in weighed)
+        parts = -(-total // target)
+        parts = -(-parts // balance) * balance
+        target = max(1, -(-total // parts))
+    for uid, n, weight in weighed:
+        if chunk and size + weight > target:
             close()
         chunk.append((uid, n))
         size += weight
