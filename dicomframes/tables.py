@@ -270,14 +270,17 @@ class _Binary:
             self.value = base64.b64decode("".join(data) if isinstance(data, list) else data)
 
 
+_NESTED = (list, dict)  # a tuple: isinstance is faster with it than with a union
+
+
 def _plain(key: str, values: list[Any], vr: str | None) -> list[Any]:
     """``values`` without nested JSON where DICOM has plain values (not a value of any VR;
     a warning says so); PN objects and SQ items are nested by design."""
-    if vr in ("SQ", "PN") or not any(isinstance(v, list | dict) for v in values):
+    if vr in ("SQ", "PN") or not any(isinstance(v, _NESTED) for v in values):
         return values
     warnings.warn(f"{key}: nested JSON values are not DICOM values; left out", UserWarning,
                   stacklevel=5)
-    return [None if isinstance(v, list | dict) else v for v in values]
+    return [None if isinstance(v, _NESTED) else v for v in values]
 
 
 def _collect(objs: list[dict[str, Any]], raw: bool) -> tuple[dict, dict, set, set]:
@@ -292,35 +295,41 @@ def _collect(objs: list[dict[str, Any]], raw: bool) -> tuple[dict, dict, set, se
     for i, obj in enumerate(objs):
         if not obj or not isinstance(obj, dict):  # a malformed item holds no attributes
             continue
+        if raw:
+            for key, elem in obj.items():
+                try:
+                    columns[key][i] = elem
+                except KeyError:
+                    columns[key] = [None] * n
+                    columns[key][i] = elem
+                    vrs[key] = elem.get("vr") if isinstance(elem, dict) else None
+            continue
         for key, elem in obj.items():
-            if raw:
-                value = elem
-            elif not isinstance(elem, dict):  # None, or not a DICOM JSON element
+            if not isinstance(elem, dict):  # None, or not a DICOM JSON element
                 continue
+            value = elem.get("Value")
+            if value is None:
+                if "BulkDataURI" in elem or "InlineBinary" in elem:
+                    value = _Binary(elem)
+                    binary.add(key)
             else:
-                value = elem.get("Value")
-                if value is None:
-                    if "BulkDataURI" in elem or "InlineBinary" in elem:
-                        value = _Binary(elem)
-                        binary.add(key)
+                if not isinstance(value, list):
+                    value = [value]
+                if len(value) == 1:  # most cells: one plain value, no further test
+                    value = value[0]
+                    if isinstance(value, _NESTED):
+                        value = _plain(key, [value], elem.get("vr"))[0]
+                elif value:
+                    value = _plain(key, value, elem.get("vr"))
+                    multi.add(key)
                 else:
-                    if not isinstance(value, list):
-                        value = [value]
-                    # one plain value (most cells) needs no further test
-                    if len(value) > 1 or (value and isinstance(value[0], list | dict)):
-                        value = _plain(key, value, elem.get("vr"))
-                    if len(value) == 1:
-                        value = value[0]
-                    elif value:
-                        multi.add(key)
-                    else:
-                        value = None
+                    value = None
             try:
                 columns[key][i] = value
             except KeyError:
                 columns[key] = [None] * n
                 columns[key][i] = value
-                vrs[key] = elem.get("vr") if isinstance(elem, dict) else None
+                vrs[key] = elem.get("vr")
     return columns, vrs, multi, binary
 
 

@@ -380,17 +380,21 @@ def plan_partitions(client: DicomwebClient, level: str = "instances", *, metadat
             continue  # an empty study has no rows at this level
         weight = n if n is not None else max(1, rows_per_partition // 20)
         weighed.append((str(_first(row, _STUDY_UID)), n, weight))
-    target = max(1, rows_per_partition)
-    if balance > 1 and weighed:
-        total = sum(w for _, _, w in weighed)
-        parts = -(-total // target)
+    total = sum(w for _, _, w in weighed)
+    parts = -(-total // max(1, rows_per_partition))
+    if balance > 1:
         parts = -(-parts // balance) * balance
-        target = max(1, -(-total // parts))
+    # study i joins part floor(rows before it * parts / total): even parts, whole studies
+    before = 0
+    current = 0
     for uid, n, weight in weighed:
-        if chunk and size + weight > target:
+        part = before * parts // max(1, total)
+        if chunk and part != current:
             close()
+        current = part
         chunk.append((uid, n))
         size += weight
+        before += weight
     close()
     return partitions
 

@@ -27,6 +27,7 @@ import gc
 import json
 import math
 import struct
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -549,20 +550,33 @@ def first_value(obj: Mapping[str, Any], tag: int | str) -> Any:
     return value
 
 
+_pause_lock = threading.Lock()
+_pauses = 0  # blocks inside gc_paused, in every thread
+_was_enabled = False
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for a block that builds many small containers.
 
     Parsed DICOM JSON holds no reference cycles, yet every few hundred thousand new containers
     the collector re-scans all of them: on a 250 MB metadata body that is most of the time.
+    Blocks may overlap, in several threads: the collector runs again (if it ran before the
+    first) once the last one ends.
     """
-    enabled = gc.isenabled()
-    gc.disable()
+    global _pauses, _was_enabled
+    with _pause_lock:
+        if _pauses == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _pauses += 1
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _was_enabled:
+                gc.enable()
 
 
 def loads(body: bytes | str) -> Any:
