@@ -466,7 +466,7 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
                      "rows": table.num_rows})
 
     # ``workers`` threads fetch (HTTP and JSON) while this one types and writes: the server
-    # is never idle, and at most 2 x workers fetched partitions wait in memory. The garbage
+    # is never idle, and at most workers + 1 fetched partitions wait in memory. The garbage
     # collector pauses: it would re-scan those partitions' many objects (no cycles) over
     # and over (a fifth of the time of a 10,000-row harvest here)
     bar = _bar(progress, len(plan), len(plan) - len(todo), level_name)
@@ -481,7 +481,7 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
                     fetching.append((partition, pool.submit(
                         fetch_objects, client, partition, level_name, metadata, reader)))
 
-            for _ in range(2 * workers):
+            for _ in range(workers + 1):
                 fetch_next()
             try:
                 while fetching:

@@ -268,9 +268,8 @@ def prepare_instance(obj: dict[str, Any], path: ResourcePath, sop_class: str,
                             attrs, columns)
 
 
-def insert_rows(db: sqlite3.Connection, p: PreparedInstance, relative: str) -> None:
-    """Add the instance's rows (and its study's and series' when new, counting the series);
-    the caller adds the instances to the counters (:func:`add_instance_counts`)."""
+def _insert_parents(db: sqlite3.Connection, p: PreparedInstance) -> None:
+    """The study's and series' rows when new; a new series is counted in its study."""
     study_cols = p.columns["study"]
     names = list(study_cols)
     db.execute(
@@ -287,6 +286,15 @@ def insert_rows(db: sqlite3.Connection, p: PreparedInstance, relative: str) -> N
         db.execute("UPDATE studies SET num_series = num_series + 1 "
                    "WHERE StudyInstanceUID = ?", (p.study,))
         update_modalities(db, p.study)
+
+
+def insert_rows(db: sqlite3.Connection, p: PreparedInstance, relative: str, *,
+                parents: bool = True) -> None:
+    """Add the instance's rows (and its study's and series' when new, counting the series);
+    the caller adds the instances to the counters (:func:`add_instance_counts`).
+    ``parents=False``: the series is known to be in the index already (not even asked)."""
+    if parents:
+        _insert_parents(db, p)
     inst_cols = p.columns["instance"]
     names = list(inst_cols)
     cursor = db.execute(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -67,13 +66,11 @@ def reconcile_archive(archive: Repairable,
     many of each were found."""
     report = {"temporary": 0, "deleted": 0, "missing": 0, "damaged": 0, "restored": 0,
               "discarded": 0}
-    for entry in os.scandir(archive.tmp):
-        with contextlib.suppress(OSError):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
-            report["temporary"] += 1
+    for dirpath, _dirs, names in os.walk(archive.tmp):
+        for name in names:  # files (and links) left by an interrupted upload or import;
+            with contextlib.suppress(OSError):  # the folders stay, the server writes there
+                os.unlink(os.path.join(dirpath, name))
+                report["temporary"] += 1
     # before the scan: files of committed deletions must not be restored as unindexed
     report["deleted"] = archive.finish_deletions()
     known: dict[str, tuple[str, str, int]] = {

@@ -3,7 +3,7 @@
 Layout of an archive folder::
 
     files/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
-    tmp/        uploads and files being written (wiped at start-up)
+    tmp/0..7/   uploads and files being written (emptied at start-up)
     rejected/   files found in files/ without an index row that cannot be stored (kept aside)
     index.sqlite3 (+ -wal, -shm)
 
@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..standard.paths import ResourcePath
 from ..standard.pixellayout import (
@@ -113,6 +114,23 @@ class _Handle:
         self.close()
 
 
+TEMP_LANES = 8  # sub-folders of tmp/ that new files are spread over
+
+
+def _existing(db: sqlite3.Connection, table: str, key: str, columns: str,
+              values: set[str]) -> set[Any]:
+    """The rows (``columns``; one column: its values) of ``table`` whose ``key`` is one of
+    ``values``, asked in chunks (SQLite limits the parameters of a statement)."""
+    found: set[Any] = set()
+    ordered = sorted(values)
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start:start + 500]
+        rows = db.execute(f"SELECT {columns} FROM {table} WHERE {key} IN "
+                          f"({', '.join('?' * len(chunk))})", chunk).fetchall()
+        found.update(row[0] if len(row) == 1 else tuple(row) for row in rows)
+    return found
+
+
 class Archive:
     """Files and index of one archive folder; safe to use from many threads and processes."""
 
@@ -148,6 +166,8 @@ class Archive:
         conn.executescript(schema())
         conn.execute(PENDING_DELETIONS)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        for lane in range(TEMP_LANES):
+            (self.tmp / str(lane)).mkdir(exist_ok=True)
         if exclusive:
             self.reconcile()
         if fcntl is not None:
@@ -211,8 +231,11 @@ class Archive:
             self._lock_file.close()
 
     def temp_path(self, suffix: str = ".part") -> Path:
-        """A new, unique path in the archive's tmp/ folder (same file system as files/)."""
-        return self.tmp / f"{uuid.uuid4().hex}{suffix}"
+        """A new, unique path in one of the archive's tmp/ folders (same file system as
+        files/). The folders are several: processes that create files in one folder at once
+        wait for each other (the folder is locked while a name is added)."""
+        name = uuid.uuid4().hex
+        return self.tmp / str(int(name[:2], 16) % TEMP_LANES) / f"{name}{suffix}"
 
     def path_of(self, study: str, series: str, sop: str) -> Path:
         """Where an instance's file lives; every UID is validated first."""
@@ -313,17 +336,33 @@ class Archive:
         folders: set[Path] = set()
         try:
             with self.transaction() as db:
+                ready = [p for p in prepared if not isinstance(p, StoreFailure)]
+                # what the index holds already, asked once for the batch
+                taken = _existing(db, "instances", "SOPInstanceUID", "SOPInstanceUID",
+                                  {p.sop for p in ready})
+                owners = dict(_existing(db, "series", "SeriesInstanceUID",
+                                        "SeriesInstanceUID, StudyInstanceUID",
+                                        {p.series for p in ready}))
                 for temp, p in zip(temps, prepared, strict=True):
                     if isinstance(p, StoreFailure):
                         outcomes.append(p)
                         continue
-                    final = self.path_of(p.study, p.series, p.sop)
-                    try:
-                        # the checks come before any write: a refused instance leaves no row
-                        self._check_and_insert(db, p, final.relative_to(self.root).as_posix())
-                    except StoreFailure as failure:
-                        outcomes.append(failure)
+                    # the checks come before any write: a refused instance leaves no row
+                    if p.sop in taken:
+                        outcomes.append(StoreFailure(ALREADY_EXISTS, f"instance {p.sop} is "
+                                                     "already stored", p.sop_class, p.sop))
                         continue
+                    owner = owners.get(p.series)
+                    if owner is not None and owner != p.study:
+                        outcomes.append(StoreFailure(INVALID, f"series {p.series} belongs to "
+                                                     f"study {owner}, not to {p.study}",
+                                                     p.sop_class, p.sop))
+                        continue
+                    final = self.path_of(p.study, p.series, p.sop)
+                    insert_rows(db, p, final.relative_to(self.root).as_posix(),
+                                parents=owner is None)
+                    taken.add(p.sop)
+                    owners[p.series] = p.study
                     if final.parent not in folders:
                         final.parent.mkdir(parents=True, exist_ok=True)
                         folders.add(final.parent)
@@ -341,18 +380,6 @@ class Archive:
                     os.replace(final, temp)
             raise
         return outcomes
-
-    @staticmethod
-    def _check_and_insert(db: sqlite3.Connection, p: PreparedInstance, relative: str) -> None:
-        if db.execute("SELECT 1 FROM instances WHERE SOPInstanceUID = ?", (p.sop,)).fetchone():
-            raise StoreFailure(ALREADY_EXISTS, f"instance {p.sop} is already stored",
-                               p.sop_class, p.sop)
-        row = db.execute("SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID = ?",
-                         (p.series,)).fetchone()
-        if row and row[0] != p.study:
-            raise StoreFailure(INVALID, f"series {p.series} belongs to study {row[0]}, "
-                               f"not to {p.study}", p.sop_class, p.sop)
-        insert_rows(db, p, relative)
 
     # -- reading ----------------------------------------------------------------------------
 

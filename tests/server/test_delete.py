@@ -62,7 +62,7 @@ def test_delete_instance_series_and_study(server, tutorial_files, prefix) -> Non
     assert requests.get(f"{server.url}/series").json() == []
     assert _rows(server) == 0 and _files(server) == []
     assert not [p for p in (Path(server.path) / "files").rglob("*")]  # folders removed too
-    assert not list((Path(server.path) / "tmp").iterdir())
+    assert not [p for p in (Path(server.path) / "tmp").rglob("*") if not p.is_dir()]
 
     # what was deleted can be stored again
     assert stow(server.url, tutorial_files).status_code == 200

@@ -163,14 +163,15 @@ def test_read_only_archive_answers_507_saying_so(tmp_path: Path) -> None:
     require(os.geteuid() == 0 and shutil.which("chattr") is not None,
             "root and chattr (to make a folder immutable)", "CI runs the tests as root")
     with serve(tmp_path / "archive") as server:
-        upload = server.path / "tmp"
-        made = subprocess.run(["chattr", "+i", str(upload)], capture_output=True, text=True)
+        # tmp/ and its sub-folders, where uploads are written
+        uploads = [str(server.path / "tmp"), *map(str, (server.path / "tmp").iterdir())]
+        made = subprocess.run(["chattr", "+i", *uploads], capture_output=True, text=True)
         if made.returncode:
             pytest.skip(f"this file system has no immutable flag: {made.stderr.strip()}")
         try:
             answer = stow(server.url, make_instances(1))
         finally:
-            subprocess.run(["chattr", "-i", str(upload)], check=True)
+            subprocess.run(["chattr", "-i", *uploads], check=True)
         assert answer.status_code == 507, answer.text
         assert _failure_reasons(answer) == [OUT_OF_RESOURCES]
         assert "read-only" in answer.headers["Warning"]

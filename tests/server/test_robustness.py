@@ -45,7 +45,7 @@ def _check_consistent(folder: Path) -> None:
     on_disk = {p.relative_to(folder).as_posix() for p in (folder / "files").rglob("*.dcm")}
     assert {path for _, path in rows} == on_disk
     assert len(rows) == len({sop for sop, _ in rows})
-    assert not list((folder / "tmp").iterdir())
+    assert not [p for p in (folder / "tmp").rglob("*") if not p.is_dir()]
 
 
 def test_threads_storing_the_same_instance_store_it_once(server, tutorial_files) -> None:
@@ -121,7 +121,7 @@ def test_request_size_limit_is_413(tmp_path) -> None:
                                headers={"Content-Type": "application/dicom"})
         assert answer.status_code == 413
         assert stow(server.url, [small]).status_code == 200
-        assert not list((Path(server.path) / "tmp").iterdir())
+        assert not [p for p in (Path(server.path) / "tmp").rglob("*") if not p.is_dir()]
         assert [sop for sop, _ in _index(Path(server.path))] == [uids_of(small)[2]]
 
 
@@ -163,7 +163,7 @@ def test_kill_9_during_stow_leaves_index_and_files_consistent(tmp_path, tutorial
                          + f"Content-Length: {len(body)}\r\n\r\n".encode()
                          + body[: len(body) // 2])
             deadline = time.monotonic() + 10
-            while not any((data / "tmp").glob("*.upload")):
+            while not any((data / "tmp").rglob("*.upload")):
                 if time.monotonic() > deadline:  # a hang guard, not a speed check
                     pytest.fail("the upload never reached the disk")
                 time.sleep(0.01)
@@ -173,7 +173,7 @@ def test_kill_9_during_stow_leaves_index_and_files_consistent(tmp_path, tutorial
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert any((data / "tmp").iterdir())  # the interrupted upload is still there
+    assert any((data / "tmp").rglob("*.upload"))  # the interrupted upload is still there
 
     # other crash leftovers: a file renamed into place without its row (crash between rename
     # and commit), a row whose file is gone, a half-written temporary file
