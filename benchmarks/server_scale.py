@@ -9,13 +9,17 @@ Every figure is compared with a baseline measured in the same run (ratios, never
 targets): STOW instances/s of the embedded server (durable: fsync of every stored file and its
 folder, grouped per request) over Orthanc's (which this harness runs with fsync off) on the
 same files in requests of ``--batch``; the QIDO page at offset 90% of the archive over the page
-at offset 0 (both ``limit=--page``, median of ``--repeat`` requests). The archive for QIDO is
-built with :func:`dicomframes.server.import_folder`, whose files/s is printed too.
+at offset 0 (both ``limit=--page``, median of ``--repeat`` requests). The embedded server runs
+as ``dicomframes serve`` does, with its parser processes (one per CPU, at most 4), started
+before the clock starts, as Orthanc is. The archive for QIDO is built with
+:func:`dicomframes.server.import_folder`, whose files/s is printed with one process and with one
+parser process per CPU (as ``dicomframes import`` runs), copying and in place.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -126,18 +130,24 @@ def bench_qido(work: Path, count: int, page: int, repeat: int) -> None:
     write_files(work / "qido-files", count)
     print(f"wrote {count} files in {time.perf_counter() - start:.1f} s")
     archive = work / "qido-archive"
-    start = time.perf_counter()
-    outcome = import_folder(work / "qido-files", archive)
-    seconds = time.perf_counter() - start
-    stored = int((outcome["status"] == "stored").sum())
-    if stored != count:
-        raise RuntimeError(f"import stored {stored} of {count}")
-    print(f"dicomframes import (copy)           {count / seconds:8.0f} files/s")
-    shutil.rmtree(work / "qido-in-place", ignore_errors=True)
-    start = time.perf_counter()
-    import_folder(work / "qido-files", work / "qido-in-place", in_place=True)
-    print(f"dicomframes import --in-place       "
-          f"{count / (time.perf_counter() - start):8.0f} files/s")
+    workers = os.cpu_count() or 1  # as `dicomframes import` runs by default
+    for processes in sorted({1, workers}):
+        for in_place in (False, True):
+            target = archive if (processes, in_place) == (workers, False) else \
+                work / f"import-{processes}-{in_place}"
+            shutil.rmtree(target, ignore_errors=True)
+            start = time.perf_counter()
+            outcome = import_folder(work / "qido-files", target, in_place=in_place,
+                                    workers=processes)
+            seconds = time.perf_counter() - start
+            stored = int((outcome["status"] == "stored").sum())
+            if stored != count:
+                raise RuntimeError(f"import stored {stored} of {count}")
+            how = "--in-place" if in_place else "(copy)    "
+            print(f"dicomframes import {how} {processes} process{'es' if processes > 1 else ''}"
+                  f"{'' if processes > 1 else '  '}  {count / seconds:8.0f} files/s")
+            if target != archive:
+                shutil.rmtree(target, ignore_errors=True)
     deep = count * 9 // 10
     with embedded_in_child(archive) as (url, _pid):
         session = requests.Session()
