@@ -7,8 +7,8 @@ partitions themselves:
 
 - a table: ``read_dicomweb(url)`` over an archive of ``--instances`` tiny instances (studies of
   4 series x 25 instances), reduced to instances per StudyDate year and Modality;
-- an array: ``series_array`` of one series of ``--slices`` 256 x 256 uint16 slices, reduced to
-  the mean and maximum of every slice.
+- an array: ``series_array`` of one series of ``--slices`` uint16 slices of ``--size`` x
+  ``--size`` (512: a CT slice), reduced to the mean and maximum of every slice.
 
 The cluster is started and warmed (the workers import dicomframes) before the clock starts;
 the ratio is one-process seconds over cluster seconds (above 1: the cluster is faster). The
@@ -16,7 +16,7 @@ server is one process on the same machine, so on a 2-core machine it competes wi
 workers for the cores: the ratio says what a cluster gains when the server is not the limit
 only on bigger machines.
 
-    python benchmarks/dask_scale.py                    # 10,000 instances, 200 slices
+    python benchmarks/dask_scale.py                    # 10,000 instances, 200 slices of 512
     python benchmarks/dask_scale.py --instances 100000 --workers 4
 """
 
@@ -35,8 +35,9 @@ from _servers import embedded_in_child
 from harvest import build
 
 
-def add_volume(root: Path, slices: int) -> tuple[str, str]:
-    """Store one CT series of ``slices`` 256 x 256 slices in the archive; its UIDs."""
+def add_volume(root: Path, slices: int, size: int) -> tuple[str, str]:
+    """Store one CT series of ``slices`` slices of ``size`` x ``size`` in the archive; its
+    UIDs."""
     from pydicom.uid import generate_uid
 
     from dicomframes.samples import ct_slice
@@ -48,7 +49,7 @@ def add_volume(root: Path, slices: int) -> tuple[str, str]:
     try:
         temps = []
         for n in range(slices):
-            pixels = rng.integers(0, 4000, size=(256, 256), dtype=np.uint16)
+            pixels = rng.integers(0, 4000, size=(size, size), dtype=np.uint16)
             ds = ct_slice(pixels, study=study, series=series, number=n + 1, z=float(n),
                           patient=("Volume^Bench", "VOL1"), StudyDate="20200101")
             temp = archive.temp_path(".dcm")
@@ -94,13 +95,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--slices", type=int, default=200)
+    parser.add_argument("--size", type=int, default=512, help="rows and columns of a slice")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dask-bench-") as temp:
         root = Path(temp) / "archive"
         started = time.perf_counter()
         build(root, args.instances)
-        study, series = add_volume(root, args.slices)
+        study, series = add_volume(root, args.slices, args.size)
         print(f"archive of {args.instances} + {args.slices} instances built in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
         with embedded_in_child(root) as (url, _pid):
@@ -123,7 +125,8 @@ def main() -> None:
         (alone, value), (clustered, other) = one[name], on_cluster[name]
         same = bool(np.allclose(np.asarray(value), np.asarray(other))) if name == "array" \
             else value.sort_index().equals(other.sort_index())  # type: ignore[attr-defined]
-        what = f"{rows} rows" if name == "table" else f"{args.slices} slices of 256 x 256"
+        what = f"{rows} rows" if name == "table" else \
+            f"{args.slices} slices of {args.size} x {args.size}"
         print(f"{name:6s} ({what}): one process {alone:6.2f} s, LocalCluster of "
               f"{args.workers} workers {clustered:6.2f} s, ratio {alone / clustered:5.2f}x "
               f"(same result: {same})")
