@@ -205,8 +205,10 @@ def _names(values: list[Any], pn_components: bool) -> tuple[Any, list[int]]:
         if v is None:
             out.append(None)
             continue
-        groups = pn_groups(v)
-        group = next((groups[g] for g in PN_GROUPS if groups.get(g)), None)
+        group = v.get("Alphabetic") if isinstance(v, dict) else None
+        if not (group and isinstance(group, str)):  # the common case needs no more
+            groups = pn_groups(v)
+            group = next((groups[g] for g in PN_GROUPS if groups.get(g)), None)
         if not group:
             out.append(None)
             continue

@@ -481,7 +481,7 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
                     fetching.append((partition, pool.submit(
                         fetch_objects, client, partition, level_name, metadata, reader)))
 
-            for _ in range(workers + 1):
+            for _ in range(2 * workers):
                 fetch_next()
             try:
                 while fetching:
