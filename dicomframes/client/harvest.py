@@ -6,9 +6,9 @@ groups of whole studies), a few partitions are fetched in parallel, and each is 
 one Parquet file as soon as it arrives, so memory holds a few partitions whatever the size of
 the archive. Files are written under a temporary name and renamed; a journal
 (``_harvest.jsonl``) lists the partitions done, so a rerun after an interruption fetches only
-the others and never writes a row twice. Nothing is flushed with fsync (it cost more than the
-typing of the rows): a rerun checks every part the journal lists (readable, with its rows) and
-fetches again any that a power cut left missing or cut short.
+the others and never writes a row twice. Nothing is flushed with fsync (a flush per part cost
+about as much as typing its rows): a rerun checks every part the journal lists (readable, with
+its rows) and fetches again any that a power cut left missing or cut short.
 
 Every file has one schema (:func:`schema_for`): columns typed as
 :func:`dicomframes.tables.to_dataframe` types them (same VR -> dtype rules), decided from the
