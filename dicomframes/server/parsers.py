@@ -229,7 +229,7 @@ class ParserPool:
         worker = self._idle.get()
         try:
             return worker.call(jobs, study)
-        except ChildProcessError as exc:
+        except Exception as exc:  # a dead worker, or an answer that cannot be read
             log.warning("%s; doing its jobs in the server process", exc)
             worker = self._replace(worker)
             for job in jobs:  # start again from what the job says
