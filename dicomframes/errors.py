@@ -1,4 +1,5 @@
-"""Exceptions raised by dicomframes. They carry what a user needs to act, never a credential."""
+"""Exceptions (and one warning) raised by dicomframes. They carry what a user needs to act,
+never a credential."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from typing import Any
 
 class DicomFramesError(Exception):
     """Base class of every error raised by dicomframes."""
+
+
+class PartialContent(UserWarning):
+    """A retrieve answered 206 Partial Content: the server left some instances out (its
+    ``Warning`` header, quoted in the message, usually says which and why). What arrived is
+    given; the warning says it is not everything."""
 
 
 class MultipartError(DicomFramesError):

@@ -499,3 +499,20 @@ def test_new_errors_are_exported_and_typed() -> None:
         again = pickle.loads(pickle.dumps(error))
         assert type(again) is type(error) and str(again) == str(error)
         assert "http://h/x" in str(error)
+
+
+def test_a_206_retrieve_gives_what_came_and_warns_naming_what_is_missing(tmp_path):
+    from pathlib import Path
+
+    with dicomframes.serve(tmp_path / "archive") as server:
+        client = connect(server.url, progress=False)
+        outcome = client.store(make_instances(3), progress=False)
+        study = outcome["StudyInstanceUID"].iloc[0]
+        victim = next(Path(server.path, "files").rglob("*.dcm"))
+        victim.write_bytes(victim.read_bytes()[:-10])  # changed behind the server's back
+        with pytest.warns(errors.PartialContent, match=victim.stem) as caught:
+            got = client.retrieve(study)
+        assert "206 Partial Content" in str(caught[0].message)
+        assert server.url in str(caught[0].message)
+        assert sorted(str(ds.SOPInstanceUID) for ds in got) == sorted(
+            s for s in outcome["SOPInstanceUID"] if s != victim.stem)

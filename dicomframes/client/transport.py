@@ -496,6 +496,11 @@ class Transport:
     ) -> Iterator[tuple[multipart.Part, str | None]]:
         response, exchange = self._get_multipart(path, media, transfer_syntax, params, limit)
         try:
+            if response.status_code == 206:  # some parts are missing: say so, give the rest
+                said = response.headers.get("Warning") or "no Warning header says which"
+                warnings.warn(f"GET {exchange.url}: 206 Partial Content, the server left part "
+                              f"of the answer out ({said[:500]})", errors.PartialContent,
+                              stacklevel=5)
             ctype = response.headers.get("Content-Type", "")
             response_ts = multipart.transfer_syntax_of(ctype) if ctype else None
             if not ctype.lower().startswith("multipart/"):
