@@ -164,7 +164,8 @@ def make_instances(
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
         ds.PixelRepresentation = 0
-        ds.PixelData = (np.arange(rows * columns, dtype="<u2") + 100 * i).tobytes()
+        # (modulo 2**16: any count fits uint16; values repeat only after 655 instances)
+        ds.PixelData = ((np.arange(rows * columns) + 100 * i) % 65536).astype("<u2").tobytes()
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
         out.append(buffer.getvalue())
