@@ -87,14 +87,6 @@ class _Pending:
         return [self.rows[n] for n in range(len(self.sources))]
 
 
-def import_batch(archive: Archive, sources: list[Path], in_place: bool = False
-                 ) -> list[dict[str, Any]]:
-    """Store ``sources`` into ``archive`` (copies, or symbolic links when ``in_place``) with one
-    group commit; one outcome row per source, in order. The archive's parser processes (if
-    any) copy and parse the files."""
-    return _Pending(archive, sources, in_place).store(archive)
-
-
 def import_folder(folder: str | os.PathLike[str], data: str | os.PathLike[str] | Archive,
                   in_place: bool = False, *, batch_size: int = BATCH, workers: int = 1,
                   progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
