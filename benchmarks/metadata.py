@@ -6,7 +6,7 @@ pydicom's CT_small.dcm (258 attributes, 179 of them private) converted with
 series UID and instance number, and PixelData as a BulkDataURI. Measured in one run:
 
 1. ``json.loads`` of the body alone;
-2. dicomframes: ``json.loads`` + ``dicomframes.tables.to_dataframe`` (of that same parse);
+2. dicomframes: ``json.loads`` + ``dicomframes.convert.tables.to_dataframe`` (of that same parse);
 3. the pydicom path: ``json.loads`` + ``pydicom.Dataset.from_json`` per instance + a dict
    {keyword: value} per instance + ``pandas.DataFrame``. It costs about 14 ms per instance,
    so by default it runs on a sample (``--pydicom-sample``, 2,000 instances) and its time is
@@ -31,9 +31,9 @@ import pandas as pd
 import pydicom
 from pydicom.data import get_testdata_file
 
+from dicomframes.convert.tables import to_dataframe
 from dicomframes.standard import dicomjson
 from dicomframes.standard.dicomjson import dataset_to_json
-from dicomframes.tables import to_dataframe
 
 BASE = "http://127.0.0.1:8042"
 STUDY = "1.2.826.0.1.3680043.8.498.1"

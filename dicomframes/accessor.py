@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import pydicom
 
+from .convert.link import ATTRS_KEY, TableLink, client_for, link_of
+from .convert.rows import is_missing
+from .convert.tables import STRING_DTYPE, to_dataframe
 from .errors import DicomFramesError
-from .link import ATTRS_KEY, TableLink, client_for, link_of
-from .rows import is_missing
 from .standard.attributes import LEVELS, UID_KEYWORDS
 from .standard.paths import ResourcePath
 from .standard.tags import UnknownAttribute, tag_of
-from .tables import STRING_DTYPE, to_dataframe
 
 if TYPE_CHECKING:
     from .client import Client

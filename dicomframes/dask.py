@@ -42,15 +42,10 @@ from requests.auth import HTTPBasicAuth
 from . import errors
 from .client import Client
 from .client.frames import series_info, slice_order
-from .client.harvest import (
-    Partition,
-    empty_frame,
-    fetch_partition,
-    plan_partitions,
-    schema_for,
-    unify,
-)
-from .client.partitions import normal_level
+from .client.harvest import fetch_partition
+from .client.partitions import Partition, plan_partitions
+from .convert.arrow import empty_frame, schema_for, unify
+from .standard.attributes import PLURAL, level_name
 from .standard.paths import ResourcePath
 
 if TYPE_CHECKING:
@@ -60,9 +55,6 @@ __all__ = ["Connection", "SeriesFrames", "read_dicomweb", "read_metadata", "seri
 
 #: Clients kept per worker process (one per distinct connection), the oldest closed first.
 _MAX_CLIENTS = 8
-_PLURAL = {"study": "studies", "series": "series", "instance": "instances"}
-
-
 class Connection:
     """How a worker reaches the service: URL, credentials and HTTP settings, picklable.
 
@@ -213,7 +205,7 @@ def _frame(level: str, metadata: bool, connection: Connection,
     with dask.config.set({"dataframe.convert-string": False}):
         if not partitions:
             return dd.from_pandas(meta, npartitions=1)
-        label = "dicomweb-metadata" if metadata else f"dicomweb-{_PLURAL[normal_level(level)]}"
+        label = "dicomweb-metadata" if metadata else f"dicomweb-{PLURAL[level_name(level)]}"
         return dd.from_map(load_partition, partitions,
                            args=(connection, level, metadata, schema),
                            meta=meta, label=label, enforce_metadata=False)

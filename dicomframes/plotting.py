@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .link import client_for, link_of
+from .convert.link import client_for, link_of
 from .standard.lut import apply_modality_lut, apply_window, first_number
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import pydicom
 import pytest
 
 import dicomframes
-from dicomframes.rows import row_to_filters
+from dicomframes.convert.rows import row_to_filters
 from dicomframes.samples import write_multiframe_study
 from dicomframes.standard.uids import new_uid
 

@@ -3,6 +3,9 @@
 - The standard layer (``dicomframes.standard``) imports nothing of dicomframes above it (only
   itself and the leaf module ``dicomframes.errors``), and no HTTP, web or DataFrame library.
 - The server imports the standard layer, ``errors`` and itself only: never the client side.
+- The converters (``dicomframes.convert``) import the standard layer, ``errors`` and themselves
+  only: no HTTP, no server, no client.
+- The top level holds only what users import; the layers live in their folders.
 - No module imports another module's underscore names, nor reads them as attributes.
 - No import cycles between modules, function-local imports included.
 - No module is much over 600 lines.
@@ -67,7 +70,7 @@ def imports_of(name: str) -> Iterator[Import]:
             target = resolve(name, node.level, node.module)
             names = tuple(a.name for a in node.names)
             submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in MODULES]
-            if submodules:  # ``from . import tables`` imports the module dicomframes.tables
+            if submodules:  # ``from . import tables`` imports the module dicomframes.convert.tables
                 for sub in submodules:
                     yield Import(name, sub, (), node.lineno)
                 rest = tuple(n for n in names if f"{target}.{n}" not in MODULES)
@@ -116,6 +119,35 @@ def test_server_never_imports_the_client_side() -> None:
            and not any(in_layer(i.target, a) for a in allowed)
            and i.target != "dicomframes.errors"]
     assert not bad, "the server may import the standard layer only:\n" + "\n".join(bad)
+
+
+def test_converters_import_only_the_standard_layer() -> None:
+    allowed = ("dicomframes.standard", "dicomframes.convert")
+    bad = [f"{i.importer}:{i.line} imports {i.target}" for i in ALL_IMPORTS
+           if in_layer(i.importer, "dicomframes.convert") and internal(i)
+           and not any(in_layer(i.target, a) for a in allowed)
+           and i.target != "dicomframes.errors"]
+    assert not bad, "the converters may import the standard layer only:\n" + "\n".join(bad)
+
+
+def test_converters_have_no_http_or_server() -> None:
+    forbidden = ("requests", "urllib3", "starlette", "uvicorn", "sqlite3", "ipywidgets")
+    bad = [f"{i.importer}:{i.line} imports {i.target}" for i in ALL_IMPORTS
+           if in_layer(i.importer, "dicomframes.convert")
+           and i.target.split(".")[0] in forbidden]
+    assert not bad, "\n".join(bad)
+
+
+#: What users import, at the top of the package; everything else lives in a layer's folder.
+TOP_LEVEL = {"dicomframes", "dicomframes.__main__", "dicomframes.errors",
+             "dicomframes.accessor", "dicomframes.plotting", "dicomframes.dask",
+             "dicomframes.cli"}
+
+
+def test_top_level_holds_only_what_users_import() -> None:
+    top = {name for name in MODULES if name.count(".") <= 1
+           and MODULES[name].parent == PACKAGE}
+    assert top <= TOP_LEVEL, f"modules at the top that belong in a layer: {sorted(top - TOP_LEVEL)}"
 
 
 def private(name: str) -> bool:

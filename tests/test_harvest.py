@@ -23,9 +23,11 @@ import requests
 from archive_builder import build_archive
 
 import dicomframes
-from dicomframes.client.harvest import JOURNAL, empty_frame, fetch_partition, plan_partitions
+from dicomframes.client.harvest import JOURNAL, fetch_partition
+from dicomframes.client.partitions import plan_partitions
+from dicomframes.convert.arrow import empty_frame
+from dicomframes.convert.tables import to_dataframe
 from dicomframes.server import serve
-from dicomframes.tables import to_dataframe
 
 pytest.importorskip("pyarrow")
 
@@ -271,7 +273,7 @@ def test_partitions_api_for_dask(archive):
     import pickle
 
     assert pickle.loads(pickle.dumps(plan[0])) == plan[0]
-    from dicomframes.client.harvest import schema_for
+    from dicomframes.convert.arrow import schema_for
 
     schema = schema_for("instances")
     meta = empty_frame("instances")

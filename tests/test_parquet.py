@@ -106,7 +106,7 @@ def test_accessor_uses_the_client_given(client, tmp_path):
 def test_copies_and_pickles_keep_only_facts():
     import pickle
 
-    from dicomframes.link import TableLink
+    from dicomframes.convert.link import TableLink
 
     link = TableLink(None, {"00091001": "LO"}, "http://127.0.0.1:1")
     assert json.loads(json.dumps(link)) == {"url": "http://127.0.0.1:1",

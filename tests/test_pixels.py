@@ -23,8 +23,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from dicomframes.errors import DecoderMissing
-from dicomframes.pixels import (
+from dicomframes.convert.pixels import (
     apply_modality_lut,
     apply_window,
     decode_frame,
@@ -32,6 +31,7 @@ from dicomframes.pixels import (
     decode_rendered,
     missing_decoder,
 )
+from dicomframes.errors import DecoderMissing
 from dicomframes.standard.pixeldesc import PixelDescription
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -298,7 +298,7 @@ def test_missing_plugin_names_the_package_to_install() -> None:
         "import pydicom, pydicom.data\n"
         "from pydicom.encaps import generate_frames\n"
         "from dicomframes.errors import DecoderMissing\n"
-        "from dicomframes.pixels import decode_frame\n"
+        "from dicomframes.convert.pixels import decode_frame\n"
         "from dicomframes.standard.pixeldesc import PixelDescription\n"
         "ds = pydicom.dcmread(pydicom.data.get_testdata_file('MR_small_jp2klossless.dcm'))\n"
         "frame = next(generate_frames(ds.PixelData, number_of_frames=1))\n"

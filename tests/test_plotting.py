@@ -12,7 +12,7 @@ import pydicom
 import pydicom.data
 import pytest
 
-from dicomframes.pixels import apply_modality_lut, apply_window
+from dicomframes.convert.pixels import apply_modality_lut, apply_window
 from dicomframes.plotting import montage, show_frame, show_series
 
 

@@ -1,4 +1,4 @@
-"""dicomframes.tables: DICOM JSON -> DataFrame (types, options, bad values) and back."""
+"""dicomframes.convert.tables: DICOM JSON -> DataFrame (types, options, bad values) and back."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import pytest
 from pydicom.data import get_testdata_file
 from support import TUTORIAL_DATA
 
+from dicomframes.convert.rows import row_to_dataset, row_to_filters
+from dicomframes.convert.tables import to_dataframe
 from dicomframes.errors import DicomFramesError
-from dicomframes.rows import row_to_dataset, row_to_filters
 from dicomframes.standard.attributes import returned_tags
 from dicomframes.standard.dicomjson import dataset_to_json, json_to_dataset
 from dicomframes.standard.personname import join_person_name
 from dicomframes.standard.tags import keyword_of
-from dicomframes.tables import to_dataframe
 
 
 def tutorial_csv() -> pd.DataFrame:

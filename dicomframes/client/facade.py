@@ -5,7 +5,8 @@
 STOW-RS / DELETE calls; the HTTP side (authentication, timeouts, retries) is its
 :class:`~dicomframes.client.transport.Transport`. Turning bodies into values is left to the
 modules that own those concerns: :mod:`dicomframes.standard.multipart` (multipart/related),
-:mod:`dicomframes.tables` (DataFrames) and :mod:`dicomframes.pixels` (frames to numpy).
+:mod:`dicomframes.convert.tables` (DataFrames) and :mod:`dicomframes.convert.pixels`
+(frames to numpy).
 
 For teaching, every HTTP exchange is recorded: ``client.last_exchange`` and ``client.history``
 hold :class:`Exchange` records (headers with credentials redacted, body summaries, multipart
@@ -28,7 +29,8 @@ import requests
 from pydicom.errors import InvalidDicomError
 from requests.auth import HTTPBasicAuth
 
-from .. import errors, pixels, tables
+from .. import errors
+from ..convert import pixels, tables
 from ..standard import multipart
 from ..standard.attributes import LEVELS
 from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
@@ -324,7 +326,7 @@ class Client:
     ) -> pandas.DataFrame:
         """Metadata of a study, series or instance as a DataFrame, one row per instance.
 
-        ``options`` go to :func:`dicomframes.tables.to_dataframe` (``split_multivalued``,
+        ``options`` go to :func:`dicomframes.convert.tables.to_dataframe` (``split_multivalued``,
         ``flatten_sequences``, ``pn_components``).
         """
         objs = self.metadata_json(study, series, instance)

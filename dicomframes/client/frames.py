@@ -19,7 +19,8 @@
    ``client.capabilities["frames_fallbacks"]``.
 
 Everything HTTP goes through the client's public calls (auth, retries, recorded exchanges);
-bytes become arrays in :mod:`dicomframes.pixels`. A call that returns nothing where something is
+bytes become arrays in :mod:`dicomframes.convert.pixels`. A call that returns nothing where
+something is
 needed raises :class:`~dicomframes.errors.EmptyResponse` with the full URL.
 """
 
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .. import errors
-from ..pixels import decode_frame, missing_decoder
+from ..convert.pixels import decode_frame, missing_decoder
 from ..standard.dicomjson import first_value, python_value
 from ..standard.mediatypes import OCTET_STREAM
 from ..standard.paths import ResourcePath

@@ -10,34 +10,11 @@ the others and never writes a row twice. Nothing is flushed with fsync (a flush 
 about as much as typing its rows): a rerun checks every part the journal lists (readable, with
 its rows) and fetches again any that a power cut left missing or cut short.
 
-Every file has one schema (:func:`schema_for`): columns typed as
-:func:`dicomframes.tables.to_dataframe` types them (same VR -> dtype rules), decided from the
-attributes' VRs and value multiplicities, not from the data:
-
-==============================  ===============================================================
-attribute                       Arrow type (pandas dtype when read back)
-==============================  ===============================================================
-DA / TM                         ``timestamp[us]`` / ``duration[us]`` (datetime64 / timedelta64)
-DT                              ``timestamp[us, UTC]`` (offsets applied; naive values as UTC)
-IS SS US SL UL SV / UV          ``int64`` / ``uint64`` (pandas ``Int64`` / ``UInt64``)
-DS FL FD                        ``float64``
-PN AT, other strings            ``string`` (readable names, 8-hex-digit tags)
-several values by the           ``list<...>`` of the above (a single value is a one-item list)
-dictionary's VM (``1-n``, ``2``)
-SQ                              ``string``: the items as JSON text
-binary (OB, OW, ...)            ``string``: the BulkDataURI (inline bytes as base64)
-private and unknown tags        ``string`` (several values joined by ``\\``)
-==============================  ===============================================================
-
-Columns a server sends beyond the planned ones (and with ``metadata=True`` every attribute
-found) join the schema as they appear; parts written before that are rewritten at the end so
-that every file has the final schema. ``dicomframes.dask`` reads the same partitions with
-:func:`fetch_partition` and :func:`empty_frame` as ``meta``.
+The column types are those of :mod:`dicomframes.convert.arrow` (one schema for every file).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import threading
@@ -45,253 +22,32 @@ import time
 import uuid
 import warnings
 from collections import deque
-from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from pydicom.datadict import dictionary_VM
 
-from ..link import link_of
-from ..standard.attributes import COMPUTED, DEFAULT_TAGS, returned_tags
-from ..standard.dicomjson import gc_paused
-from ..standard.tags import (
-    BINARY_VRS,
-    FLOAT_VRS,
-    INT_VRS,
-    UnknownAttribute,
-    keyword_of,
-    tag_of,
-    vr_of,
+from ..convert.arrow import (
+    conform,
+    field_for,
+    ordered_schema,
+    require_pyarrow,
+    schema_for,
+    unify,
 )
-from ..tables import STRING_DTYPE, to_dataframe
-from .partitions import Partition, Reader, fetch_objects, normal_level, plan_partitions
+from ..convert.link import link_of
+from ..convert.tables import to_dataframe
+from ..standard.attributes import level_name
+from ..standard.dicomjson import gc_paused
+from .partitions import Partition, Reader, fetch_objects, plan_partitions
 from .surface import DicomwebClient
 
-__all__ = [
-    "HarvestSummary",
-    "Partition",
-    "Reader",
-    "conform",
-    "empty_frame",
-    "fetch_partition",
-    "harvest",
-    "plan_partitions",
-    "schema_for",
-    "unify",
-]
+__all__ = ["JOURNAL", "HarvestSummary", "fetch_partition", "harvest"]
 
 JOURNAL = "_harvest.jsonl"
 _FORMAT = 1
-
-
-def _pa() -> Any:
-    try:
-        import pyarrow
-    except ImportError:  # pragma: no cover - the extra is missing
-        raise ImportError("harvest needs pyarrow: pip install dicomframes[parquet]") from None
-    return pyarrow
-
-
-# --------------------------------------------------------------------------- schema
-
-def _arrow_type(vr: str) -> Any:
-    pa = _pa()
-    if vr in INT_VRS:
-        return pa.uint64() if vr == "UV" else pa.int64()
-    if vr in FLOAT_VRS:
-        return pa.float64()
-    if vr == "DA":
-        return pa.timestamp("us")
-    if vr == "TM":
-        return pa.duration("us")
-    if vr == "DT":
-        return pa.timestamp("us", tz="UTC")
-    return pa.string()
-
-
-def field_for(name: str, vrs: Mapping[str, str] | None = None) -> Any:
-    """The Arrow field of a column (a keyword or an 8-hex-digit tag), typed by its VR and VM.
-
-    ``vrs`` gives the VRs a JSON answer used where they differ from the dictionary's.
-    """
-    pa = _pa()
-    try:
-        tag = tag_of(name)
-    except (UnknownAttribute, KeyError, ValueError):
-        return pa.field(name, pa.string())
-    vr = (vrs or {}).get(name) or vr_of(tag)
-    try:
-        vm = dictionary_VM(tag)
-    except KeyError:
-        vm = None
-    if vm is None or vr == "SQ" or vr in BINARY_VRS:
-        return pa.field(name, pa.string())
-    base = _arrow_type(vr)
-    return pa.field(name, base if vm == "1" else pa.list_(base))
-
-
-def _order(name: str) -> tuple[int, int, str]:
-    try:
-        return (0, tag_of(name), name)
-    except (UnknownAttribute, KeyError, ValueError):
-        return (1, 0, name)
-
-
-def _schema(fields: Iterable[Any]) -> Any:
-    pa = _pa()
-    unique = {f.name: f for f in fields}
-    return pa.schema([unique[n] for n in sorted(unique, key=_order)])
-
-
-def schema_for(level: str = "instances", metadata: bool = False, *,
-               includefield: str | Iterable[str] | None = None,
-               filters: Iterable[str] = ()) -> Any:
-    """The ``pyarrow.Schema`` of a harvest at ``level`` (or of its metadata).
-
-    QIDO: the attributes a search at that level returns by default, those of ``filters``
-    (keys: matching attributes are returned) and ``includefield`` ("all" adds nothing known
-    in advance). ``metadata=True``: the usual attributes of every level, without the ones
-    QIDO computes; the metadata's other attributes join as they are found (see :func:`unify`).
-    """
-    level = normal_level(level)
-    if metadata:
-        tags = {t for level_tags in DEFAULT_TAGS.values() for t in level_tags}
-        tags |= {tag_of("StudyInstanceUID"), tag_of("SeriesInstanceUID")}
-        tags -= set(COMPUTED)
-    else:  # with the attributes of the levels above (asked for with includefield)
-        tags = set(returned_tags(level))
-        above = {"study": (), "series": ("study",), "instance": ("study", "series")}[level]
-        tags |= {t for up in above for t in DEFAULT_TAGS[up]}
-    names = sorted(tags)
-    extra: list[str] = []
-    if isinstance(includefield, str):
-        includefield = [] if includefield.lower() == "all" else includefield.split(",")
-    for key in [*(includefield or []), *filters]:
-        key = str(key).strip().split(".")[0]
-        if key and key.lower() not in ("includefield", "fuzzymatching", "limit", "offset"):
-            extra.append(key)
-    fields = [field_for(_name(t)) for t in names]
-    for key in extra:
-        try:
-            fields.append(field_for(_name(tag_of(key))))
-        except (UnknownAttribute, KeyError, ValueError):
-            continue
-    return _schema(fields)
-
-
-def _name(tag: int) -> str:
-    return keyword_of(tag)
-
-
-def unify(schema: Any, frame: pd.DataFrame) -> Any:
-    """``schema`` with the columns of ``frame`` it lacks (typed by their VR), in tag order."""
-    missing = [c for c in frame.columns if c not in schema.names]
-    if not missing:
-        return schema
-    link = link_of(frame)
-    vrs = link.vrs if link is not None else {}
-    return _schema([*schema, *(field_for(str(c), vrs) for c in missing)])
-
-
-def _nulls(kind: Any, n: int) -> Any:
-    pa = _pa()
-    if pa.types.is_integer(kind):
-        return pd.array([None] * n, dtype="UInt64" if kind == pa.uint64() else "Int64")
-    if pa.types.is_floating(kind):
-        return np.full(n, np.nan)
-    if pa.types.is_timestamp(kind):
-        values = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
-        return pd.array(values) if kind.tz is None else pd.array(values).tz_localize("UTC")
-    if pa.types.is_duration(kind):
-        return pd.array(np.full(n, np.timedelta64("NaT"), dtype="timedelta64[us]"))
-    if pa.types.is_string(kind):
-        return pd.array([None] * n, dtype=STRING_DTYPE)
-    out = np.empty(n, dtype=object)
-    out[:] = None
-    return out
-
-
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float | np.floating):
-        return bool(np.isnan(value))
-    return value is pd.NA or value is pd.NaT
-
-
-def _text(value: Any) -> Any:
-    if _missing(value):
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, dict) or (isinstance(value, list) and value
-                                   and isinstance(value[0], dict)):
-        return json.dumps(value, default=str, ensure_ascii=False)
-    if isinstance(value, list | tuple | np.ndarray):
-        return "\\".join("" if _missing(v) else str(v) for v in value)
-    return str(value)
-
-
-def _scalar(value: Any) -> Any:
-    """The first value of a list cell (a server sent several values for a VM-1 attribute)."""
-    if isinstance(value, list | tuple | np.ndarray):
-        return value[0] if len(value) else None
-    return value
-
-
-def _column(values: pd.Series, kind: Any) -> Any:
-    """``values`` as the pandas column of Arrow type ``kind``."""
-    pa = _pa()
-    if values.dtype == object and not pa.types.is_list(kind) and not pa.types.is_string(kind):
-        values = values.map(_scalar)
-    if pa.types.is_integer(kind):
-        return values.astype("UInt64" if kind == pa.uint64() else "Int64")
-    if pa.types.is_floating(kind):
-        return pd.to_numeric(values, errors="coerce").astype("float64")
-    if pa.types.is_timestamp(kind):
-        if kind.tz is None:
-            return pd.to_datetime(values, errors="coerce").astype("datetime64[us]")
-        return pd.to_datetime(values, errors="coerce", utc=True).astype("datetime64[us, UTC]")
-    if pa.types.is_duration(kind):
-        return pd.to_timedelta(values, errors="coerce").astype("timedelta64[us]")
-    if pa.types.is_string(kind):
-        if values.dtype != object:
-            return values.astype(STRING_DTYPE)
-        return pd.array([_text(v) for v in values], dtype=STRING_DTYPE)
-    if pa.types.is_list(kind):
-        cells = np.empty(len(values), dtype=object)
-        cells[:] = [list(v) if isinstance(v, list | tuple | np.ndarray)
-                    else None if _missing(v) else [v] for v in values]
-        return cells
-    return values
-
-
-def conform(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
-    """``frame`` with exactly the columns of ``schema``, in its order and types (missing
-    columns as typed nulls, others dropped); ``attrs`` kept."""
-    n = len(frame)
-    columns: dict[str, Any] = {}
-    for field in schema:
-        if field.name in frame.columns:
-            columns[field.name] = _column(frame[field.name], field.type)
-        else:
-            columns[field.name] = _nulls(field.type, n)
-    out = pd.DataFrame(columns, index=pd.RangeIndex(n))
-    out.attrs.update(frame.attrs)
-    return out
-
-
-def empty_frame(level: str = "instances", metadata: bool = False, *,
-                schema: Any = None, **options: Any) -> pd.DataFrame:
-    """The typed empty DataFrame of a harvest at ``level`` (a Dask ``meta``): the columns of
-    ``schema`` (default :func:`schema_for` with ``options``)."""
-    return conform(pd.DataFrame(), schema or schema_for(level, metadata, **options))
 
 
 def _typed(objs: list[dict[str, Any]], level: str) -> pd.DataFrame:
@@ -312,7 +68,7 @@ def fetch_partition(client: DicomwebClient, partition: Partition, level: str = "
     columns of :func:`schema_for` plus any others the server sent (typed by their VR).
     ``metadata=True`` gives the WADO-RS metadata, one row per instance.
     """
-    level = "instance" if metadata else normal_level(level)
+    level = "instance" if metadata else level_name(level)
     frame = _typed(fetch_objects(client, partition, level, metadata, reader), level)
     if schema is None:
         params = dict(partition.params)
@@ -366,7 +122,7 @@ def _intact(folder: Path, entry: dict[str, Any]) -> bool:
 
 
 def _table(frame: pd.DataFrame, schema: Any) -> Any:
-    pa = _pa()
+    pa = require_pyarrow()
     frame = frame.copy(deep=False)
     frame.attrs = {}  # the link belongs to the process, not to the file
     return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
@@ -424,7 +180,7 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
 
     started = time.perf_counter()
     workers = max(1, workers if workers is not None else min(4, max(2, os.cpu_count() or 1)))
-    level = normal_level(level)
+    level = level_name(level)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     header = {"format": _FORMAT, "url": client.url, "level": level, "metadata": bool(metadata),
@@ -442,8 +198,8 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
             or not _intact(folder, journal.done[p.key])]
     for partition in todo:  # fetched again: the journal's line no longer counts
         journal.done.pop(partition.key, None)
-    level_name = "instance" if metadata else level
-    base = schema_for(level_name, metadata, includefield=filters.get("includefield"),
+    row_level = "instance" if metadata else level
+    base = schema_for(row_level, metadata, includefield=filters.get("includefield"),
                       filters=[k for k in filters if k != "includefield"])
     schema = base
     for entry in journal.done.values():
@@ -454,11 +210,11 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
         """Type, conform and write one partition (in this thread: typing holds the
         interpreter lock, so it gains nothing from more threads)."""
         nonlocal schema
-        frame = _typed(objs, level_name)
+        frame = _typed(objs, row_level)
         del objs
         extra = [f for f in _fields(frame) if f.name not in schema.names]
         if extra:
-            schema = _schema([*schema, *extra])
+            schema = ordered_schema([*schema, *extra])
         table = _table(conform(frame, schema), schema)
         del frame
         _write(table, folder / _file_of(partition.key))
@@ -469,7 +225,7 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
     # is never idle, and at most workers + 1 fetched partitions wait in memory. The garbage
     # collector pauses: it would re-scan those partitions' many objects (no cycles) over
     # and over (a fifth of the time of a 10,000-row harvest here)
-    bar = _bar(progress, len(plan), len(plan) - len(todo), level_name)
+    bar = _bar(progress, len(plan), len(plan) - len(todo), row_level)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool, gc_paused():
             queue = iter(todo)
@@ -479,7 +235,7 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
                 partition = next(queue, None)
                 if partition is not None:
                     fetching.append((partition, pool.submit(
-                        fetch_objects, client, partition, level_name, metadata, reader)))
+                        fetch_objects, client, partition, row_level, metadata, reader)))
 
             for _ in range(2 * workers):
                 fetch_next()
@@ -515,7 +271,7 @@ def _fields(frame: pd.DataFrame) -> list[Any]:
 
 def _merge(schema: Any, other: Any) -> Any:
     extra = [f for f in other if f.name not in schema.names]
-    return _schema([*schema, *extra]) if extra else schema
+    return ordered_schema([*schema, *extra]) if extra else schema
 
 
 def _bar(progress: bool, total: int, initial: int, level: str) -> Any:

@@ -5,7 +5,7 @@ ranges, each range halved until its studies fit one page (a full page means "may
 then the studies without a StudyDate. It groups the studies into :class:`Partition` objects
 (picklable: UIDs and query parameters only). :func:`fetch_partition` fetches one partition's
 rows (QIDO-RS, or WADO-RS metadata per series) as a DataFrame typed like
-:func:`dicomframes.tables.to_dataframe` and conformed to one Arrow schema
+:func:`dicomframes.convert.tables.to_dataframe` and conformed to one Arrow schema
 (:func:`schema_for`; :func:`empty_frame` is the typed empty frame, e.g. a Dask ``meta``).
 :mod:`dicomframes.client.harvest` writes partitions to Parquet; ``dicomframes.dask`` reads
 them on workers.
@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import DICOMwebError
 from ..standard import dicomjson
-from ..standard.attributes import DEFAULT_TAGS, UID_KEYWORDS, level_of_tag
+from ..standard.attributes import DEFAULT_TAGS, UID_KEYWORDS, level_name, level_of_tag
 from ..standard.mediatypes import DICOM_JSON
 from ..standard.paths import ResourcePath
 from ..standard.tags import tag_hex, tag_of
@@ -40,7 +40,6 @@ __all__ = [
     "Reader",
     "fetch_objects",
     "list_studies",
-    "normal_level",
     "plan_partitions",
     "split_filters",
 ]
@@ -238,7 +237,7 @@ def split_filters(level: str, filters: Mapping[str, Any]) -> tuple[dict, dict]:
     Study-level attributes (and ModalitiesInStudy) select studies; the others, with
     ``includefield``, go to the queries below the study.
     """
-    level = normal_level(level)
+    level = level_name(level)
     if level == "study":
         return dict(filters), {}
     upper: dict[str, Any] = {}
@@ -342,7 +341,7 @@ def plan_partitions(client: DicomwebClient, level: str = "instances", *, metadat
     worker busy. Filters are QIDO filters as for ``client.search_*``: study-level ones select
     the studies, the others go to the queries within each study.
     """
-    level = normal_level(level)
+    level = level_name(level)
     reader = reader or Reader(client, page_size)
     upper, lower = split_filters(level, filters)
     studies = list_studies(reader, upper)
@@ -522,17 +521,5 @@ def fetch_objects(client: DicomwebClient, partition: Partition, level: str = "in
     reader = reader or Reader(client)
     if metadata:
         return _fetch_metadata(reader, partition)
-    return _fetch_qido(reader, partition, normal_level(level))
+    return _fetch_qido(reader, partition, level_name(level))
 
-
-_LEVEL_NAMES = {"study": "study", "studies": "study", "series": "series",
-                "instance": "instance", "instances": "instance"}
-
-
-def normal_level(level: str) -> str:
-    """"studies"/"study" -> "study", "series", "instances"/"instance" -> "instance"."""
-    try:
-        return _LEVEL_NAMES[str(level).lower()]
-    except KeyError:
-        raise ValueError(
-            f"level must be 'studies', 'series' or 'instances', not {level!r}") from None

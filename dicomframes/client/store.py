@@ -28,10 +28,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..convert.tables import STRING_DTYPE
 from ..errors import BadRequest, NotFound
 from ..standard.stow import ALREADY_EXISTS, OUT_OF_RESOURCES, REASONS
 from ..standard.uids import is_valid_uid, validate_uid
-from ..tables import STRING_DTYPE
 from .batches import (
     NOT_ACKNOWLEDGED,
     OUT_OF_SPACE,

@@ -25,17 +25,45 @@ __all__ = [
     "NUMBER_OF_STUDY_INSTANCES",
     "NUMBER_OF_STUDY_SERIES",
     "OPTIONAL_DEFAULTS",
+    "PLURAL",
+    "RESERVED_QIDO_KEYS",
     "RETRIEVE_URL",
     "SEARCHABLE",
     "SERIES_LEVEL_TAGS",
     "STUDY_LEVEL_TAGS",
     "UID_KEYWORDS",
     "Attribute",
+    "level_name",
     "level_of_tag",
+    "levels_above",
     "returned_tags",
 ]
 
+#: The hierarchy, top down: a patient's studies hold series, which hold instances.
 LEVELS = ("study", "series", "instance")
+
+#: The plural each level takes in a resource path (``/studies``, ``/series``, ``/instances``).
+PLURAL = {"study": "studies", "series": "series", "instance": "instances"}
+
+#: QIDO-RS query keys that are not attribute filters (PS3.18 8.3.4): lower case.
+RESERVED_QIDO_KEYS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
+
+_LEVEL_NAMES = {**{level: level for level in LEVELS}, **{p: s for s, p in PLURAL.items()}}
+
+
+def level_name(level: str) -> str:
+    """A level in its singular form: "studies"/"study" -> "study", "series" -> "series",
+    "instances"/"instance" -> "instance"; anything else is a ValueError naming the choices."""
+    try:
+        return _LEVEL_NAMES[str(level).lower()]
+    except KeyError:
+        raise ValueError(
+            f"level must be 'studies', 'series' or 'instances', not {level!r}") from None
+
+
+def levels_above(level: str) -> tuple[str, ...]:
+    """The levels above ``level`` (either form), top down: "instance" -> study, series."""
+    return LEVELS[: LEVELS.index(level_name(level))]
 
 #: The UID that names an object at each level.
 UID_KEYWORDS = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID",

@@ -2,7 +2,7 @@
 
 This is the one place in dicomframes that knows DICOM JSON. The embedded server uses
 :func:`dataset_to_json` to answer metadata and QIDO requests; the client and
-:mod:`dicomframes.tables` read the answers with :func:`python_value` and friends.
+:mod:`dicomframes.convert.tables` read the answers with :func:`python_value` and friends.
 
 A DICOM JSON object maps 8-hex-digit tags to elements::
 

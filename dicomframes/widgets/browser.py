@@ -3,7 +3,7 @@
 Everything the browser does is a call a user could type: ``client.search_studies``,
 ``client.search_series``, ``client.search_instances``, ``client.metadata``, ``client.frames``,
 ``client.rendered`` (the series thumbnails), :func:`dicomframes.client.download.download` and
-``client.delete``; windowing comes from :func:`dicomframes.pixels.apply_window`. Errors from
+``client.delete``; windowing comes from :func:`dicomframes.convert.pixels.apply_window`. Errors from
 the server appear in the message line of the widget, never as a traceback.
 
 The parts sit in a grid that wraps instead of overlapping: the study list on top, then the

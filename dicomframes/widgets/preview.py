@@ -2,7 +2,8 @@
 previous/next buttons, windowing and the instance's full SOP Instance UID (wrapped, copyable).
 
 Pixels come from ``client.metadata`` and ``client.frames``; display windowing from
-:func:`dicomframes.pixels.apply_modality_lut` and :func:`dicomframes.pixels.apply_window`.
+:func:`dicomframes.convert.pixels.apply_modality_lut` and
+:func:`dicomframes.convert.pixels.apply_window`.
 Also home of the small display helpers the browser's lists share (:func:`text_of`,
 :func:`png_bytes`, :func:`short_uid`).
 """
@@ -19,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 import numpy as np
 
-from ..pixels import apply_modality_lut, apply_window
-from ..rows import is_missing
+from ..convert.pixels import apply_modality_lut, apply_window
+from ..convert.rows import is_missing
 from ..standard.lut import first_number
 from .events import HandlerGuard
 

@@ -18,9 +18,9 @@ import pandas as pd
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from dicomframes.convert.tables import to_dataframe
 from dicomframes.errors import DicomFramesError
 from dicomframes.standard.dicomjson import first_value, json_to_dataset, python_value
-from dicomframes.tables import to_dataframe
 
 # bounded: a fixed number of cases, no shrinking (a failure shows the case as generated)
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,

@@ -35,7 +35,7 @@ its tag and the rows; the table is never lost to one bad value.
 Conversion works column by column with vectorised pandas and numpy calls, never through
 pydicom objects: for thousands of instances it costs about as much as ``json.loads``. The
 per-value rules (DA/TM/DT parsing, PN groups, VR families) are the standard layer's. Rows go
-back to DICOM in :mod:`dicomframes.rows`; ``df.dicom`` lives in :mod:`dicomframes.accessor`.
+back to DICOM in :mod:`dicomframes.convert.rows`; ``df.dicom`` lives in :mod:`dicomframes.accessor`.
 No HTTP here.
 """
 
@@ -50,12 +50,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..standard.attributes import LEVELS, returned_tags
+from ..standard.dicomjson import gc_paused, sequence_item
+from ..standard.personname import PN_GROUPS, person_name_parts, pn_groups, readable_group
+from ..standard.tags import BINARY_VRS, FLOAT_VRS, INT_VRS, STRING_VRS, keyword_of, tag_hex, vr_of
+from ..standard.temporal import parse_da, parse_dt, tm_microseconds
 from .link import ATTRS_KEY, TableLink
-from .standard.attributes import LEVELS, returned_tags
-from .standard.dicomjson import gc_paused, sequence_item
-from .standard.personname import PN_GROUPS, person_name_parts, pn_groups, readable_group
-from .standard.tags import BINARY_VRS, FLOAT_VRS, INT_VRS, STRING_VRS, keyword_of, tag_hex, vr_of
-from .standard.temporal import parse_da, parse_dt, tm_microseconds
 
 __all__ = ["STRING_DTYPE", "to_dataframe"]
 

@@ -1,6 +1,6 @@
 """What a dicomframes DataFrame keeps in ``df.attrs["dicomframes"]``: its server and VRs.
 
-:func:`dicomframes.tables.to_dataframe` attaches a :class:`TableLink`: a small dict of
+:func:`dicomframes.convert.tables.to_dataframe` attaches a :class:`TableLink`: a small dict of
 JSON-serialisable facts (``{"url": ..., "vrs": {...}}``: the server's base URL, never a
 credential, and the VRs the JSON gave that differ from the dictionary's), so that pandas can
 write ``attrs`` into Parquet and Feather files. The live client travels next to those facts as

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DecoderMissing
-from .standard.lut import apply_modality_lut, apply_window
-from .standard.pixeldesc import PixelDescription
-from .standard.transfer_syntax import (
+from ..errors import DecoderMissing
+from ..standard.lut import apply_modality_lut, apply_window
+from ..standard.pixeldesc import PixelDescription
+from ..standard.transfer_syntax import (
     DEFLATED_IMAGE_FRAME,
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,

@@ -1,6 +1,6 @@
 """DataFrame rows back to DICOM: pydicom Datasets and QIDO-RS query filters.
 
-The inverse of :func:`dicomframes.tables.to_dataframe`: typed cells (timestamps, timedeltas,
+The inverse of :func:`dicomframes.convert.tables.to_dataframe`: typed cells (timestamps, timedeltas,
 readable names, numbers) go back to their DICOM forms through the standard layer's formatters,
 and the numbered columns of ``split_multivalued`` and the "Sequence.Keyword" columns of
 ``flatten_sequences`` are put back together. No HTTP here.
@@ -18,11 +18,10 @@ import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence as DicomSequence
 
-from .link import link_of
-from .standard.attributes import NOT_FILTERS
-from .standard.dicomjson import ds_string, json_to_dataset
-from .standard.personname import join_person_name, parse_person_name
-from .standard.tags import (
+from ..standard.attributes import NOT_FILTERS
+from ..standard.dicomjson import ds_string, json_to_dataset
+from ..standard.personname import join_person_name, parse_person_name
+from ..standard.tags import (
     BINARY_VRS,
     STRUCT_CODES,
     UnknownAttribute,
@@ -31,7 +30,8 @@ from .standard.tags import (
     tag_of,
     vr_of,
 )
-from .standard.temporal import format_dt, format_tm, query_date
+from ..standard.temporal import format_dt, format_tm, query_date
+from .link import link_of
 
 __all__ = ["is_missing", "row_to_dataset", "row_to_filters"]
 
