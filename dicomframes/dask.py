@@ -30,7 +30,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import dask
 import dask.array as da
@@ -41,6 +40,7 @@ from requests.auth import HTTPBasicAuth
 
 from . import errors
 from .client import Client
+from .client.auth import split_url_credentials
 from .client.frames import series_info, slice_order
 from .client.harvest import fetch_partition
 from .client.partitions import Partition, plan_partitions
@@ -71,13 +71,9 @@ class Connection:
                  timeout: float | tuple[float, float] | None = 30.0) -> None:
         if token is not None and auth is not None:
             raise ValueError("give either token= or auth=, not both")
-        parts = urlsplit(str(url).strip())
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, netloc = netloc.rsplit("@", 1)
-            if token is None and auth is None:
-                user, _, password = userinfo.partition(":")
-                auth = (unquote(user), unquote(password))
+        bare, in_url = split_url_credentials(url)
+        if in_url is not None and token is None and auth is None:
+            auth = in_url
         if isinstance(auth, HTTPBasicAuth):
             auth = (auth.username, auth.password)
         elif auth is not None and not isinstance(auth, tuple):
@@ -86,8 +82,7 @@ class Connection:
             except Exception as exc:
                 raise TypeError(f"the workers need a picklable auth object; "
                                 f"{type(auth).__name__} cannot be pickled ({exc})") from None
-        self.url: str = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"),
-                                    parts.query, parts.fragment))
+        self.url: str = bare
         self.verify = verify
         self.timeout = timeout
         self._secret: tuple[str, Any] | None = (
@@ -191,7 +186,7 @@ def _frame(level: str, metadata: bool, connection: Connection,
         includefield = [*given, *columns]
         filters = {**filters, "includefield": includefield}
     schema = schema_for(level, metadata, includefield=includefield,
-                        filters=[k for k in filters if k != "includefield"])
+                        filters=list(filters))
     with connection.client(progress=False) as client:
         partitions = list(plan_partitions(client, level=level, metadata=metadata,
                                           rows_per_partition=rows_per_partition, **filters))

@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .convert.link import client_for, link_of
-from .standard.lut import apply_modality_lut, apply_window, first_number
+from .standard.lut import (
+    apply_modality_lut,
+    apply_window,
+    first_number,
+    stated_window,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -74,11 +79,9 @@ def _client_of(obj: Any, client: Any) -> Any:
 
 
 def _window_of(row: Any) -> tuple[float, float] | None:
-    center = first_number(_value(row, "WindowCenter"))
-    width = first_number(_value(row, "WindowWidth"))
-    if center is None or width is None or width <= 0:
-        return None
-    return center, width
+    # frames are drawn with LINEAR: a stated window LINEAR cannot use counts as none
+    stated = stated_window(_value(row, "WindowCenter"), _value(row, "WindowWidth"))
+    return None if stated is None else stated[:2]
 
 
 def _row_title(row: Any, show_patient: bool, frame: int | None = None,

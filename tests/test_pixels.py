@@ -32,6 +32,7 @@ from dicomframes.convert.pixels import (
     missing_decoder,
 )
 from dicomframes.errors import DecoderMissing
+from dicomframes.standard.lut import display_window, stated_window
 from dicomframes.standard.pixeldesc import PixelDescription
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -369,6 +370,22 @@ def test_window_linear_follows_ps3_3() -> None:
     np.testing.assert_allclose(sigmoid, [0.5])
     with pytest.raises(ValueError):
         apply_window(x, center, 0.5)
+
+
+def test_display_window_is_the_stated_one_or_the_range_mapped_end_to_end() -> None:
+    values = np.array([[-200.0, 0.0], [300.0, 1800.0]])
+    assert display_window(values, "40\\80", [400, 10]) == (40.0, 400.0, "LINEAR")
+    assert display_window(values, 40, 10, "SIGMOID") == (40.0, 10.0, "SIGMOID")
+    # no window, or one LINEAR cannot use (width < 1): the range, min -> 0 and max -> 1
+    for stated in ((None, None), (40, 0.5), ("", "")):
+        center, width, function = display_window(values, *stated)
+        shown = apply_window(values, center, width, function=function)
+        assert shown.min() == 0.0 and shown.max() == 1.0
+        assert shown[0, 1] == pytest.approx(200 / 2000, abs=1e-6)  # linear in between
+    assert stated_window(40, 0.5) is None
+    assert stated_window(40, 0.5, "LINEAR_EXACT") == (40.0, 0.5, "LINEAR_EXACT")
+    flat = display_window(np.full((2, 2), 7.0))
+    assert apply_window(np.full((2, 2), 7.0), flat[0], flat[1]).tolist() == [[0.5, 0.5]] * 2
 
 
 def test_decode_rendered_png_and_jpeg() -> None:

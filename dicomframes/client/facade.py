@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from io import BytesIO
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pydicom
 import requests
@@ -36,6 +36,7 @@ from ..standard.attributes import LEVELS
 from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
+from .auth import split_url_credentials
 from .exchange import Exchange, Recorder, redact_url
 from .frames import fetch_frames, fetch_volume
 from .harvest import HarvestSummary
@@ -102,13 +103,10 @@ class Client:
             raise ValueError("the DICOMweb base URL must not carry a query or fragment")
         if token is not None and auth is not None:
             raise ValueError("give either token= or auth=, not both")
-        netloc = parts.netloc
-        if "@" in netloc:  # credentials in the URL become basic auth, never part of self.url
-            userinfo, netloc = netloc.rsplit("@", 1)
-            if auth is None and token is None:
-                user, _, password = userinfo.partition(":")
-                auth = HTTPBasicAuth(unquote(user), unquote(password))
-        self.url: str = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        # credentials in the URL become basic auth, never part of self.url
+        self.url, in_url = split_url_credentials(str(url))
+        if in_url is not None and auth is None and token is None:
+            auth = HTTPBasicAuth(*in_url)
         self._token = token
         if token is not None:
             auth = BearerAuth(token)

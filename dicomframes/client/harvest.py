@@ -73,7 +73,7 @@ def fetch_partition(client: DicomwebClient, partition: Partition, level: str = "
     if schema is None:
         params = dict(partition.params)
         schema = unify(schema_for(level, metadata, includefield=params.get("includefield"),
-                                  filters=[k for k in params if k != "includefield"]), frame)
+                                  filters=list(params)), frame)
     return conform(frame, schema)
 
 
@@ -200,7 +200,7 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
         journal.done.pop(partition.key, None)
     row_level = "instance" if metadata else level
     base = schema_for(row_level, metadata, includefield=filters.get("includefield"),
-                      filters=[k for k in filters if k != "includefield"])
+                      filters=list(filters))
     schema = base
     for entry in journal.done.values():
         if entry["key"] in keys and (folder / entry["file"]).exists():

@@ -28,7 +28,14 @@ from typing import Any
 
 from ..errors import DICOMwebError
 from ..standard import dicomjson
-from ..standard.attributes import DEFAULT_TAGS, UID_KEYWORDS, level_name, level_of_tag
+from ..standard.attributes import (
+    DEFAULT_TAGS,
+    RESERVED_QIDO_KEYS,
+    UID_KEYWORDS,
+    level_name,
+    level_of_tag,
+    levels_above,
+)
 from ..standard.mediatypes import DICOM_JSON
 from ..standard.paths import ResourcePath
 from ..standard.tags import tag_hex, tag_of
@@ -49,7 +56,6 @@ _SERIES_UID = tag_hex(tag_of("SeriesInstanceUID"))
 _STUDY_DATE = tag_hex(tag_of("StudyDate"))
 _N_INSTANCES = tag_hex(tag_of("NumberOfStudyRelatedInstances"))
 _N_SERIES = tag_hex(tag_of("NumberOfStudyRelatedSeries"))
-_ABOVE = {"study": (), "series": ("study",), "instance": ("study", "series")}
 _UID_TAGS = {level: tag_hex(tag_of(keyword)) for level, keyword in UID_KEYWORDS.items()}
 #: StudyDate ranges searched: one from 1800 to 2199 (halved as needed) and two open ends.
 _FIRST_DAY = _dt.date(1800, 1, 1)
@@ -245,7 +251,7 @@ def split_filters(level: str, filters: Mapping[str, Any]) -> tuple[dict, dict]:
     for key, value in filters.items():
         if key.lower() in ("limit", "offset"):
             raise ValueError("harvest reads every row: limit and offset are not filters here")
-        if key.lower() in ("includefield", "fuzzymatching"):
+        if key.lower() in RESERVED_QIDO_KEYS:
             lower[key] = value
             continue
         try:
@@ -348,7 +354,7 @@ def plan_partitions(client: DicomwebClient, level: str = "instances", *, metadat
     below = qido_params(lower)
     if below.get("includefield") != "all":  # the attributes of the levels above, as every
         # server returns them for a plain search (Orthanc leaves them out within a study)
-        upper_tags = [t for up in _ABOVE[level] for t in DEFAULT_TAGS[up]]
+        upper_tags = [t for up in levels_above(level) for t in DEFAULT_TAGS[up]]
         below["includefield"] = ",".join(filter(None, [below.get("includefield"), *(
             tag_hex(t) for t in upper_tags)]))
     params = tuple(sorted(below.items()))

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..standard import tags
-from ..standard.attributes import UID_KEYWORDS
+from ..standard.attributes import PLURAL, UID_KEYWORDS
 from ..standard.dicomjson import first_value
 from ..standard.temporal import python_temporal, query_date, query_datetime, query_time
 from ..standard.uids import validate_uid
@@ -241,6 +241,6 @@ class Pager:
     def _bar(self, initial: int, total: int | None) -> Any:
         from tqdm.auto import tqdm  # optional until a search takes several pages
 
-        name = {"study": "studies", "series": "series", "instance": "instances"}[self.level]
+        name = PLURAL[self.level]
         return tqdm(desc=f"search {name}", unit=" rows", initial=initial, total=total,
                     leave=False)

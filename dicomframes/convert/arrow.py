@@ -46,15 +46,14 @@ from ..standard.attributes import (
     returned_tags,
 )
 from ..standard.tags import (
-    BINARY_VRS,
-    FLOAT_VRS,
-    INT_VRS,
     UnknownAttribute,
+    column_kind,
     keyword_of,
     tag_of,
     vr_of,
 )
 from .link import link_of
+from .rows import is_missing
 from .tables import STRING_DTYPE
 
 __all__ = [
@@ -81,17 +80,10 @@ def require_pyarrow() -> Any:
 
 def _arrow_type(vr: str) -> Any:
     pa = require_pyarrow()
-    if vr in INT_VRS:
-        return pa.uint64() if vr == "UV" else pa.int64()
-    if vr in FLOAT_VRS:
-        return pa.float64()
-    if vr == "DA":
-        return pa.timestamp("us")
-    if vr == "TM":
-        return pa.duration("us")
-    if vr == "DT":
-        return pa.timestamp("us", tz="UTC")
-    return pa.string()
+    types = {"int": pa.int64(), "uint": pa.uint64(), "float": pa.float64(),
+             "date": pa.timestamp("us"), "time": pa.duration("us"),
+             "datetime": pa.timestamp("us", tz="UTC")}
+    return types.get(column_kind(vr), pa.string())
 
 
 def field_for(name: str, vrs: Mapping[str, str] | None = None) -> Any:
@@ -109,7 +101,7 @@ def field_for(name: str, vrs: Mapping[str, str] | None = None) -> Any:
         vm = dictionary_VM(tag)
     except KeyError:
         vm = None
-    if vm is None or vr == "SQ" or vr in BINARY_VRS:
+    if vm is None or column_kind(vr) in ("sequence", "binary"):
         return pa.field(name, pa.string())
     base = _arrow_type(vr)
     return pa.field(name, base if vm == "1" else pa.list_(base))
@@ -196,16 +188,8 @@ def _nulls(kind: Any, n: int) -> Any:
     return out
 
 
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float | np.floating):
-        return bool(np.isnan(value))
-    return value is pd.NA or value is pd.NaT
-
-
 def _text(value: Any) -> Any:
-    if _missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, str):
         return value
@@ -215,7 +199,7 @@ def _text(value: Any) -> Any:
                                    and isinstance(value[0], dict)):
         return json.dumps(value, default=str, ensure_ascii=False)
     if isinstance(value, list | tuple | np.ndarray):
-        return "\\".join("" if _missing(v) else str(v) for v in value)
+        return "\\".join("" if is_missing(v) else str(v) for v in value)
     return str(value)
 
 
@@ -248,7 +232,7 @@ def _column(values: pd.Series, kind: Any) -> Any:
     if pa.types.is_list(kind):
         cells = np.empty(len(values), dtype=object)
         cells[:] = [list(v) if isinstance(v, list | tuple | np.ndarray)
-                    else None if _missing(v) else [v] for v in values]
+                    else None if is_missing(v) else [v] for v in values]
         return cells
     return values
 

@@ -40,8 +40,8 @@ def is_missing(value: Any) -> bool:
     """True for None, NaN, NaT and pd.NA; lists, dicts and bytes are values, never missing."""
     if value is None:
         return True
-    if isinstance(value, list | tuple | dict | np.ndarray | bytes):
-        return False
+    if isinstance(value, str | int | list | tuple | dict | np.ndarray | bytes):
+        return False  # str and int first: the common cells, answered without pandas
     try:
         return bool(pd.isna(value))
     except (TypeError, ValueError):

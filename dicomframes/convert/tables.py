@@ -52,8 +52,8 @@ import pandas as pd
 
 from ..standard.attributes import LEVELS, returned_tags
 from ..standard.dicomjson import gc_paused, sequence_item
-from ..standard.personname import PN_GROUPS, person_name_parts, pn_groups, readable_group
-from ..standard.tags import BINARY_VRS, FLOAT_VRS, INT_VRS, STRING_VRS, keyword_of, tag_hex, vr_of
+from ..standard.personname import person_name_parts, readable_group, shown_group
+from ..standard.tags import column_kind, keyword_of, tag_hex, vr_of
 from ..standard.temporal import parse_da, parse_dt, tm_microseconds
 from .link import ATTRS_KEY, TableLink
 
@@ -207,8 +207,7 @@ def _names(values: list[Any], pn_components: bool) -> tuple[Any, list[int]]:
             continue
         group = v.get("Alphabetic") if isinstance(v, dict) else None
         if not (group and isinstance(group, str)):  # the common case needs no more
-            groups = pn_groups(v)
-            group = next((groups[g] for g in PN_GROUPS if groups.get(g)), None)
+            group = shown_group(v)
         if not group:
             out.append(None)
             continue
@@ -226,24 +225,22 @@ def _tags(values: list[Any]) -> tuple[Any, list[int]]:
 
 
 def _convert(vr: str, values: list[Any], tag: int, pn_components: bool) -> tuple[Any, list[int]]:
-    """Convert one column's scalar JSON values by VR."""
-    if vr in INT_VRS:
+    """Convert one column's scalar JSON values by VR (its :func:`column_kind`)."""
+    kind = column_kind(vr)
+    if kind in ("int", "uint"):
         return _ints(values, vr)
-    if vr in FLOAT_VRS:
-        return _floats(values)
-    if vr == "DA":
-        return _dates(values)
-    if vr == "TM":
-        return _times(values)
-    if vr == "DT":
-        return _datetimes(values)
-    if vr == "PN":
+    converter = _CONVERTERS.get(kind)
+    if converter is not None:
+        return converter(values)
+    if kind == "person":
         return _names(values, pn_components)
-    if vr == "AT":
-        return _tags(values)
-    if vr in STRING_VRS:
-        return _strings(values)
     return _objects(values), []
+
+
+_CONVERTERS: dict[str, Callable[[list[Any]], tuple[Any, list[int]]]] = {
+    "float": _floats, "date": _dates, "time": _times, "datetime": _datetimes, "tag": _tags,
+    "string": _strings,
+}
 
 
 def _warn(name: str, tag: int, vr: str, bad: list[int], values: list[Any], rows: Any) -> None:
@@ -446,7 +443,8 @@ def _ordered_keys(columns: dict[str, Any]) -> list[tuple[int, str]]:
 
 def _empty_column(tag: int, pn_components: bool) -> Any:
     vr = vr_of(tag)
-    if vr == "SQ" or (vr == "PN" and pn_components) or vr in BINARY_VRS:
+    kind = column_kind(vr)
+    if kind in ("sequence", "binary") or (kind == "person" and pn_components):
         return np.empty(0, dtype=object)
     return _convert(vr, [], tag, pn_components)[0]
 

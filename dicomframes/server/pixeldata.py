@@ -16,7 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from ..standard.lut import apply_modality_lut, apply_window, first_number
+from ..standard.lut import apply_modality_lut, apply_window, display_window
 from ..standard.pixellayout import PixelDataError, PixelLayout
 from ..standard.tags import PIXEL_TAGS
 
@@ -149,16 +149,6 @@ def transcode_to_explicit_le(path: Path) -> bytes:
 # --- rendering ------------------------------------------------------------------------------
 
 
-def _file_window(ds: pydicom.Dataset, values: np.ndarray) -> tuple[float, float, str]:
-    """The file's first window (WindowCenter / WindowWidth), else the values' min to max."""
-    center = first_number(ds.get("WindowCenter"))
-    width = first_number(ds.get("WindowWidth"))
-    if center is None or width is None or width < 1:
-        low, high = float(np.min(values)), float(np.max(values))
-        return (low + high) / 2 + 0.5, max(high - low, 1.0) + 1, "LINEAR"
-    return center, width, str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR")
-
-
 def render_frame(path: Path, index: int, media_type: str, *,
                  window: tuple[float, float, str] | None = None, quality: int = 90,
                  viewport: tuple[int, int] | None = None) -> bytes:
@@ -187,7 +177,8 @@ def render_frame(path: Path, index: int, media_type: str, *,
             image = Image.fromarray((rgb * scale).astype(np.uint8), "RGB")
         else:
             values = apply_modality_lut(arr, ds.get("RescaleSlope"), ds.get("RescaleIntercept"))
-            center, width, function = window or _file_window(ds, values)
+            center, width, function = window or display_window(
+                values, ds.get("WindowCenter"), ds.get("WindowWidth"), ds.get("VOILUTFunction"))
             shown = apply_window(values, center, width, function=function,
                                  output_range=(0.0, 255.0), invert=photometric == "MONOCHROME1")
             image = Image.fromarray(np.rint(shown).astype(np.uint8), "L")

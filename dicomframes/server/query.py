@@ -36,9 +36,11 @@ from ..standard.attributes import (
     NUMBER_OF_SERIES_INSTANCES,
     NUMBER_OF_STUDY_INSTANCES,
     NUMBER_OF_STUDY_SERIES,
+    RESERVED_QIDO_KEYS,
     RETRIEVE_URL,
     SEARCHABLE,
     Attribute,
+    levels_above,
 )
 from ..standard.dicomjson import dataset_to_json
 from ..standard.paths import ResourcePath
@@ -58,8 +60,6 @@ from .storage import Archive
 
 STUDY_UID, SERIES_UID = 0x0020000D, 0x0020000E
 ALIASES = {"study": "st", "series": "se", "instance": "i"}
-_RANK = {"study": 0, "series": 1, "instance": 2}
-RESERVED = ("limit", "offset", "includefield", "fuzzymatching")
 
 
 class QueryError(ValueError):
@@ -97,8 +97,14 @@ class Query:
 # --------------------------------------------------------------------------------------------
 
 
+def _within(attribute_level: str, level: str) -> bool:
+    """Whether an attribute of ``attribute_level`` is matched by a search at ``level`` (its
+    own level or one above)."""
+    return attribute_level == level or attribute_level in levels_above(level)
+
+
 def _searchable_at(level: str) -> list[Attribute]:
-    return [a for a in SEARCHABLE.values() if _RANK[a.level] <= _RANK[level]]
+    return [a for a in SEARCHABLE.values() if _within(a.level, level)]
 
 
 def _attribute(key: str, level: str) -> Attribute | int:
@@ -107,12 +113,12 @@ def _attribute(key: str, level: str) -> Attribute | int:
         tag = tag_of(key)
     except (UnknownAttribute, KeyError, ValueError):
         raise QueryError(f"unknown query parameter {key!r}: not a DICOM keyword or tag, nor "
-                         f"one of {', '.join(RESERVED)}") from None
+                         f"one of {', '.join(sorted(RESERVED_QIDO_KEYS))}") from None
     keyword = keyword_of(tag)
     if tag == MODALITIES_IN_STUDY:  # the study's: matches its series and instances too
         return tag
     attr = SEARCHABLE.get(keyword)
-    if attr is None or _RANK[attr.level] > _RANK[level]:
+    if attr is None or not _within(attr.level, level):
         names = sorted(a.keyword for a in _searchable_at(level))
         names.append("ModalitiesInStudy")
         raise QueryError(f"{keyword} ({tag_hex(tag)}) cannot be searched at the {level} level; "
@@ -253,11 +259,11 @@ def _keyword(key: str) -> str | None:
 def _combined_pairs(params: list[tuple[str, str]], level: str) -> list[tuple[str, str]]:
     """The date/time pairs given both as ranges, matched as one date-time range (PS3.4
     C.2.2.2.5)."""
-    given = {_keyword(k): v for k, v in params if "." not in k and k not in RESERVED}
+    given = {_keyword(k): v for k, v in params if "." not in k and k not in RESERVED_QIDO_KEYS}
     pairs = []
     for date_name, time_name in DATE_TIME_PAIRS.items():
         attr = SEARCHABLE.get(date_name)
-        if attr is None or _RANK[attr.level] > _RANK[level]:
+        if attr is None or not _within(attr.level, level):
             continue
         date_value, time_value = given.get(date_name), given.get(time_name)
         if date_value and time_value and is_range(date_value) and is_range(time_value):
@@ -308,7 +314,7 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], study: str | None
         query.include.update((date_attr.tag, time_attr.tag))
     skip = {name for pair in combined for name in pair}
     for key, value in params:
-        if "." in key and key not in RESERVED:
+        if "." in key and key not in RESERVED_QIDO_KEYS:
             try:
                 clause, args = sequence_match(key, value, _DATA_IDS[level]) if value else \
                     ("1", [])
@@ -318,7 +324,7 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], study: str | None
             query.where.append(clause)
             query.args.extend(args)
             continue
-        if key not in RESERVED and _keyword(key) in skip:
+        if key not in RESERVED_QIDO_KEYS and _keyword(key) in skip:
             continue
         if key == "limit":
             query.limit = _int_param("limit", value, 1)

@@ -46,7 +46,7 @@ try:  # an optional, faster parser (the parquet extra)
 except ImportError:  # pragma: no cover - without the extra
     _orjson = None  # type: ignore[assignment]  # a module or None
 
-from .personname import PN_GROUPS, person_name, person_name_parts, pn_groups
+from .personname import join_person_name, person_name, person_name_parts, pn_groups
 from .tags import (
     BINARY_VRS,
     CODE_VRS,
@@ -360,11 +360,7 @@ def _element_value(vr: str, values: list[Any]) -> Any:
     if vr == "PN":
         out: list[Any] = []
         for v in values:
-            groups = pn_groups(v)
-            parts = [groups.get(g, "") for g in PN_GROUPS]
-            while parts and not parts[-1]:
-                parts.pop()
-            out.append("=".join(parts))
+            out.append(join_person_name(pn_groups(v)))
     elif vr == "AT":
         out = [int(v, 16) if isinstance(v, str) else int(v) for v in values if v is not None]
     elif vr == "DS":

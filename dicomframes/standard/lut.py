@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["apply_modality_lut", "apply_window", "first_number"]
+__all__ = ["apply_modality_lut", "apply_window", "display_window", "first_number", "stated_window"]
 
 
 def first_number(value: Any, default: float | None = None) -> float | None:
@@ -107,3 +107,38 @@ def apply_window(
     if invert:
         y = y_max + y_min - y
     return y.astype(np.float32)
+
+
+def _usable_width(width: float, function: str) -> bool:
+    """LINEAR needs a width of at least 1 (C.11.2.1.2.1), the other functions above 0."""
+    kind = function.upper().replace(" ", "_")
+    return width >= 1 if kind == "LINEAR" else width > 0
+
+
+def stated_window(center: Any, width: Any, function: Any = None) -> tuple[float, float, str] | None:
+    """The first window a dataset states (WindowCenter, WindowWidth, VOILUTFunction), or
+    None when it states none or one its function cannot use."""
+    c = first_number(center)
+    w = first_number(width)
+    kind = str(function or "LINEAR").strip() or "LINEAR"
+    if c is None or w is None or not _usable_width(w, kind):
+        return None
+    return c, w, kind
+
+
+def display_window(values: np.ndarray, center: Any = None, width: Any = None,
+                   function: Any = None) -> tuple[float, float, str]:
+    """The window to display ``values`` with: the one stated (see :func:`stated_window`),
+    else the LINEAR window of the values' range.
+
+    The range window maps the smallest value to the bottom of the output and the largest to
+    the top: with C.11.2.1.2.1's LINEAR (values at or below ``c - 0.5 - (w - 1) / 2`` are
+    the bottom, above ``c - 0.5 + (w - 1) / 2`` the top) that is ``c = (min + max) / 2 +
+    0.5`` and ``w = max - min + 1``.
+    """
+    stated = stated_window(center, width, function)
+    if stated is not None:
+        return stated
+    arr = np.asarray(values)
+    low, high = (float(np.min(arr)), float(np.max(arr))) if arr.size else (0.0, 0.0)
+    return (low + high) / 2 + 0.5, max(high - low, 1.0) + 1, "LINEAR"

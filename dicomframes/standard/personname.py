@@ -15,6 +15,7 @@ __all__ = [
     "pn_groups",
     "pn_words",
     "readable_group",
+    "shown_group",
 ]
 
 PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
@@ -60,14 +61,17 @@ def person_name(value: dict | str | None) -> str | None:
     ``"Doe^John^^Dr.^Jr."`` -> ``"Dr. Doe, John, Jr."``; a value without "^" stays as it is
     (``"Anony Mous"``). Returns None for an empty value.
     """
+    group = shown_group(value)
+    return None if group is None else readable_group(group)
+
+
+def shown_group(value: Any) -> str | None:
+    """The group of a PN value that is shown: the Alphabetic one, else the Ideographic, else
+    the Phonetic; None when all are empty."""
     if value is None:
         return None
     groups = pn_groups(value)
-    for name in PN_GROUPS:
-        group = groups.get(name)
-        if group:
-            return readable_group(group)
-    return None
+    return next((groups[g] for g in PN_GROUPS if groups.get(g)), None)
 
 
 def parse_person_name(readable: str) -> str:

@@ -19,6 +19,7 @@ __all__ = [
     "STRUCT_CODES",
     "TEXT_VRS",
     "UnknownAttribute",
+    "column_kind",
     "keyword_of",
     "tag_hex",
     "tag_of",
@@ -38,6 +39,23 @@ TEXT_VRS = frozenset({"SH", "LO", "UC"})
 # Strings that always hold one value (a backslash is an ordinary character).
 SINGLE_TEXT_VRS = frozenset({"ST", "LT", "UT"})
 STRING_VRS = CODE_VRS | TEXT_VRS | SINGLE_TEXT_VRS | {"UR"}
+
+
+def column_kind(vr: str) -> str:
+    """What a table column of this VR holds, for every converter (pandas and Arrow types are
+    chosen from it): "int", "uint" (UV), "float", "date", "time", "datetime", "person",
+    "tag" (AT), "string", "sequence", "binary", or "other" (a VR this list lacks)."""
+    return _COLUMN_KINDS.get(vr, "other")
+
+
+_COLUMN_KINDS = {
+    **{vr: "int" for vr in INT_VRS - {"UV"}}, "UV": "uint",
+    **{vr: "float" for vr in FLOAT_VRS},
+    **{vr: "string" for vr in STRING_VRS},
+    "DA": "date", "TM": "time", "DT": "datetime", "PN": "person", "AT": "tag",
+    "SQ": "sequence", **{vr: "binary" for vr in BINARY_VRS},
+}
+
 STRUCT_CODES = {
     "US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "SV": "q", "UV": "Q",
 }

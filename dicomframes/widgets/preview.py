@@ -22,7 +22,7 @@ import numpy as np
 
 from ..convert.pixels import apply_modality_lut, apply_window
 from ..convert.rows import is_missing
-from ..standard.lut import first_number
+from ..standard.lut import display_window, first_number
 from .events import HandlerGuard
 
 if TYPE_CHECKING:
@@ -192,10 +192,9 @@ class FramePreview(widgets.VBox):
     def _reset_window(self, arr: np.ndarray, row: Any) -> None:
         low, high = float(np.min(arr)), float(np.max(arr))
         span = max(high - low, 1.0)
-        center = first_number(_row_value(row, "WindowCenter"))
-        width = first_number(_row_value(row, "WindowWidth"))
-        if center is None or width is None or width < 1:
-            center, width = (low + high) / 2, span
+        # the slider draws with LINEAR: the stated window when LINEAR can use it, else the range
+        center, width, _ = display_window(arr, _row_value(row, "WindowCenter"),
+                                          _row_value(row, "WindowWidth"))
         with self._events.silently():
             self.center.min, self.center.max = min(low - span, center), max(high + span, center)
             self.center.step = max(span / 500, 0.01)
