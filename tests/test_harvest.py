@@ -46,10 +46,11 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
 class Proxy:
     """A loopback HTTP proxy in front of a DICOMweb server that behaves like some real ones:
     ``cap`` caps ``limit`` (and gives at most that many rows without one); ``ignore_offset``
-    drops ``offset``; ``delay`` seconds before each answer."""
+    drops ``offset``; ``delay`` seconds before each answer; ``html`` answers every search of
+    series with a 200 HTML page (a login page of a misconfigured gateway)."""
 
     def __init__(self, backend: str, cap: int | None = None, ignore_offset: bool = False,
-                 delay: float = 0.0) -> None:
+                 delay: float = 0.0, html: bool = False) -> None:
         self.requests = 0
         self.delay = delay
         proxy = self
@@ -67,6 +68,14 @@ class Proxy:
                     query.append(("limit", str(min([cap, *limits]))))
                 if proxy.delay:
                     time.sleep(proxy.delay)
+                if html and parts.path.endswith("/series"):
+                    page = b"<html><body>Please log in</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 answer = requests.get(f"{backend}{parts.path}?{urlencode(query, safe='*,-')}",
                                       headers={"Accept": self.headers.get("Accept", "*/*")},
                                       timeout=60)
@@ -152,6 +161,17 @@ def test_harvest_through_a_server_that_caps_limit_at_200(archive, tmp_path):
         client = dicomframes.connect(proxy.url, progress=False)
         client.harvest(tmp_path / "out", progress=False, page_size=1000)
     check_dataset(tmp_path / "out", made)
+
+
+def test_harvest_and_search_read_an_html_answer_the_same_way(archive, tmp_path):
+    # one DICOM JSON reader: harvest (and Dask) raise what client.search_* raises
+    url, _ = archive
+    with Proxy(url, html=True) as proxy:
+        client = dicomframes.connect(proxy.url, progress=False, retries=0)
+        with pytest.raises(dicomframes.InvalidResponse, match="not valid JSON"):
+            client.search_series()
+        with pytest.raises(dicomframes.InvalidResponse, match="not valid JSON"):
+            client.harvest(tmp_path / "out", level="series", progress=False)
 
 
 def test_harvest_through_a_server_that_ignores_offset(archive, tmp_path):

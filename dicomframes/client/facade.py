@@ -291,15 +291,19 @@ class Client:
         objs = self._search_objects(level, path, filters)
         return tables.to_dataframe(objs, level=level, client=self, **options)
 
-    def _fetch_page(self, path: str, params: dict[str, str]) -> list[dict]:
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> list[dict]:
+        """GET ``path`` (relative to the base URL) as DICOM JSON: its objects (a lone object
+        counts as an array of one; 204 or an empty body: none). HTML, invalid JSON or JSON
+        that is not DICOM JSON raises :class:`~dicomframes.errors.InvalidResponse`. Every
+        DICOM JSON answer the client reads comes through here."""
         response = self.request("GET", path, params=params, headers={"Accept": DICOM_JSON})
-        return self.transport.dicom_json(response)  # a lone object counts as an array of one
+        return self.transport.dicom_json(response)
 
     def _search_objects(self, level: str, path: str, filters: dict[str, Any]) -> list[dict]:
         limit = filters.pop("limit", None)
         offset = int(filters.pop("offset", 0) or 0)
         params = qido_params(filters)
-        pager = Pager(lambda page: self._fetch_page(path, page), level, self.page_size,
+        pager = Pager(lambda page: self.get_json(path, page), level, self.page_size,
                       self.max_pages, self.progress, self.url)
         with self.transport.call():  # one deadline for every page
             return pager.search(params, None if limit is None else int(limit), offset)
@@ -310,9 +314,7 @@ class Client:
         self, study: str, series: str | None = None, instance: str | None = None
     ) -> list[dict]:
         """The DICOM JSON metadata (``.../metadata``): one object per instance, no pixels."""
-        path = ResourcePath(study, series, instance).child("metadata")
-        response = self.request("GET", path, headers={"Accept": DICOM_JSON})
-        return self.transport.dicom_json(response)
+        return self.get_json(ResourcePath(study, series, instance).child("metadata"))
 
     def metadata(
         self,

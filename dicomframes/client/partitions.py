@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DICOMwebError
-from ..standard import dicomjson
 from ..standard.attributes import (
     DEFAULT_TAGS,
     RESERVED_QIDO_KEYS,
@@ -36,10 +35,9 @@ from ..standard.attributes import (
     level_of_tag,
     levels_above,
 )
-from ..standard.mediatypes import DICOM_JSON
 from ..standard.paths import ResourcePath
 from ..standard.tags import tag_hex, tag_of
-from .qido import qido_params
+from .qido import page_params, qido_params, walk_pages
 from .surface import DicomwebClient
 
 __all__ = [
@@ -108,29 +106,27 @@ class Reader:
         """Rows to ask for in one request."""
         return min(self.page_size, self.cap) if self.cap else self.page_size
 
-    def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
-        """GET ``path`` as DICOM JSON; the parsed answer (``[]`` for 204 or an empty body)."""
-        response = self.client.request("GET", path, params=params,
-                                       headers={"Accept": DICOM_JSON})
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> list[dict]:
+        """GET ``path`` as DICOM JSON (:meth:`Client.get_json`: ``[]`` for 204 or an empty
+        body, :class:`~dicomframes.errors.InvalidResponse` for HTML or bad JSON)."""
+        rows = self.client.get_json(path, params)
         with self._lock:
             self.requests += 1
-        if response.status_code == 204 or not response.content.strip():
-            return []
-        data = dicomjson.loads(response.content)
-        return [data] if isinstance(data, dict) else data
+        return rows
 
-    def page(self, path: str, params: Mapping[str, str], offset: int = 0,
-             limit: int | None = None) -> list[dict]:
-        """One page of a search."""
-        query = {**params, "limit": str(limit or self.limit)}
-        if offset:
-            query["offset"] = str(offset)
+    def _fetch(self, path: str, query: dict[str, str]) -> list[dict]:
+        """One page; learns whether the server gives as many rows as asked."""
         rows = self.get(path, query)
         with self._lock:
             if len(rows) >= int(query["limit"]):
                 self.limit_ok = True
             self.max_seen = max(self.max_seen, len(rows))
         return rows
+
+    def page(self, path: str, params: Mapping[str, str], offset: int = 0,
+             limit: int | None = None) -> list[dict]:
+        """One page of a search."""
+        return self._fetch(path, page_params(params, limit or self.limit, offset))
 
     def learn(self) -> None:
         """Once: ask for a page of instances (the level with the most rows) to learn how many
@@ -183,20 +179,16 @@ class Reader:
         more rows may exist than it gives in one answer). ``expected``: the number of rows
         the search has (from the counts of a search above), when known."""
         out: list[dict] = []
-        seen: set[Any] = set()
-        offset = 0
         first = 0
-        while True:
-            limit = self.limit
-            rows = self.page(path, params, offset, limit)
+        for page in walk_pages(lambda query: self._fetch(path, query), params, uid_tag,
+                               lambda: self.limit):
+            rows, limit, offset = page.rows, page.asked, page.offset
             if offset == 0:
                 first = len(rows)
-            fresh = [r for r in rows if _first(r, uid_tag) not in seen]
-            seen.update(_first(r, uid_tag) for r in fresh)
-            out.extend(fresh)
+            out.extend(page.fresh)
             if expected is not None and len(out) >= expected:
                 return out, True
-            if rows and not fresh:  # the same rows again: the server ignores offset
+            if rows and not page.fresh:  # the same rows again: the server ignores offset
                 self.offset_ignored = True
                 if expected is not None:
                     return out, False
@@ -215,7 +207,7 @@ class Reader:
                     with self._lock:
                         if self.cap is None or len(rows) < self.cap:
                             self.cap = len(rows)
-            offset += len(rows)
+        return out, True  # not reached: walk_pages ends only when the limit is 0
 
 
 def _first(obj: Mapping[str, Any], key: str) -> Any:

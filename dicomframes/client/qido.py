@@ -2,26 +2,35 @@
 
 :func:`qido_params` turns Python filter values (dates, ranges, lists, keywords or tags) into
 QIDO-RS parameters; :func:`query_string` percent-encodes them the way DICOMweb servers expect;
-:class:`Pager` fetches a search page by page, drops repeated rows and stops on the server's
-quirks. No HTTP here: the pager is given the function that fetches one page.
+:func:`walk_pages` is the one paging loop of the client (page parameters, offsets, repeated
+rows dropped); :class:`Pager` walks a search for ``client.search_*`` and stops on the server's
+quirks, :class:`dicomframes.client.partitions.Reader` walks them for archive-sized reads. No
+HTTP here: the pager is given the function that fetches one page.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from ..standard import tags
 from ..standard.attributes import PLURAL, UID_KEYWORDS
-from ..standard.dicomjson import first_value
 from ..standard.temporal import python_temporal, query_date, query_datetime, query_time
 from ..standard.uids import validate_uid
 
-__all__ = ["QUERY_SAFE", "Pager", "qido_params", "query_string"]
+__all__ = [
+    "QUERY_SAFE",
+    "PageAnswer",
+    "Pager",
+    "page_params",
+    "qido_params",
+    "query_string",
+    "walk_pages",
+]
 
 # Characters sent as they are in a query value. Orthanc does not percent-decode query values,
 # so DICOM wildcards and list separators must arrive raw; everything else is percent-encoded.
@@ -153,9 +162,57 @@ def query_string(params: Mapping[str, Any]) -> str:
 Page = list[dict]
 
 
+def page_params(params: Mapping[str, str], limit: int, offset: int = 0) -> dict[str, str]:
+    """The parameters of one page: ``params`` with ``limit`` (and ``offset`` when not 0)."""
+    page = {**params, "limit": str(limit)}
+    if offset:
+        page["offset"] = str(offset)
+    return page
+
+
+@dataclass(frozen=True)
+class PageAnswer:
+    """One page of a search: the rows answered, those not seen on earlier pages, and the
+    ``limit`` and ``offset`` it was asked with."""
+
+    rows: Page
+    fresh: Page
+    asked: int
+    offset: int
+
+
+def walk_pages(fetch: Callable[[dict[str, str]], Page], params: Mapping[str, str],
+               uid_key: str, size: Callable[[], int], offset: int = 0) -> Iterator[PageAnswer]:
+    """The pages of a search, one request each, until the caller stops or ``size()`` (rows
+    to ask for next) is 0. Rows are told apart by their ``uid_key`` value (8 hex digits: the
+    UID of the level searched), else by their whole content. The caller decides what ends
+    the search: a short page, a page of repeats (the server ignores ``offset``), a count."""
+    seen: set[str] = set()
+    while True:
+        want = size()
+        if want <= 0:
+            return
+        rows = fetch(page_params(params, want, offset))
+        fresh = []
+        for obj in rows:
+            key = _uid_of(obj, uid_key) or json.dumps(obj, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                fresh.append(obj)
+        yield PageAnswer(rows, fresh, want, offset)
+        offset += len(rows)
+
+
+def _uid_of(obj: Mapping[str, Any], key: str) -> str | None:
+    element = obj.get(key) if isinstance(obj, Mapping) else None
+    values = element.get("Value") if isinstance(element, Mapping) else None
+    return str(values[0]) if values and values[0] is not None else None
+
+
 @dataclass
 class Pager:
-    """Fetches a search page by page (``limit``/``offset``) until the answer runs short.
+    """Fetches a search page by page (``limit``/``offset``, :func:`walk_pages`) until the
+    answer runs short.
 
     ``fetch`` gets one page's parameters and returns its rows. Rows already seen (same UID of
     ``level``) are dropped; a page of nothing but repeats means the server ignores ``offset``
@@ -177,30 +234,28 @@ class Pager:
             if limit < 0:
                 raise ValueError(f"limit must not be negative, got {limit}")
             if limit <= self.page_size:  # one request, exactly as asked
-                return self.fetch(self._page(params, limit, offset))
+                return self.fetch(page_params(params, limit, offset))
         results: Page = []
-        seen: set[str] = set()
         bar = None
         pages = 0
+
+        def size() -> int:
+            return self.page_size if limit is None else min(self.page_size,
+                                                            limit - len(results))
+
+        uid_key = tags.tag_hex(tags.tag_of(UID_KEYWORDS[self.level]))
         try:
-            while True:
-                want = self.page_size if limit is None else min(self.page_size,
-                                                                limit - len(results))
-                if want <= 0:
-                    break
-                rows = self.fetch(self._page(params, want, offset))
+            for page in walk_pages(self.fetch, params, uid_key, size, offset):
                 pages += 1
-                fresh = self._fresh(rows, seen)
-                if rows and not fresh:
-                    self._warn(f"the server at {self.server} answered offset={offset} with rows "
-                               f"it had already sent (it seems to ignore 'offset'); stopping "
-                               f"after {len(results)} results")
+                if page.rows and not page.fresh:
+                    self._warn(f"the server at {self.server} answered offset={page.offset} "
+                               f"with rows it had already sent (it seems to ignore 'offset'); "
+                               f"stopping after {len(results)} results")
                     break
-                results.extend(fresh)
-                offset += len(rows)
+                results.extend(page.fresh)
                 if bar is not None:
-                    bar.update(len(fresh))
-                if len(rows) != want:
+                    bar.update(len(page.fresh))
+                if len(page.rows) != page.asked:
                     break  # short page: the end; longer than asked: server ignores limit
                 if pages >= self.max_pages:
                     self._warn(f"search stopped after {pages} pages ({len(results)} results, "
@@ -215,24 +270,6 @@ class Pager:
         return results
 
     @staticmethod
-    def _page(params: Mapping[str, str], limit: int, offset: int) -> dict[str, str]:
-        page = {**params, "limit": str(limit)}
-        if offset:
-            page["offset"] = str(offset)
-        return page
-
-    def _fresh(self, rows: Page, seen: set[str]) -> Page:
-        """The rows not seen before (by the UID of the level, else by their whole content)."""
-        fresh = []
-        for obj in rows:
-            uid = first_value(obj, tags.tag_of(UID_KEYWORDS[self.level]))
-            key = str(uid) if uid else json.dumps(obj, sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                fresh.append(obj)
-        return fresh
-
-    @staticmethod
     def _warn(message: str) -> None:
         # stacklevel: Pager.search <- Client._search_objects <- Client._search <- search_* <-
         # the caller
@@ -241,6 +278,5 @@ class Pager:
     def _bar(self, initial: int, total: int | None) -> Any:
         from tqdm.auto import tqdm  # optional until a search takes several pages
 
-        name = PLURAL[self.level]
-        return tqdm(desc=f"search {name}", unit=" rows", initial=initial, total=total,
-                    leave=False)
+        return tqdm(desc=f"search {PLURAL[self.level]}", unit=" rows", initial=initial,
+                    total=total, leave=False)

@@ -32,6 +32,10 @@ class DicomwebClient(Protocol):
         """Send one HTTP request (see :meth:`Client.request`)."""
         ...
 
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> list[dict]:
+        """GET DICOM JSON (see :meth:`Client.get_json`)."""
+        ...
+
     def iter_multipart(self, path: str, media: str = ..., transfer_syntax: str | None = ...,
                        params: Mapping[str, Any] | None = None,
                        ) -> Iterator[tuple[multipart.Part, str | None]]:
