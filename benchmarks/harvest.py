@@ -1,7 +1,8 @@
 """Harvest at archive size: ``client.harvest`` against ``search_instances()`` and against the
 floor (a plain loop of per-study QIDO requests with ``json.loads``, no typing, nothing
 written), on archives of tiny instances (studies of 4 series x 25 instances) served by the
-embedded server in a child process. Each measurement runs in its own child process, which
+embedded server in a child process; also ``harvest(pause_gc=True)``, to show what the
+garbage collector costs. Each measurement runs in its own child process, which
 reports its peak RSS; the server's caches are warmed by one unmeasured run of the floor.
 
     python benchmarks/harvest.py                  # 10,000 and 100,000 instances, median of 3
@@ -100,6 +101,8 @@ client = dicomframes.connect(url, progress=False)
 started = time.perf_counter()
 if what == "harvest":
     rows = client.harvest(out, progress=False).rows
+elif what == "harvest-gc-paused":
+    rows = client.harvest(out, progress=False, pause_gc=True).rows
 elif what == "search":
     rows = len(client.search_instances())
 else:  # the floor: per-study QIDO requests, json.loads, nothing else
@@ -155,6 +158,8 @@ def main() -> None:
                 measure(url, "floor", Path(temp) / "unused")  # warm the server's caches first
                 repeat = args.repeat
                 row = {"harvest": measure(url, "harvest", Path(temp) / f"out-{size}", repeat),
+                       "paused": measure(url, "harvest-gc-paused", Path(temp) / f"out-{size}",
+                                         repeat),
                        "floor": measure(url, "floor", Path(temp) / "unused", repeat)}
                 if size <= args.skip_search_above:
                     row["search"] = measure(url, "search", Path(temp) / "unused")
@@ -166,6 +171,8 @@ def main() -> None:
                       flush=True)
             h = row["harvest"]["seconds"]
             print(f"{size:>7} harvest / floor: {h / row['floor']['seconds']:.2f}x (target <= 1.5)")
+            print(f"{size:>7} harvest / harvest(pause_gc=True): "
+                  f"{h / row['paused']['seconds']:.2f}x (the cost of leaving the collector on)")
             if "search" in row:
                 print(f"{size:>7} search_instances / harvest: {row['search']['seconds'] / h:.2f}x")
     if len(sizes) >= 2:

@@ -452,11 +452,15 @@ class Client:
     # ---- STOW-RS and DELETE -----------------------------------------------------------------
 
     def harvest(self, path: str | os.PathLike[str], level: str = "instances",
-                metadata: bool = False, **options: Any) -> HarvestSummary:
-        """Write the archive (or the part ``options``' filters select) at ``level`` as a
-        Parquet dataset in the folder ``path``; resumable, memory bounded, a few requests in
-        parallel. See :func:`dicomframes.client.harvest.harvest` for the options."""
-        return harvest_archive(self, path, level, metadata, **options)
+                metadata: bool = False, *, workers: int | None = None, progress: bool = True,
+                rows_per_partition: int = 2000, page_size: int = 1000,
+                pause_gc: bool = False, **filters: Any) -> HarvestSummary:
+        """Write the archive (or the part QIDO ``filters`` select) at ``level`` as a Parquet
+        dataset in the folder ``path``; resumable, memory bounded, a few requests in
+        parallel. See :func:`dicomframes.client.harvest.harvest` for the parameters."""
+        return harvest_archive(self, path, level, metadata, workers=workers, progress=progress,
+                               rows_per_partition=rows_per_partition, page_size=page_size,
+                               pause_gc=pause_gc, **filters)
 
     def store(self, items: Any, study: str | None = None, **options: Any) -> pandas.DataFrame:
         """Store files, folders or pydicom Datasets (STOW-RS); a DataFrame of outcomes.

@@ -15,6 +15,7 @@ The column types are those of :mod:`dicomframes.convert.arrow` (one schema for e
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -22,7 +23,9 @@ import time
 import uuid
 import warnings
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,6 @@ from ..convert.arrow import (
 from ..convert.link import link_of
 from ..convert.tables import to_dataframe
 from ..standard.attributes import level_name
-from ..standard.dicomjson import gc_paused
 from .partitions import Partition, Reader, fetch_objects, plan_partitions
 from .surface import DicomwebClient
 
@@ -162,9 +164,34 @@ def _file_of(key: str) -> str:
     return f"part-{key}.parquet"
 
 
+_pause_lock = threading.Lock()
+_pauses = 0  # harvests running with pause_gc=True, in every thread
+_was_enabled = False
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block (a switch of the whole process,
+    thrown only when the caller asks: ``pause_gc=True``). Overlapping blocks in several
+    threads turn it back on (if it was on before the first) when the last one ends."""
+    global _pauses, _was_enabled
+    with _pause_lock:
+        if _pauses == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _was_enabled:
+                gc.enable()
+
+
 def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "instances",
             metadata: bool = False, *, workers: int | None = None, progress: bool = True,
-            rows_per_partition: int = 2000, page_size: int = 1000,
+            rows_per_partition: int = 2000, page_size: int = 1000, pause_gc: bool = False,
             **filters: Any) -> HarvestSummary:
     """Write the archive (or the part ``filters`` select) at ``level`` as a Parquet dataset
     in the folder ``path``, one file per partition; see this module's docstring.
@@ -174,6 +201,9 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
     (default: one per CPU, from 2 to 4: the typing of the rows holds this process's
     interpreter lock, more requests in flight only wait); ``progress`` shows a tqdm bar.
     Rerun with the same arguments after an interruption: it continues where it stopped.
+    ``pause_gc=True`` turns Python's cyclic garbage collector off for the whole process while
+    the harvest runs (it re-scans the fetched rows, which hold no cycles, over and over: see
+    ``benchmarks/harvest.py`` for what it saves); the default leaves it alone.
     Returns a :class:`HarvestSummary`.
     """
     import pyarrow.parquet as pq
@@ -222,12 +252,11 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
                      "rows": table.num_rows})
 
     # ``workers`` threads fetch (HTTP and JSON) while this one types and writes: the server
-    # is never idle, and at most workers + 1 fetched partitions wait in memory. The garbage
-    # collector pauses: it would re-scan those partitions' many objects (no cycles) over
-    # and over (a fifth of the time of a 10,000-row harvest here)
+    # is never idle, and at most workers + 1 fetched partitions wait in memory
     bar = _bar(progress, len(plan), len(plan) - len(todo), row_level)
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool, gc_paused():
+        with ThreadPoolExecutor(max_workers=workers) as pool, (
+                _collector_paused() if pause_gc else nullcontext()):
             queue = iter(todo)
             fetching: deque[tuple[Partition, Future[list[dict[str, Any]]]]] = deque()
 

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from ..standard.attributes import LEVELS, returned_tags
-from ..standard.dicomjson import gc_paused, sequence_item
+from ..standard.dicomjson import sequence_item
 from ..standard.personname import person_name_parts, readable_group, shown_group
 from ..standard.tags import column_kind, keyword_of, tag_hex, vr_of
 from ..standard.temporal import parse_da, parse_dt, tm_microseconds
@@ -474,10 +474,7 @@ def to_dataframe(
         raw=raw, split=split_multivalued, flatten=flatten_sequences, pn_components=pn_components
     )
     if objs:
-        # Millions of small objects are made and dropped here, none in reference cycles: the
-        # cyclic garbage collector would only re-scan the parsed JSON again and again.
-        with gc_paused():
-            columns = builder.columns(objs, range(len(objs)))
+        columns = builder.columns(objs, range(len(objs)))
     elif level is not None:
         columns = {
             keyword_of(tag): (

@@ -11,6 +11,14 @@ DELETE and OPTIONS and the request headers a DICOMweb client sends, ``Authorizat
 only when the server requires a token. A preflight from another origin, or asking for another
 method or header, is answered 403 naming what was refused. A request with no ``Origin`` (curl,
 Python clients) is served as before.
+
+Why not Starlette's ``CORSMiddleware`` (checked against Starlette 1.x): it answers a refused
+preflight 400 "Disallowed CORS origin" without naming the origin, method or header refused
+(and cannot say "this server requires no token: send no Authorization header"), answers an
+accepted one 200 instead of 204, and compares origins as typed, so ``--cors
+http://LocalHost:3000/`` would never match what a browser sends. The person setting up a
+viewer sees only the preflight's answer in the browser's network tab; the reason there is
+what this module is for. tests/ohif/test_cors.py holds each of these behaviours.
 """
 
 from __future__ import annotations

@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import gc
 import json
 import math
 import struct
-import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pydicom
@@ -68,7 +65,6 @@ __all__ = [
     "ds_string",
     "element_to_json",
     "first_value",
-    "gc_paused",
     "json_to_dataset",
     "loads",
     "python_value",
@@ -385,6 +381,11 @@ def json_to_dataset(obj: dict[str, Any]) -> pydicom.Dataset:
     "InlineBinary" values are decoded; elements given by "BulkDataURI" are **skipped**
     (fetch them with ``client.bulkdata(uri)`` if needed), since an empty value would look
     like real, empty data. Elements without a value are kept, empty.
+
+    Why not ``pydicom.Dataset.from_json``: it gives the same Dataset for well-formed JSON, but
+    raises on one value its VR refuses (an IS "1A"), where this keeps the text as a file
+    would (tests/test_dicomjson.py holds both), and it has no way to leave out BulkDataURI
+    elements.
     """
     ds = pydicom.Dataset()
     for key, elem in obj.items():
@@ -546,44 +547,14 @@ def first_value(obj: Mapping[str, Any], tag: int | str) -> Any:
     return value
 
 
-_pause_lock = threading.Lock()
-_pauses = 0  # blocks inside gc_paused, in every thread
-_was_enabled = False
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for a block that builds many small containers.
-
-    Parsed DICOM JSON holds no reference cycles, yet every few hundred thousand new containers
-    the collector re-scans all of them: on a 250 MB metadata body that is most of the time.
-    Blocks may overlap, in several threads: the collector runs again (if it ran before the
-    first) once the last one ends.
-    """
-    global _pauses, _was_enabled
-    with _pause_lock:
-        if _pauses == 0:
-            _was_enabled = gc.isenabled()
-            gc.disable()
-        _pauses += 1
-    try:
-        yield
-    finally:
-        with _pause_lock:
-            _pauses -= 1
-            if _pauses == 0 and _was_enabled:
-                gc.enable()
-
-
 def loads(body: bytes | str) -> Any:
-    """Parse a DICOM JSON body, with the garbage collector paused: by orjson when it is
-    installed (the ``parquet`` extra; about 1.6 times faster on QIDO answers), else by
-    ``json.loads``, which also takes what orjson refuses (NaN, integers beyond 64 bits)."""
-    with gc_paused():
-        if _orjson is not None:
-            try:
-                return _orjson.loads(body)
-            except _orjson.JSONDecodeError:
-                pass  # json gives the same answer, or the usual error message
-        return json.loads(body)
+    """Parse a DICOM JSON body: by orjson when it is installed (the ``parquet`` extra; about
+    1.6 times faster on QIDO answers), else by ``json.loads``, which also takes what orjson
+    refuses (NaN, integers beyond 64 bits)."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(body)
+        except _orjson.JSONDecodeError:
+            pass  # json gives the same answer, or the usual error message
+    return json.loads(body)
 
