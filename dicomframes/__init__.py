@@ -1,7 +1,27 @@
 """dicomframes: DICOMweb archives as pandas DataFrames and numpy arrays.
 
-Start with :func:`connect` (no URL: the embedded server on 127.0.0.1) and the DataFrames its
-search and metadata calls return. :func:`serve` runs the embedded DICOMweb server yourself.
+    client = dicomframes.connect()            # no URL: the embedded server on 127.0.0.1
+    studies = client.search_studies()         # a typed DataFrame, one row per study
+    frames = client.frames(study, series, instance)   # numpy arrays
+
+Where to go next (README.md sections, and the modules that hold each part):
+
+- Searching and metadata: ``connect``, ``Client.search_*``, ``Client.metadata``, and
+  ``df.dicom`` on any result (README "Quick start", "Every call and the HTTP request it makes").
+- Other servers, tokens, TLS: ``connect(url, token=..., auth=...)`` (README "Connecting to
+  other servers").
+- Plotting: ``dicomframes.plotting`` (``show_frame``, ``montage``, ``show_series``).
+- Sample data: ``dicomframes.samples`` (``write_tutorial_files`` and the tutorial archive).
+- Whole archives: ``Client.harvest`` to Parquet, ``dicomframes.dask`` for a cluster (README
+  "Archive scale").
+- Uploading: ``Client.store`` (files, folders, zips); widgets ``StudyBrowser`` and
+  ``Uploader`` in ``dicomframes.widgets``.
+- The embedded server: ``serve`` here, ``dicomframes serve`` on the command line, an OHIF
+  viewer on it (README "View your archive in OHIF").
+- Errors: every exception is a :class:`DicomFramesError`; HTTP answers are
+  :class:`DICOMwebError` subclasses named after the status (``NotFound``, ``BadRequest``...),
+  transport failures :class:`ConnectionFailed` subclasses (details in ``dicomframes.errors``).
+- Notebooks and the layout of the code: README "Notebooks", "How the code is laid out".
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import base64
 import contextlib
 import os
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from io import BytesIO
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -46,8 +46,12 @@ from .store import store as store_items
 from .transport import BearerAuth, Transport, new_session
 
 if TYPE_CHECKING:
+    import threading
+
     import numpy
     import pandas
+
+    from .store import Progress
 
 __all__ = ["Client", "connect"]
 
@@ -394,13 +398,18 @@ class Client:
                                 transfer_syntax=transfer_syntax, convert_color=convert_color,
                                 out=out)
 
-    def volume(self, study: str, series: str, **options: Any) -> numpy.ndarray:
-        """Every frame of a series stacked in slice order, shape
-        ``(frames, rows, columns[, samples])``; ``options`` as in
-        :func:`dicomframes.client.frames.fetch_volume` (``transfer_syntax``, ``workers``...).
+    def volume(self, study: str, series: str, *, transfer_syntax: str | None = "*",
+               convert_color: bool = False, workers: int | None = None,
+               refresh: bool = False, instances: Sequence[str] | None = None,
+               ) -> numpy.ndarray:
+        """Every frame of a series (or of ``instances`` of it) stacked in slice order, shape
+        ``(frames, rows, columns[, samples])``; the parameters as in
+        :func:`dicomframes.client.frames.fetch_volume`.
         """
         with self.transport.call():  # metadata and every instance: one deadline
-            return fetch_volume(self, study, series, **options)
+            return fetch_volume(self, study, series, transfer_syntax=transfer_syntax,
+                                convert_color=convert_color, workers=workers,
+                                refresh=refresh, instances=instances)
 
     def rendered(
         self,
@@ -462,13 +471,20 @@ class Client:
                                rows_per_partition=rows_per_partition, page_size=page_size,
                                pause_gc=pause_gc, **filters)
 
-    def store(self, items: Any, study: str | None = None, **options: Any) -> pandas.DataFrame:
+    def store(self, items: Any, study: str | None = None, *, batch_size: int = 100,
+              batch_bytes: int = 64 << 20, workers: int = 4, skip_existing: bool = False,
+              progress: bool = True, callback: Callable[[Progress], None] | None = None,
+              cancel: threading.Event | None = None,
+              follow_symlinks: bool = False) -> pandas.DataFrame:
         """Store files, folders or pydicom Datasets (STOW-RS); a DataFrame of outcomes.
 
-        See :func:`dicomframes.client.store.store` for the options (batching, parallel requests,
-        progress, resume).
+        See :func:`dicomframes.client.store.store` for the parameters (batching, parallel
+        requests, progress, resume).
         """
-        return store_items(self, items, study=study, **options)
+        return store_items(self, items, study=study, batch_size=batch_size,
+                           batch_bytes=batch_bytes, workers=workers,
+                           skip_existing=skip_existing, progress=progress, callback=callback,
+                           cancel=cancel, follow_symlinks=follow_symlinks)
 
     def delete(
         self, study: str, series: str | None = None, instance: str | None = None
@@ -506,7 +522,13 @@ def connect(
     timeout: float | tuple[float, float] | None = 30.0,
     retries: int = 3,
     verify: bool | str = True,
-    **options: Any,
+    backoff: float = 0.5,
+    max_retry_wait: float = 60.0,
+    page_size: int = 100,
+    max_pages: int = 10_000,
+    history_size: int = 20,
+    progress: bool = True,
+    deadline: float | None = 300.0,
 ) -> Client:
     """Connect to a DICOMweb service and return a :class:`Client`.
 
@@ -520,8 +542,8 @@ def connect(
     ``AuthorizedSession``). TLS certificates are verified unless ``verify=False``.
     ``timeout`` (seconds) applies to connecting and to each read; ``retries`` is the number of
     retries on 429/503 and on connection errors, for idempotent calls only (never POST).
-    Other keyword ``options`` go to :class:`Client` (``page_size``, ``max_pages``,
-    ``backoff``, ``history_size``, ``progress``, ``deadline``: the seconds one whole call
+    The others are :class:`Client`'s (``page_size``, ``max_pages``, ``backoff``,
+    ``max_retry_wait``, ``history_size``, ``progress``, ``deadline``: the seconds one whole call
     may take, every page and retry of it, 300 by default, None for no limit; past it the call
     raises :class:`dicomframes.DeadlineExceeded`; ``client.time_limit(seconds)`` sets another
     for a block of calls).
@@ -536,4 +558,6 @@ def connect(
 
             url = embedded().url
     return Client(url, token=token, auth=auth, session=session, timeout=timeout,
-                  retries=retries, verify=verify, **options)
+                  retries=retries, verify=verify, backoff=backoff,
+                  max_retry_wait=max_retry_wait, page_size=page_size, max_pages=max_pages,
+                  history_size=history_size, progress=progress, deadline=deadline)

@@ -1,14 +1,14 @@
-"""Archive-sized reads, planned: the query space split into partitions, one schema for all.
+"""Archive-sized reads, planned: the query space split into partitions of whole studies.
 
-:func:`plan_partitions` lists the studies of an archive without deep offsets: by StudyDate
-ranges, each range halved until its studies fit one page (a full page means "maybe more"),
-then the studies without a StudyDate. It groups the studies into :class:`Partition` objects
-(picklable: UIDs and query parameters only). :func:`fetch_partition` fetches one partition's
-rows (QIDO-RS, or WADO-RS metadata per series) as a DataFrame typed like
-:func:`dicomframes.convert.tables.to_dataframe` and conformed to one Arrow schema
-(:func:`schema_for`; :func:`empty_frame` is the typed empty frame, e.g. a Dask ``meta``).
-:mod:`dicomframes.client.harvest` writes partitions to Parquet; ``dicomframes.dask`` reads
-them on workers.
+:func:`plan_partitions` lists the studies of an archive without deep offsets (by StudyDate
+ranges, each range halved until its studies fit one page, a full page meaning "maybe more";
+then the studies without a StudyDate: :func:`list_studies`) and groups them into
+:class:`Partition` objects (picklable: UIDs and query parameters only); :func:`split_filters`
+says which filters select studies and which go to the queries within them.
+:func:`fetch_objects` fetches one partition's DICOM JSON objects (QIDO-RS, or WADO-RS metadata
+per series). Typing them and writing Parquet is :mod:`dicomframes.client.harvest`'s job
+(``fetch_partition``, ``harvest``), the Arrow schema :mod:`dicomframes.convert.arrow`'s;
+``dicomframes.dask`` reads the same partitions on workers.
 
 Servers that cap ``limit`` (Azure: 200) or ignore ``offset`` are detected from their answers
 (:class:`Reader`) and still give every row; no request goes deeper than a page or two of

@@ -203,7 +203,7 @@ def _text(value: Any) -> Any:
     return str(value)
 
 
-def _scalar(value: Any) -> Any:
+def _first_item(value: Any) -> Any:
     """The first value of a list cell (a server sent several values for a VM-1 attribute)."""
     if isinstance(value, list | tuple | np.ndarray):
         return value[0] if len(value) else None
@@ -214,7 +214,7 @@ def _column(values: pd.Series, kind: Any) -> Any:
     """``values`` as the pandas column of Arrow type ``kind``."""
     pa = require_pyarrow()
     if values.dtype == object and not pa.types.is_list(kind) and not pa.types.is_string(kind):
-        values = values.map(_scalar)
+        values = values.map(_first_item)
     if pa.types.is_integer(kind):
         return values.astype("UInt64" if kind == pa.uint64() else "Int64")
     if pa.types.is_floating(kind):

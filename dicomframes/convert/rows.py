@@ -48,13 +48,14 @@ def is_missing(value: Any) -> bool:
         return False
 
 
-def _scalar(value: Any) -> Any:
+def _plain_python(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (others as they are)."""
     return value.item() if isinstance(value, np.generic) else value
 
 
 def _dicom_text(value: Any, vr: str) -> Any:
     """One typed cell value -> the value pydicom expects for that VR."""
-    value = _scalar(value)
+    value = _plain_python(value)
     if is_missing(value):
         return "" if vr not in STRUCT_CODES else None
     if vr == "DA":

@@ -430,7 +430,7 @@ def _warn_bad(tag: int | None, vr: str, value: Any) -> None:
     )
 
 
-def _scalar(vr: str, value: Any, tag: int | None, pn_components: bool) -> Any:
+def _json_value_to_python(vr: str, value: Any, tag: int | None, pn_components: bool) -> Any:
     """One JSON value -> Python, per VR. Bad values -> None with a warning."""
     if value is None:
         return None
@@ -528,7 +528,7 @@ def python_value(
         return None
     if not isinstance(values, list):
         values = [values]
-    out = [_scalar(vr, v, tag, pn_components) for v in values]
+    out = [_json_value_to_python(vr, v, tag, pn_components) for v in values]
     return out[0] if len(out) == 1 else out
 
 
