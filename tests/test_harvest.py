@@ -336,3 +336,29 @@ def test_harvest_refuses_a_folder_of_another_harvest(archive, tmp_path):
         client.harvest(tmp_path / "out", level="series", progress=False)
     header = json.loads((tmp_path / "out" / JOURNAL).read_text().splitlines()[0])
     assert header["level"] == "study"
+
+
+def test_harvest_pauses_the_garbage_collector_only_when_asked(archive, tmp_path):
+    """The collector is a switch of the whole process: harvest leaves it alone unless given
+    pause_gc=True, and turns it back on afterwards."""
+    import gc
+
+    url, _ = archive
+    client = dicomframes.connect(url, progress=False)
+    runs: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            runs.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        client.harvest(tmp_path / "default", level="series", progress=False)
+        left_alone = len(runs)
+        assert gc.isenabled()
+        runs.clear()
+        client.harvest(tmp_path / "paused", level="series", progress=False, pause_gc=True)
+        assert gc.isenabled()
+    finally:
+        gc.callbacks.remove(count)
+    assert left_alone > 0 and runs == []

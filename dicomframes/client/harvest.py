@@ -206,6 +206,14 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
     ``benchmarks/harvest.py`` for what it saves); the default leaves it alone.
     Returns a :class:`HarvestSummary`.
     """
+    with _collector_paused() if pause_gc else nullcontext():
+        return _harvest(client, path, level, metadata, workers, progress, rows_per_partition,
+                        page_size, filters)
+
+
+def _harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str, metadata: bool,
+             workers: int | None, progress: bool, rows_per_partition: int, page_size: int,
+             filters: dict[str, Any]) -> HarvestSummary:
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
@@ -255,8 +263,7 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
     # is never idle, and at most workers + 1 fetched partitions wait in memory
     bar = _bar(progress, len(plan), len(plan) - len(todo), row_level)
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool, (
-                _collector_paused() if pause_gc else nullcontext()):
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             queue = iter(todo)
             fetching: deque[tuple[Partition, Future[list[dict[str, Any]]]]] = deque()
 

@@ -25,6 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import ArchiveNotWritable, InsecureServer, PortInUse
 from .app import create_app, storage_problem
+from .console import explain_uvicorn_warnings
 from .cors import normalise_origin
 from .parsers import default_workers
 from .storage import Archive
@@ -225,6 +226,7 @@ class Server:
                                 # uvicorn counts the connection asking: +1 serves the cap
                                 limit_concurrency=self.limits.connections() + 1)
         self._uvicorn = uvicorn.Server(config)
+        explain_uvicorn_warnings()  # an https:// URL to this http server: say so
         self._thread = threading.Thread(target=self._run, name=f"dicomframes-server-{self.port}",
                                         daemon=True)
         self._stopped = threading.Event()

@@ -85,3 +85,39 @@ def test_cli_prints_the_url_and_stops_on_ctrl_c(tmp_path) -> None:
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0
+
+
+def test_an_https_url_to_the_server_is_explained(tmp_path) -> None:
+    """A TLS handshake to this plain-HTTP server: the console says to use http://, not
+    uvicorn's bare "Invalid HTTP request received."."""
+    import logging
+    import socket
+    import ssl
+
+    from dicomframes.server.console import NOT_HTTP
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    keep = Keep()
+    with serve(tmp_path) as server:
+        logger = logging.getLogger("uvicorn.error")
+        logger.addHandler(keep)
+        try:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock, \
+                    pytest.raises(ssl.SSLError):
+                context.wrap_socket(sock)
+            for _ in range(100):  # the server logs from its own thread
+                if seen:
+                    break
+                threading.Event().wait(0.05)
+        finally:
+            logger.removeHandler(keep)
+    assert seen == [NOT_HTTP]
+    assert "https://" in NOT_HTTP and "http://" in NOT_HTTP
