@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,6 +21,12 @@ Command = Callable[[argparse.Namespace], int]
 DESCRIPTION = ("The dicomframes command: serve, search, upload, retrieve and a quick-start demo. "
                "Errors are one line on stderr (exit status 2); --debug adds the traceback.")
 DEBUG_HELP = "on an error, print the traceback too"
+# The demo's last words: what a pip-installed user has (the notebooks are in a source
+# checkout only, so they are named as such)
+NEXT_STEPS = ("\nNext: python -c \"import dicomframes; help(dicomframes)\" for an overview, "
+              "`dicomframes serve` for an archive that stays (the one connect() uses), and the "
+              "teaching notebooks in notebooks/ of a source checkout of dicomframes.")
+DEFAULT_DATA = "default: env DICOMFRAMES_DATA, else ~/.cache/dicomframes/archive"
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
@@ -29,8 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the embedded DICOMweb server")
-    serve.add_argument("--data", required=True, help="folder that holds the archive")
+    def add(name: str, summary: str, **options: Any) -> argparse.ArgumentParser:
+        # argparse shows ``help`` in the list of commands only; ``description`` opens the
+        # command's own --help
+        return sub.add_parser(name, help=summary, description=summary[:1].upper() + summary[1:]
+                              + ".", **options)
+
+    serve = add("serve", "run the embedded DICOMweb server on an archive folder (by default "
+                "the one connect() uses); Ctrl+C stops it")
+    serve.add_argument("--data", help=f"folder that holds the archive ({DEFAULT_DATA})")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8042, help="port (default 8042; 0 picks one)")
     serve.add_argument("--token-env", metavar="VAR",
@@ -56,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--token-env", metavar="VAR",
                         help="name of the environment variable that holds a bearer token")
 
-    upload = sub.add_parser("upload", parents=[remote],
-                            help="store files, folders, zip files or glob patterns (STOW-RS)")
+    upload = add("upload", "store files, folders, zip files or glob patterns (STOW-RS)",
+                 parents=[remote])
     upload.add_argument("paths", nargs="+", metavar="PATH",
                         help="file, folder (recursive), zip file or quoted glob pattern")
     upload.add_argument("--study", help="post to /studies/STUDY (other studies are refused)")
@@ -71,13 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--quiet", action="store_true", help="no progress bar")
     upload.set_defaults(func=cmd_upload)
 
-    search = sub.add_parser("search", parents=[remote], help="search (QIDO-RS) into a table")
-    search.add_argument("level", choices=("studies", "series", "instances"))
+    search = add("search", "search (QIDO-RS) into a table", parents=[remote])
+    search.add_argument("level", choices=("studies", "series", "instances"),
+                        help="what to list")
     search.add_argument("--study", help="only within this StudyInstanceUID")
     search.add_argument("--series", help="only within this SeriesInstanceUID (instances)")
     search.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE",
-                        help="match an attribute, e.g. PatientName=Doe* or StudyDate=2020-2021;"
-                        " repeat for several")
+                        help="match an attribute, e.g. PatientName=Doe* or "
+                        "StudyDate=20200101-20211231 (dates as YYYYMMDD; a range is FROM-TO, "
+                        "either end may be left out); repeat for several")
     search.add_argument("--limit", type=int, help="most results")
     search.add_argument("--format", choices=("table", "csv"), default="table",
                         help="a table of the main columns (default) or CSV of all of them")
@@ -85,18 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="every column in the table format too")
     search.set_defaults(func=cmd_search)
 
-    retrieve = sub.add_parser("retrieve", parents=[remote],
-                              help="download a study, series or instance as DICOM files")
-    retrieve.add_argument("study", metavar="STUDY")
-    retrieve.add_argument("series", metavar="SERIES", nargs="?")
-    retrieve.add_argument("instance", metavar="INSTANCE", nargs="?")
+    retrieve = add("retrieve", "download a study, series or instance as DICOM files",
+                   parents=[remote])
+    retrieve.add_argument("study", metavar="STUDY", help="the StudyInstanceUID")
+    retrieve.add_argument("series", metavar="SERIES", nargs="?",
+                          help="a SeriesInstanceUID of it (default: the whole study)")
+    retrieve.add_argument("instance", metavar="INSTANCE", nargs="?",
+                          help="a SOPInstanceUID of the series (default: the whole series)")
     retrieve.add_argument("--out", required=True, help="folder to write STUDY/SERIES/SOP.dcm into")
     retrieve.set_defaults(func=cmd_retrieve)
 
-    imp = sub.add_parser("import", help="index a folder of DICOM files into an archive "
-                         "(copied, or --in-place)")
+    imp = add("import", "index a folder of DICOM files into an archive (copied, or "
+              "--in-place)")
     imp.add_argument("folder", metavar="FOLDER", help="folder of DICOM files (recursive)")
-    imp.add_argument("--data", required=True, help="the archive folder (created if needed)")
+    imp.add_argument("--data", help=f"the archive folder, created if needed ({DEFAULT_DATA})")
     imp.add_argument("--in-place", action="store_true",
                      help="link the files instead of copying them (they must stay where they are)")
     imp.add_argument("--format", choices=("table", "csv"), default="table",
@@ -106,11 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--quiet", action="store_true", help="no progress line")
     imp.set_defaults(func=cmd_import)
 
-    demo = sub.add_parser("demo", help="a one-minute tour on a temporary embedded server")
+    demo = add("demo", "a one-minute tour on a temporary embedded server")
     demo.set_defaults(func=cmd_demo)
 
-    reset = sub.add_parser("reset", help="delete the embedded server's archive folder "
-                           "(default: env DICOMFRAMES_DATA, else ~/.cache/dicomframes/archive)")
+    reset = add("reset", f"delete the embedded server's archive folder ({DEFAULT_DATA})")
     reset.add_argument("--data", help="the archive folder to delete instead of the default one")
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(func=cmd_reset)
@@ -136,7 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token = os.environ.get(TOKEN_ENV) or None
     try:
         workers = default_workers() if args.parse_workers is None else args.parse_workers
-        server = serve(args.data, host=args.host, port=args.port, token=token,
+        server = serve(_data(args), host=args.host, port=args.port, token=token,
                        insecure=args.insecure, cors=args.cors, parse_workers=max(0, workers))
     except ValueError as exc:  # a malformed --cors origin
         raise UsageError(str(exc)) from None
@@ -154,6 +171,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _data(args: argparse.Namespace) -> Path:
+    """The archive folder of --data, else the default one (as ``connect()`` and ``reset``)."""
+    from .server import default_archive
+
+    return Path(args.data).expanduser() if args.data else default_archive()
 
 
 def _connect(args: argparse.Namespace) -> Client:
@@ -263,7 +287,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         rate = done / max(time.monotonic() - start, 1e-6)
         print(f"\r{done}/{total} files ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
 
-    df = import_folder(args.folder, args.data, args.in_place, workers=args.workers,
+    df = import_folder(args.folder, _data(args), args.in_place, workers=args.workers,
                        progress=None if args.quiet else progress)
     if not args.quiet:
         print(file=sys.stderr)
@@ -333,7 +357,6 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start a throw-away embedded server, store the tutorial's three files and look at them."""
     import tempfile
-    from pathlib import Path
 
     from . import connect
     from .client.store import summary_text
@@ -367,19 +390,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         frames = client.frames(study, series, sop)
         print(">>> client.frames(study, series, instance)")
         print(_indent(f"numpy array, shape {tuple(frames.shape)}, dtype {frames.dtype}"))
-        print("\nNext: the notebooks in notebooks/, or `dicomframes serve --data DIR` for an "
-              "archive that stays.")
+        print(NEXT_STEPS)
     return 0
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
     """Delete an embedded archive folder (the default one unless ``--data``), after asking."""
     import shutil
-    from pathlib import Path
 
-    from .server import default_archive
-
-    folder = Path(args.data).expanduser() if args.data else default_archive()
+    folder = _data(args)
     if not folder.exists():
         print(f"nothing to reset: {folder} does not exist")
         return 0

@@ -181,6 +181,13 @@ def test_qido_params_keywords_tags_dates_lists() -> None:
 def test_qido_params_refuses_unknown_attributes_and_bad_uids() -> None:
     with pytest.raises(ValueError, match="PatientsNam"):
         qido_params({"PatientsNam": "x"})
+    # a misspelling names the closest keyword, a searchable one first
+    for typed, meant in (("PatientNmae", "PatientName"), ("Modalty", "Modality"),
+                         ("studydate", "StudyDate"), ("SliceThicknes", "SliceThickness")):
+        with pytest.raises(ValueError, match=f"did you mean {meant}\\?"):
+            qido_params({typed: "x"})
+    with pytest.raises(ValueError, match="use a keyword"):
+        qido_params({"Xyzzy": "x"})
     with pytest.raises(ValueError, match="SOPInstanceUID"):
         qido_params({"SOPInstanceUID": ["1.2.3", "1.2.x"]})
     with pytest.raises(ValueError, match="limit"):

@@ -112,6 +112,18 @@ def test_storing_again_is_not_a_failure(client, tmp_path: Path) -> None:
     assert (already["reason"] == 45070).all()
 
 
+def test_the_progress_bar_does_not_count_what_was_already_stored(
+        embedded, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    client = connect(embedded.url, progress=False)
+    files = make_files(tmp_path, 3)
+    client.store(files, progress=True)
+    assert "3/3 stored" in capsys.readouterr().err
+    again = client.store(files, progress=True)
+    assert (again["status"] == ALREADY_STORED).all()
+    bar = capsys.readouterr().err
+    assert "0/3 stored, 3 already stored" in bar and "3/3 stored" not in bar
+
+
 def test_skip_existing_resumes_an_interrupted_upload(client, tmp_path: Path) -> None:
     files = make_files(tmp_path, 6)
     study = str(pydicom.dcmread(files[0]).StudyInstanceUID)

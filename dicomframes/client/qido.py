@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..standard import tags
-from ..standard.attributes import PLURAL, UID_KEYWORDS
+from ..standard.attributes import PLURAL, SEARCHABLE, UID_KEYWORDS
 from ..standard.temporal import python_temporal, query_date, query_datetime, query_time
 from ..standard.uids import validate_uid
 
@@ -84,10 +84,11 @@ def _attribute_name(key: Any) -> tuple[str, str]:
         try:
             tag = tags.tag_of(piece)
         except KeyError:
+            close = tags.closest_keywords(str(piece), SEARCHABLE)
+            hint = (f"did you mean {' or '.join(close)}?" if close else
+                    "use a keyword (PatientName) or an 8-hex-digit tag (00100010)")
             raise ValueError(
-                f"unknown DICOM attribute {piece!r} in the search filters: use a keyword "
-                "(PatientName) or an 8-hex-digit tag (00100010)"
-            ) from None
+                f"unknown DICOM attribute {piece!r} in the search filters: {hint}") from None
         is_keyword = isinstance(piece, str) and piece[:1].isalpha() and (
             tags.keyword_of(tag) == piece
         )

@@ -312,10 +312,11 @@ class _Tracker:
             self.callback(snapshot)
 
     def _postfix(self) -> str:
-        """Counts only what the server acknowledged as stored; failures and skips apart."""
-        stored = self.counts.get(STORED, 0) + self.counts.get(ALREADY_STORED, 0)
-        text = f"{stored}/{self.instances_total} stored"
-        for key in (SKIPPED, FAILED):
+        """Counts only what the server acknowledged as newly stored; what it already had,
+        failures and skips apart (three files it already held: "0/3 stored, 3 already
+        stored")."""
+        text = f"{self.counts.get(STORED, 0)}/{self.instances_total} stored"
+        for key in (ALREADY_STORED, SKIPPED, FAILED):
             if self.counts.get(key):
                 text += f", {self.counts[key]} {key}"
         return text

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from functools import cache, lru_cache
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag, tag_for_keyword
 
 __all__ = [
     "BINARY_VRS",
@@ -19,6 +21,7 @@ __all__ = [
     "STRUCT_CODES",
     "TEXT_VRS",
     "UnknownAttribute",
+    "closest_keywords",
     "column_kind",
     "keyword_of",
     "tag_hex",
@@ -142,6 +145,18 @@ def keyword_of(tag: int) -> str:
     if keyword and tag_for_keyword(keyword) == tag:
         return keyword
     return tag_hex(tag)
+
+
+def closest_keywords(name: str, first: Iterable[str] = (), n: int = 1) -> list[str]:
+    """The DICOM keywords closest to a misspelled ``name`` (difflib, case ignored), for "did
+    you mean" messages: those of ``first`` (e.g. the searchable ones) when any is close, else
+    any keyword of the dictionary."""
+    for pool in (list(first), list(keyword_dict)):
+        lowered = {keyword.lower(): keyword for keyword in pool if keyword}
+        found = difflib.get_close_matches(str(name).lower(), list(lowered), n=n, cutoff=0.75)
+        if found:
+            return [lowered[match] for match in found]
+    return []
 
 
 @cache
