@@ -88,10 +88,15 @@ def test_no_credential_in_files_and_the_accessor_works_after_reading(client, tmp
     series = back.dicom.series()
     assert sorted(series["SeriesInstanceUID"]) == sorted(client.search_series()[
         "SeriesInstanceUID"])
-    # a harvest's folder keeps no credential either
+    # a harvest's folder keeps no credential either, but its link: df.dicom works on it
     client.harvest(tmp_path / "h", progress=False)
     for part in (tmp_path / "h").iterdir():
         assert TOKEN.encode() not in part.read_bytes()
+    harvested = pd.read_parquet(tmp_path / "h")
+    assert harvested.attrs["dicomframes"] == {"url": client.url}
+    assert harvested.dicom.client is client
+    one = harvested[harvested["SOPInstanceUID"] == harvested["SOPInstanceUID"].iloc[0]]
+    assert len(one.dicom.metadata()) == 1
 
 
 def test_accessor_uses_the_client_given(client, tmp_path):

@@ -40,7 +40,7 @@ from ..convert.arrow import (
     schema_for,
     unify,
 )
-from ..convert.link import link_of
+from ..convert.link import ATTRS_KEY, link_of
 from ..convert.tables import to_dataframe
 from ..standard.attributes import level_name
 from .partitions import Partition, Reader, fetch_objects, plan_partitions
@@ -123,11 +123,17 @@ def _intact(folder: Path, entry: dict[str, Any]) -> bool:
         return False
 
 
-def _table(frame: pd.DataFrame, schema: Any) -> Any:
+def _table(frame: pd.DataFrame, schema: Any, url: str) -> Any:
+    """``frame`` as an Arrow table of ``schema`` that carries the link pandas restores:
+    ``pd.read_parquet(folder).attrs`` names the server (its URL only, never a credential),
+    so ``df.dicom`` works on the dataset read back."""
     pa = require_pyarrow()
     frame = frame.copy(deep=False)
-    frame.attrs = {}  # the link belongs to the process, not to the file
-    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    frame.attrs = {}  # the live client belongs to the process, not to the file
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    attrs = json.dumps({ATTRS_KEY: {"url": url}})
+    return table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                          b"PANDAS_ATTRS": attrs.encode()})
 
 
 class _Journal:
@@ -253,7 +259,7 @@ def _harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str, m
         extra = [f for f in _fields(frame) if f.name not in schema.names]
         if extra:
             schema = ordered_schema([*schema, *extra])
-        table = _table(conform(frame, schema), schema)
+        table = _table(conform(frame, schema), schema, client.url)
         del frame
         _write(table, folder / _file_of(partition.key))
         journal.add({"key": partition.key, "file": _file_of(partition.key),
@@ -291,10 +297,11 @@ def _harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str, m
             bar.close()
     if not plan:  # an empty answer is still a dataset with the schema
         key = "empty"
-        _write(_table(conform(pd.DataFrame(), schema), schema), folder / _file_of(key))
+        _write(_table(conform(pd.DataFrame(), schema), schema, client.url),
+               folder / _file_of(key))
         journal.add({"key": key, "file": _file_of(key), "rows": 0})
     rows, parts = _finish(folder, schema, [journal.done[k] for k in sorted(keys)]
-                          if plan else [journal.done["empty"]])
+                          if plan else [journal.done["empty"]], client.url)
     return HarvestSummary(rows, parts, len(todo), reader.requests,
                           round(time.perf_counter() - started, 3), str(folder))
 
@@ -319,7 +326,8 @@ def _bar(progress: bool, total: int, initial: int, level: str) -> Any:
                 leave=False)
 
 
-def _finish(folder: Path, schema: Any, entries: list[dict[str, Any]]) -> tuple[int, int]:
+def _finish(folder: Path, schema: Any, entries: list[dict[str, Any]],
+            url: str) -> tuple[int, int]:
     """Rewrite the parts written before the schema grew; (rows, parts)."""
     import pyarrow.parquet as pq
 
@@ -328,6 +336,6 @@ def _finish(folder: Path, schema: Any, entries: list[dict[str, Any]]) -> tuple[i
         target = folder / entry["file"]
         if not pq.read_schema(target).remove_metadata().equals(schema.remove_metadata()):
             frame = pq.read_table(target).to_pandas()
-            _write(_table(conform(frame, schema), schema), target)
+            _write(_table(conform(frame, schema), schema, url), target)
         rows += int(entry["rows"])
     return rows, len(entries)

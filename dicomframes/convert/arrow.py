@@ -177,10 +177,10 @@ def _nulls(kind: Any, n: int) -> Any:
     if pa.types.is_floating(kind):
         return np.full(n, np.nan)
     if pa.types.is_timestamp(kind):
-        values = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+        values = np.full(n, np.datetime64("NaT", "us"), dtype="datetime64[us]")
         return pd.array(values) if kind.tz is None else pd.array(values).tz_localize("UTC")
     if pa.types.is_duration(kind):
-        return pd.array(np.full(n, np.timedelta64("NaT"), dtype="timedelta64[us]"))
+        return pd.array(np.full(n, np.timedelta64("NaT", "us"), dtype="timedelta64[us]"))
     if pa.types.is_string(kind):
         return pd.array([None] * n, dtype=STRING_DTYPE)
     out = np.empty(n, dtype=object)
