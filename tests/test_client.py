@@ -366,6 +366,14 @@ def test_delete_calls_17_18_19(dicomweb: DicomwebServer) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def test_search_json_takes_either_form_of_a_level(tutorial: Client) -> None:
+    studies = tutorial.search_json("studies")
+    assert studies and studies == tutorial.search_json("study")
+    assert len(tutorial.search_json("instances")) == len(tutorial.search_json("instance"))
+    with pytest.raises(ValueError, match="'studies', 'series' or 'instances'"):
+        tutorial.search_json("patients")
+
+
 def test_search_filters(tutorial: Client) -> None:
     def uids(df: pd.DataFrame, column: str = "SOPInstanceUID") -> set[str]:
         return set(df[column]) if len(df) else set()

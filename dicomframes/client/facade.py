@@ -32,7 +32,7 @@ from requests.auth import HTTPBasicAuth
 from .. import errors
 from ..convert import pixels, tables
 from ..standard import multipart
-from ..standard.attributes import LEVELS
+from ..standard.attributes import level_name
 from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
@@ -285,9 +285,9 @@ class Client:
         return self._search("instance", ResourcePath(study, series).search("instance"), filters)
 
     def search_json(self, level: str, path: str | None = None, **filters: Any) -> list[dict]:
-        """The DICOM JSON objects of a search at ``level`` ("study", "series", "instance")."""
-        if level not in LEVELS:
-            raise ValueError(f"level must be one of {sorted(LEVELS)}, got {level!r}")
+        """The DICOM JSON objects of a search at ``level`` ("studies", "series",
+        "instances"; the singular forms too, as everywhere)."""
+        level = level_name(level)
         return self._search_objects(level, path or ResourcePath().search(level), dict(filters))
 
     def _search(self, level: str, path: str, filters: dict[str, Any]) -> pandas.DataFrame:
