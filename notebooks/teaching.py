@@ -190,11 +190,18 @@ def curl_script(client: Any, exchange: Any = None) -> str:
     words = shlex.split(exchange.curl())
     url = words.pop()
     rest, values = _variables(url, client.url)
-    escaped = rest.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`")
-    escaped = re.sub(r"\$(?!\{(?:base|study|series|instance)\d*\})", r"\\$", escaped)
-    lines = [f"{name}={shlex.quote(value)}" for name, value in values.items()]
-    quoted = [shlex.quote(word) if not word.startswith("Authorization: Bearer $")
-              else f'"{word}"' for word in words]
+    escaped = re.sub(r"\$(?!\{(?:base|study|series|instance)\d*\})", r"\\$",
+                     rest.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`"))
+    quoted = []
+    for word in words:
+        folder = next((str(x.folder) for x in _samples if str(x.folder) + "/" in word), None)
+        if folder is not None:                  # the sample files: "${files}/NAME"
+            values.setdefault("files", folder)
+            quoted.append('"' + _in_double_quotes(word).replace(folder, "${files}") + '"')
+        elif word.startswith("Authorization: Bearer $"):
+            quoted.append(f'"{word}"')
+        else:
+            quoted.append(shlex.quote(word))
     units: list[str] = []                       # an option and its value stay on one line
     for word in quoted:
         if units and units[-1].startswith("-") and " " not in units[-1] and units[-1] not in (
@@ -212,7 +219,13 @@ def curl_script(client: Any, exchange: Any = None) -> str:
         else:
             line = joined
     pieces.append(line)
+    lines = [f"{name}={shlex.quote(value)}" for name, value in values.items()]
     return "\n".join([*lines, *pieces])
+
+
+def _in_double_quotes(text: str) -> str:
+    """``text`` escaped for a double-quoted shell word."""
+    return re.sub(r'([\\"`$])', r"\\\1", text)
 
 
 def _uid_names(client: Any) -> dict[str, str]:
@@ -236,9 +249,10 @@ def shorten(text: str, client: Any = None) -> str:
     return "\n".join(out)
 
 
-def show(client: Any, exchange: bool = True) -> None:
+def show(client: Any, exchange: bool = True, lines: int | None = None) -> None:
     """Print the client's last request as a curl command (a script that runs as printed), then
-    the exchange as it went over the wire (UIDs as ``{names}``) unless ``exchange=False``."""
+    the exchange as it went over the wire (UIDs as ``{names}``) unless ``exchange=False``;
+    ``lines``: only the exchange's first lines."""
     last = client.last_exchange
     print("# the same request with curl, from a shell")
     print(curl_script(client, last))
@@ -246,7 +260,9 @@ def show(client: Any, exchange: bool = True) -> None:
         _check_curl(client, last)
     if exchange:
         print()
-        print(shorten(str(last), client))
+        text = shorten(str(last), client).splitlines()
+        print("\n".join(text if lines is None or len(text) <= lines
+                        else [*text[:lines], "  ..."]))
 
 
 def refused(error: Exception) -> str:
