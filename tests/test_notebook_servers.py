@@ -17,9 +17,9 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from support import require
 
 from dicomframes.server import serve
-from support import require
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 ON_SERVERS = ("01", "02", "03", "04", "05")
