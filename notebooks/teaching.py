@@ -243,8 +243,10 @@ def shorten(text: str, client: Any = None) -> str:
     out = []
     for line in text.splitlines():
         while len(line) > WIDTH:
-            out.append(line[:WIDTH - 1] + "\\")
-            line = "    " + line[WIDTH - 1:]
+            cut = line.rfind(" ", 40, WIDTH - 1)        # at a space, so that no word is split
+            cut = cut if cut > 0 else WIDTH - 1
+            out.append(line[:cut] + "\\")
+            line = "    " + line[cut:].lstrip()
         out.append(line)
     return "\n".join(out)
 
