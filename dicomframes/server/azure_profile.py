@@ -25,6 +25,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..standard import tags
+from ..standard.attributes import RESERVED_QIDO_KEYS
 
 __all__ = ["PROFILES", "AzureStrict", "azure_refusal"]
 
@@ -48,7 +49,6 @@ _TARGET_KEYS: dict[str, frozenset[str]] = {
     "study/series/instances": frozenset(("SOPInstanceUID",)),
 }
 _RANGE_KEYS = frozenset(("StudyDate", "PatientBirthDate"))
-_RESERVED = frozenset(("includefield", "limit", "offset", "fuzzymatching"))
 _MAX_LIMIT = 200
 
 _UID = r"[0-9.]+"
@@ -89,7 +89,7 @@ def azure_refusal(path: str, query: str) -> str | None:
         return None
     for name, value in parse_qsl(query, keep_blank_values=True):
         lower = name.lower()
-        if lower in _RESERVED:
+        if lower in RESERVED_QIDO_KEYS:
             if lower == "limit" and not (value.isdigit() and 1 <= int(value) <= _MAX_LIMIT):
                 return f"limit must be between 1 and {_MAX_LIMIT} (got {value!r})"
             if lower == "offset" and not value.isdigit():
