@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -280,3 +281,26 @@ def test_progress_counts_only_acknowledged_instances(embedded, tmp_path: Path) -
     good = run("upload", *map(str, files), str(tmp_path / "notes.dcm"), "--url", embedded.url)
     assert good.returncode == 1
     assert "2/3 stored, 1 failed" in good.stderr and "3/3" not in good.stderr
+
+
+def test_the_help_examples_work_and_the_archive_folder_has_one_default(
+        embedded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`search --help`'s StudyDate example is one the server takes; serve, import and reset
+    all default to the archive connect() uses (DICOMFRAMES_DATA)."""
+    from dicomframes.cli import _data, build_parser
+
+    shown = run("search", "--help")
+    example = re.search(r"StudyDate=(\S+)", " ".join(shown.stdout.split()))
+    assert example is not None
+    found = run("search", "studies", "--url", embedded.url, "--filter",
+                f"StudyDate={example.group(1)}")
+    assert found.returncode == 0, found.stderr
+    serve_help = run("serve", "--help").stdout
+    assert "Run the embedded DICOMweb server" in serve_help
+    assert "the StudyInstanceUID" in run("retrieve", "--help").stdout
+    parser = build_parser()
+    archive = tmp_path / "archive"
+    monkeypatch.setenv("DICOMFRAMES_DATA", str(archive))
+    for argv in (["serve"], ["import", "folder"], ["reset"]):
+        assert _data(parser.parse_args(argv)) == archive
+    assert _data(parser.parse_args(["serve", "--data", str(tmp_path)])) == tmp_path
