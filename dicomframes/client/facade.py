@@ -40,6 +40,8 @@ from .exchange import Exchange, Recorder, redact_url
 from .frames import fetch_frames, fetch_volume
 from .harvest import HarvestSummary
 from .harvest import harvest as harvest_archive
+from .images import fetch_image
+from .metadata_cache import MetadataCache
 from .qido import Pager, qido_params
 from .store import store as store_items
 from .transport import BearerAuth, Transport, new_session
@@ -47,6 +49,7 @@ from .transport import BearerAuth, Transport, new_session
 if TYPE_CHECKING:
     import numpy
     import pandas
+    import xarray
 
 __all__ = ["Client", "connect"]
 
@@ -136,6 +139,8 @@ class Client:
         self.page_size = page_size
         self.max_pages = max_pages
         self.progress = progress
+        #: pixel metadata of the series and instances read (see client.metadata_cache)
+        self.metadata_cache = MetadataCache()
 
     session = _setting("session", "the requests.Session that carries every call")
     timeout = _setting("timeout", "seconds to connect and for each read (or a pair)")
@@ -396,11 +401,32 @@ class Client:
 
     def volume(self, study: str, series: str, **options: Any) -> numpy.ndarray:
         """Every frame of a series stacked in slice order, shape
-        ``(frames, rows, columns[, samples])``; ``options`` as in
+        ``(frames, rows, columns[, samples])``, the stored values as they are (no rescale, no
+        geometry: :meth:`image` gives those); ``options`` as in
         :func:`dicomframes.client.frames.fetch_volume` (``transfer_syntax``, ``workers``...).
         """
         with self.transport.call():  # metadata and every instance: one deadline
             return fetch_volume(self, study, series, **options)
+
+    def image(self, study: str, series: str, *, instances: Sequence[str] | None = None,
+              units: str = "modality", workers: int | None = None) -> xarray.DataArray:
+        """A series (or ``instances`` of it) as a volume in physical units and patient space.
+
+        Returns an ``xarray.DataArray`` with dims ``("z", "y", "x")`` (``"sample"`` last for
+        colour), slices in order along the slice normal; coordinates in mm from the first
+        voxel (``z`` the true slice positions, even when uneven); values in modality units
+        (``units="modality"``: Rescale Slope/Intercept or the Modality LUT, per frame when
+        given per frame; HU for CT; float32 unless nothing needs rescaling) or as stored
+        (``units="stored"``). Attrs, all JSON values: ``spacing`` (x, y, z), ``origin`` (LPS),
+        ``direction`` (9 numbers, row-major) and ``affine`` (16 numbers, row-major 4x4: voxel
+        index x, y, z -> LPS mm) as SimpleITK gives them, ``Modality``, ``units``, UIDs and
+        window. ``image.dicom`` exports it (NIfTI, SimpleITK). Bad geometry raises
+        :class:`dicomframes.errors.GeometryError` or warns (IrregularSpacing, GantryTilt,
+        MissingGeometry). See :func:`dicomframes.client.images.fetch_image`.
+        """
+        with self.transport.call():  # metadata and every instance: one deadline
+            return fetch_image(self, study, series, instances=instances, units=units,
+                               workers=workers)
 
     def rendered(
         self,
@@ -464,7 +490,10 @@ class Client:
         See :func:`dicomframes.client.store.store` for the options (batching, parallel requests,
         progress, resume).
         """
-        return store_items(self, items, study=study, **options)
+        try:
+            return store_items(self, items, study=study, **options)
+        finally:
+            self.metadata_cache.forget()  # a series may have grown, an instance changed
 
     def delete(
         self, study: str, series: str | None = None, instance: str | None = None
@@ -475,6 +504,7 @@ class Client:
         :class:`dicomframes.MethodNotAllowed` saying so; a missing item raises NotFound.
         """
         path = str(ResourcePath(study, series, instance))
+        self.metadata_cache.forget(study, series, instance)
         try:
             self.request("DELETE", path)
         except errors.MethodNotAllowed as exc:
