@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 # Registers the ``df.dicom`` accessor, so DataFrames read back from CSV or Parquet have it too.
 from . import accessor as _accessor  # noqa: F401
+
+# Registers the ``image.dicom`` accessor of the DataArrays ``client.image`` returns.
+from . import imaging as _imaging  # noqa: F401
 from .errors import (
     BadRequest,
     Conflict,
@@ -21,9 +24,14 @@ from .errors import (
     DicomFramesError,
     DICOMwebError,
     EmptyResponse,
+    GantryTilt,
+    GeometryError,
+    GeometryWarning,
     InsufficientStorage,
     InvalidResponse,
+    IrregularSpacing,
     MethodNotAllowed,
+    MissingGeometry,
     MultipartError,
     MultipartTruncated,
     NameNotResolved,
@@ -54,9 +62,14 @@ __all__ = [
     "DecoderMissing",
     "DicomFramesError",
     "EmptyResponse",
+    "GantryTilt",
+    "GeometryError",
+    "GeometryWarning",
     "InsufficientStorage",
     "InvalidResponse",
+    "IrregularSpacing",
     "MethodNotAllowed",
+    "MissingGeometry",
     "MultipartError",
     "MultipartTruncated",
     "NameNotResolved",

@@ -165,6 +165,7 @@ def enhanced_ct(folder: Path, single: Series, slopes: Sequence[float],
         expected[k] = stored[-1] * np.float32(slope) + np.float32(intercept)
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
     ds.PixelData = np.stack(stored).tobytes()
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "enhanced.dcm"
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return path, expected
