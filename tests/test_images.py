@@ -362,3 +362,26 @@ def test_parquet_table_does_not_borrow_credentials(embedded: object, tmp_path: P
     back = pd.read_parquet(tmp_path / "s.parquet")
     assert back.dicom.client is not with_token and "no auth" in repr(back.dicom.client)
     assert back.dicom.use(with_token).dicom.client is with_token
+
+
+def test_modality_lut_is_applied_as_pydicom_applies_it(client: dicomframes.Client,
+                                                       tmp_path: Path) -> None:
+    from pydicom.pixels import apply_modality_lut
+
+    series = ct_series(tmp_path, intercept=-1024.0, shuffle=False)  # stored 0 .. 2,026
+    table = (np.sqrt(np.arange(4096)) * 100).astype(np.uint16)  # not a straight line
+    for path in series.paths:
+        ds = pydicom.dcmread(path)
+        del ds.RescaleSlope, ds.RescaleIntercept
+        item = pydicom.Dataset()
+        item.LUTDescriptor = [4096, 0, 16]
+        item.ModalityLUTType = "OD"
+        item.add_new(0x00283006, "US", table.tolist())  # LUT Data
+        ds.ModalityLUTSequence = [item]
+        ds.save_as(path, enforce_file_format=True)
+    stored(client, series)
+    image = image_of(client, series)
+    oracle = np.stack([apply_modality_lut(pydicom.dcmread(p).pixel_array, pydicom.dcmread(p))
+                       for p in series.paths])
+    np.testing.assert_allclose(image.values, oracle)
+    assert image.dtype == np.float32 and image.attrs["units"] == "OD"
