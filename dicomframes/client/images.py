@@ -195,12 +195,10 @@ def image_array(plan: ImagePlan, data: Any) -> xr.DataArray:
     dims = ("z", "y", "x", "sample") if len(plan.frame_shape) == 3 else ("z", "y", "x")
     mm = {"units": "mm"}
     coords: dict[str, Any] = {
-        "z": ("z", np.asarray(plan.geometry.z), {**mm, "long_name": "distance along the "
-                                                 "slice normal from the first slice"}),
-        "y": ("y", np.arange(rows) * dy, {**mm, "long_name": "distance along the columns "
-                                          "(down the rows) from the first voxel"}),
-        "x": ("x", np.arange(columns) * dx, {**mm, "long_name": "distance along the rows "
-                                             "from the first voxel"}),
+        # offsets from the first voxel: along the slice normal, down the columns, along rows
+        "z": ("z", np.asarray(plan.geometry.z), {**mm, "long_name": "z (slice normal)"}),
+        "y": ("y", np.arange(rows) * dy, {**mm, "long_name": "y (down the columns)"}),
+        "x": ("x", np.arange(columns) * dx, {**mm, "long_name": "x (along the rows)"}),
         "SOPInstanceUID": ("z", np.asarray([s.sop for s in plan.slices], dtype=object)),
         "frame": ("z", np.asarray([s.frame for s in plan.slices], dtype=np.int32)),
     }
