@@ -209,6 +209,31 @@ def test_enhanced_multiframe_per_frame_positions_and_rescale(client: dicomframes
     assert image.attrs["units"] == "HU"
 
 
+def test_multiframe_and_single_frame_instances_make_one_volume(client: dicomframes.Client,
+                                                               tmp_path: Path) -> None:
+    """Slices 0-2 in one enhanced instance, slices 3-5 as single-frame instances."""
+    single = ct_series(tmp_path / "single", shuffle=False)
+    part = Series(single.study, single.series, [], single.expected[:3], single.positions[:3])
+    path, _ = enhanced_ct(tmp_path / "enhanced", part, [1.0] * 3, [-1024.0] * 3,
+                          series=single.series)
+    client.store([str(path), *map(str, single.paths[3:])], progress=False)
+    image = image_of(client, single)
+    np.testing.assert_allclose(image.values, single.expected)
+    assert list(image.frame.values) == [3, 2, 1, 1, 1, 1]
+    assert list(image.SOPInstanceUID.values[3:]) == single.sops[3:]
+    assert_same_geometry(image, sitk_series(tmp_path / "single", single.series))
+
+
+def test_colour_image_has_a_sample_axis(client: dicomframes.Client,
+                                        tutorial_files: list[Path]) -> None:
+    ds = pydicom.dcmread(tutorial_files[0])
+    client.store([str(tutorial_files[0])], progress=False)
+    with pytest.warns(errors.MissingGeometry):
+        image = client.image(ds.StudyInstanceUID, ds.SeriesInstanceUID)
+    assert image.dims == ("z", "y", "x", "sample") and image.dtype == np.uint8
+    np.testing.assert_array_equal(image.values[0], ds.pixel_array)
+
+
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])
 def test_pydicom_files_match_simpleitk(client: dicomframes.Client, name: str) -> None:
     from pydicom.data import get_testdata_file

@@ -124,12 +124,13 @@ def ct_series(folder: Path, *, count: int = 6, rows: int = 12, columns: int = 10
 
 def enhanced_ct(folder: Path, single: Series, slopes: Sequence[float],
                 intercepts: Sequence[float], orientation: Sequence[float] = AXIAL,
-                pixel: Sequence[float] = (0.5, 0.5)) -> tuple[Path, np.ndarray]:
+                pixel: Sequence[float] = (0.5, 0.5),
+                series: str | None = None) -> tuple[Path, np.ndarray]:
     """One Enhanced CT instance holding ``single``'s slices in reverse order, each frame with
     its own position and Rescale Slope/Intercept (per-frame functional groups); the path and
     the modality values in spatial order."""
     frames = len(single.expected)
-    ds = _base(single.study, new_uid())
+    ds = _base(single.study, series or new_uid())
     ds.SOPClassUID = EnhancedCTImageStorage
     ds.SOPInstanceUID = new_uid()
     ds.InstanceNumber = 1

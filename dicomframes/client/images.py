@@ -26,6 +26,7 @@ import xarray as xr
 from .. import errors
 from ..convert.geometry import Geometry, Slice, volume_geometry
 from ..convert.units import ValueTransform, apply_into, output_dtype, units_name
+from ..standard.frame_groups import FrameAttributes
 from .frames import fill_frames, run_jobs, series_instances
 from .metadata_cache import InstanceInfo
 from .surface import DicomwebClient as Client
@@ -80,8 +81,9 @@ def _transform(info: InstanceInfo, index: int, units: str) -> ValueTransform:
     return ValueTransform(slope=float(slope), intercept=float(intercept))
 
 
-def _window(plan_frames: Sequence[Any]) -> dict[str, float]:
-    for frame in plan_frames:
+def _window(frames: Sequence[FrameAttributes | None]) -> dict[str, float]:
+    """WindowCenter/WindowWidth of the first frame that has them (none: no attrs)."""
+    for frame in frames:
         if frame is not None and frame.window_center is not None and frame.window_width:
             return {"WindowCenter": float(frame.window_center),
                     "WindowWidth": float(frame.window_width)}
@@ -89,20 +91,12 @@ def _window(plan_frames: Sequence[Any]) -> dict[str, float]:
 
 
 def plan_image(client: Client, study: str, series: str, *,
-               instances: Sequence[str] | None = None, units: str = "modality",
-               check: bool = True) -> ImagePlan:
+               instances: Sequence[str] | None = None, units: str = "modality") -> ImagePlan:
     """Read the metadata and work out order, geometry and rescale (see the module docstring).
-
-    ``check=False`` trusts the client's cached series metadata without asking the server.
-    """
+    Raises GeometryError for instances that cannot form one volume."""
     if units not in UNITS:
         raise ValueError(f"units is 'modality' or 'stored', got {units!r}")
-    if check:
-        infos = series_instances(client, study, series, instances)
-    else:
-        kept = client.metadata_cache.get_series(study, series)
-        infos = list(kept[0]) if kept and instances is None else series_instances(
-            client, study, series, instances)
+    infos = series_instances(client, study, series, instances)
     a = infos[0]
     b = next((i for i in infos if (i.desc.frame_shape, i.desc.dtype) != (
         a.desc.frame_shape, a.desc.dtype)), None)
@@ -112,7 +106,7 @@ def plan_image(client: Client, study: str, series: str, *,
             f"{a.desc.dtype}, {b.sop} is {b.desc.frame_shape} {b.desc.dtype}")
     slices: list[Slice] = []
     sources: list[SliceSource] = []
-    frames = []
+    frames: list[FrameAttributes | None] = []
     for info in infos:
         for index in range(info.number_of_frames):
             frame = info.frames[index] if index < len(info.frames) else None
