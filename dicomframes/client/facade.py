@@ -386,7 +386,8 @@ class Client:
         convert_color: bool = False,
         out: numpy.ndarray | None = None,
     ) -> numpy.ndarray:
-        """Pixel frames of an instance as a numpy array (WADO-RS ``.../frames/{list}``).
+        """Pixel frames of an instance as a numpy array (WADO-RS ``.../frames/{list}``): the
+        stored values, no rescale and no geometry (:meth:`image` gives those).
 
         ``frames`` is a 1-based frame number (-> one frame, shape ``(rows, columns[, samples])``),
         a list of them, or None for every frame (-> ``(n, rows, columns[, samples])``).
