@@ -57,6 +57,10 @@ def apply_into(stored: np.ndarray, out: np.ndarray, transform: ValueTransform) -
         np.copyto(out, stored, casting="unsafe")
         return
     # float32 arithmetic, as SimpleITK and dcm2niix compute it; no float64 temporary
+    if transform.slope == 1.0:  # CT usually: one pass
+        np.add(stored, np.float32(transform.intercept), out=out, dtype=np.float32,
+               casting="unsafe")
+        return
     np.multiply(stored, np.float32(transform.slope), out=out, dtype=np.float32,
                 casting="unsafe")
     out += np.float32(transform.intercept)
