@@ -265,7 +265,8 @@ class DicomAccessor:
     def frames(
         self, frame: int | None = None, *, stack: bool = True, order: str = "slice", **options: Any
     ) -> np.ndarray | list[np.ndarray]:
-        """Pixel data of the instance rows.
+        """Pixel data of the instance rows: the stored values (``images()`` gives them in
+        modality units with their geometry).
 
         ``stack=True`` (default) gives one array: the instances fetched concurrently and ordered
         along the slice normal (ImagePositionPatient), else by InstanceNumber (``order="given"``

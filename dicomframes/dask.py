@@ -333,7 +333,8 @@ def series_array(url: str, study: str, series: str, *, token: str | None = None,
                  auth: Any = None, verify: bool | str = True,
                  timeout: float | tuple[float, float] | None = 30.0) -> da.Array:
     """The frames of a series as a lazy ``dask.array``, shape ``(frames, rows, columns[,
-    samples])`` in slice order (as ``client.volume`` stacks them), one chunk per instance.
+    samples])`` in slice order (as ``client.volume`` stacks them: stored values, no geometry;
+    :func:`series_image` gives modality values and geometry), one chunk per instance.
 
     Shape and dtype come from the series metadata (one request, made here); each chunk is
     fetched by the worker that needs it, so ``series_array(...).mean().compute()`` on a cluster
