@@ -153,6 +153,7 @@ def _rewrite(path: Path, **changes: object) -> None:
     ({"ImageOrientationPatient": list(SAGITTAL)}, "different orientation"),
     ({"PixelSpacing": [0.7, 0.7]}, "different pixel spacing"),
     ({"ImagePositionPatient": None, "InstanceNumber": 99}, None),
+    ({"ImagePositionPatient": ["-30", "-20", "52.5"]}, "same position"),
 ])
 def test_slices_that_are_not_one_volume_are_named(client: dicomframes.Client, tmp_path: Path,
                                                    change: dict, message: str | None) -> None:
