@@ -16,6 +16,7 @@ Two steps, so that a dask graph can run the second on workers:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +162,16 @@ def fill_slices(client: Client, plan: ImagePlan, out: np.ndarray, start: int = 0
         for at in range(0, len(group), FRAMES_PER_JOB):
             jobs.append((plan.instances[sop], group[at:at + FRAMES_PER_JOB]))
     color = plan.instances[wanted[0].sop].desc.is_color if wanted else False
+    # one reused buffer per worker thread: a new one per slice would be a fresh mmap (page
+    # faults) every time
+    buffers = threading.local()
+
+    def buffer_for(info: InstanceInfo, count: int) -> np.ndarray:
+        kept = getattr(buffers, "array", None)
+        if (kept is None or len(kept) < count or kept.dtype != info.desc.dtype
+                or kept.shape[1:] != info.desc.frame_shape):
+            kept = buffers.array = info.desc.new_array(count)
+        return kept[:count]
 
     def run(job: tuple[InstanceInfo, list[tuple[int, SliceSource]]]) -> None:
         info, group = job
@@ -173,7 +184,7 @@ def fill_slices(client: Client, plan: ImagePlan, out: np.ndarray, start: int = 0
             fill_frames(client, info, numbers, out[positions[0]:positions[0] + len(group)],
                         "*", color)
             return
-        stored = info.desc.new_array(len(numbers))
+        stored = buffer_for(info, len(numbers))
         fill_frames(client, info, numbers, stored, "*", color)
         for k, (position, source) in enumerate(group):
             apply_into(stored[k], out[position], source.transform)
