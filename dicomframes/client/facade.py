@@ -15,7 +15,6 @@ parts), and ``with client.trace(): ...`` prints each exchange as it completes.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 from collections import deque
@@ -38,6 +37,7 @@ from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
 from .connections import new_session
 from .exchange import Exchange, Recorder, redact_url
+from .failures import not_done
 from .frames import fetch_frames, fetch_volume
 from .harvest import HarvestSummary
 from .harvest import harvest as harvest_archive
@@ -126,10 +126,12 @@ class Client:
             session.verify = verify
         secrets = [token] if token else []
         auth_password = getattr(auth, "password", None)
-        if isinstance(auth_password, str) and len(auth_password) >= 4:
-            secrets.append(auth_password)
-            user = str(getattr(auth, "username", ""))
-            secrets.append(base64.b64encode(f"{user}:{auth_password}".encode()).decode())
+        if isinstance(auth_password, str) and auth_password:
+            # "user:password" as sent in a Basic header (its base64 form) is always masked;
+            # the password alone only when long enough not to mask ordinary words.
+            secrets.append(f"{getattr(auth, 'username', '')}:{auth_password}")
+            if len(auth_password) >= 4:
+                secrets.append(auth_password)
         self._recorder = Recorder(history_size, secrets)
         # With a caller's session its own verify setting applies unless we were told otherwise.
         self.transport = Transport(
@@ -483,10 +485,13 @@ class Client:
 
         A server without DICOMweb DELETE (Orthanc answers 405) raises
         :class:`dicomframes.MethodNotAllowed` saying so; a missing item raises NotFound.
+        Success is only 200, 202 or 204 without a web page: a redirect (e.g. to a login page),
+        an HTML page or another status raises :class:`dicomframes.InvalidResponse` saying what
+        came back.
         """
         path = str(ResourcePath(study, series, instance))
         try:
-            self.request("DELETE", path)
+            response = self.request("DELETE", path)
         except errors.MethodNotAllowed as exc:
             self.capabilities["delete"] = False
             allow = exc.headers.get("Allow") or exc.headers.get("allow")
@@ -500,6 +505,9 @@ class Client:
                 + "; delete through the server's own API instead",
                 exc.headers,
             ) from None
+        why = not_done(response.status_code, response.headers, response.content)
+        if why is not None:
+            raise self.transport.invalid(response, why)
         self.capabilities["delete"] = True
 
 
