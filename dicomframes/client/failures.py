@@ -7,6 +7,7 @@ Nothing here sends a request.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import re
 import socket
@@ -20,7 +21,11 @@ import urllib3.exceptions
 
 from .. import errors
 
-__all__ = ["connection_failure", "not_dicom_json", "not_done", "server_message"]
+__all__ = ["MAX_HEADERS", "connection_failure", "malformed_head", "not_dicom_json", "not_done",
+           "server_message"]
+
+MAX_HEADERS = 100
+"""Python's http.client refuses an answer with more header lines than this."""
 
 _TAG_LENGTH = 8
 
@@ -123,6 +128,19 @@ def _chain(exc: BaseException) -> list[BaseException]:
             if isinstance(inner, BaseException):
                 todo.append(inner)
     return found
+
+
+def malformed_head(exc: BaseException) -> str | None:
+    """Why the HTTP parser refused an answer's header (more than :data:`MAX_HEADERS` lines, a
+    line over 64 KiB), or None when ``exc`` is another failure: a server that sends such a
+    header sends it again, so it is an invalid answer, not a connection to retry."""
+    for inner in _chain(exc):
+        if isinstance(inner, http.client.LineTooLong):
+            return f"the answer's header has a line longer than the HTTP parser takes ({inner})"
+        if isinstance(inner, http.client.HTTPException) and "headers" in str(inner):
+            return (f"the answer has more header lines than the HTTP parser takes "
+                    f"({MAX_HEADERS}): {inner}")
+    return None
 
 
 def _seconds(timeout: Any, index: int) -> str:

@@ -1,6 +1,6 @@
 """What the client accepts from a server: bounds on an answer's size, on how much a compressed
-body may inflate, on the JSON it parses and on its header, each exceeded one a typed error
-naming the URL and the limit.
+body may inflate and on the JSON it parses, each exceeded one a typed error naming the URL and
+the limit (the header's is :func:`dicomframes.client.failures.malformed_head`).
 
 The body of every answer is counted while it is read, never after: :func:`bounding_hook` is a
 requests response hook that wraps ``response.raw`` in a :class:`BoundedBody`, so
@@ -13,7 +13,6 @@ a request.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import resource
 import zlib
 from collections.abc import Callable, Iterator
@@ -31,7 +30,6 @@ __all__ = [
     "DEFAULT_MAX_ANSWER_BYTES",
     "DEFAULT_MAX_DECOMPRESSION_RATIO",
     "JSON_MEMORY_FACTOR",
-    "MAX_HEADERS",
     "MAX_JSON_DEPTH",
     "RATIO_FLOOR",
     "SAFE_FAST_DEPTH",
@@ -39,7 +37,6 @@ __all__ = [
     "bounding_hook",
     "bracket_depth",
     "check_limits",
-    "malformed_head",
     "memory_room",
     "next_part",
     "parse_json",
@@ -58,8 +55,6 @@ MAX_JSON_DEPTH = 1000
 recursion limit, 1000 by default); DICOM JSON needs three levels per sequence level."""
 SAFE_FAST_DEPTH = 256
 """Deeper JSON goes to Python's json, never to orjson (which crashes on very deep nesting)."""
-MAX_HEADERS = 100
-"""Python's http.client refuses an answer with more header lines than this."""
 ACCEPT_ENCODING = "gzip, deflate"
 """The encodings asked for: the ones inflated, and counted, here."""
 
@@ -264,8 +259,8 @@ def parse_json(body: bytes, method: str, url: str, content_type: str = "",
     than the parser takes (:data:`MAX_JSON_DEPTH`) or invalid JSON raises
     :class:`~dicomframes.errors.InvalidResponse`, whose preview of the body is passed through
     ``scrub`` (no preview without it)."""
-    room = memory_room()
     needed = len(body) * JSON_MEMORY_FACTOR
+    room = memory_room() if len(body) > _CHUNK * 64 else None  # small answers always fit
     if room is not None and needed > room:
         raise errors.AnswerTooLarge(
             method, url, f"the JSON answer of {human_size(len(body))} needs about "
@@ -286,28 +281,3 @@ def parse_json(body: bytes, method: str, url: str, content_type: str = "",
     except ValueError as exc:  # json.JSONDecodeError and orjson's are ValueErrors
         raise errors.InvalidResponse(method, url, f"the answer is not valid JSON ({exc})",
                                      content_type, preview) from None
-
-
-# ---- the header ------------------------------------------------------------------------------
-
-
-def malformed_head(exc: BaseException) -> str | None:
-    """Why an answer's header was refused by the HTTP parser (more than :data:`MAX_HEADERS`
-    header lines, a line over 64 KiB), or None when ``exc`` is another failure."""
-    seen: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo:
-        current = todo.pop()
-        if any(current is s for s in seen):
-            continue
-        seen.append(current)
-        if isinstance(current, http.client.LineTooLong):
-            return f"the answer's header has a line longer than the HTTP parser takes ({current})"
-        if isinstance(current, http.client.HTTPException) and "headers" in str(current):
-            return (f"the answer has more header lines than the HTTP parser takes "
-                    f"({MAX_HEADERS}): {current}")
-        todo += [a for a in current.args if isinstance(a, BaseException)]
-        for inner in (current.__cause__, current.__context__, getattr(current, "reason", None)):
-            if isinstance(inner, BaseException):
-                todo.append(inner)
-    return None

@@ -27,14 +27,13 @@ from .. import errors
 from ..standard import multipart
 from .deadline import Deadline, active, current
 from .exchange import Exchange, PartInfo, Recorder, body_summary, redact_url
-from .failures import connection_failure, not_dicom_json, server_message
+from .failures import connection_failure, malformed_head, not_dicom_json, server_message
 from .limits import (
     ACCEPT_ENCODING,
     DEFAULT_MAX_ANSWER_BYTES,
     DEFAULT_MAX_DECOMPRESSION_RATIO,
     bounding_hook,
     check_limits,
-    malformed_head,
     next_part,
     parse_json,
 )
