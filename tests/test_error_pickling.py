@@ -5,11 +5,13 @@ introspection: a class added later is covered without touching this file."""
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import inspect
 import pickle
 from typing import Any
 
 import pytest
+from support import require
 
 import dicomframes
 from dicomframes import errors
@@ -106,7 +108,10 @@ def raise_too_large(_: int) -> None:
 
 
 def test_an_error_crosses_a_dask_worker() -> None:
-    distributed = pytest.importorskip("distributed")
+    require(importlib.util.find_spec("distributed") is not None, "distributed",
+            "pip install 'dicomframes[dask]'")
+    import distributed
+
     with distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=1,
                                   dashboard_address=None, host="127.0.0.1") as cluster, \
             distributed.Client(cluster) as dask_client:

@@ -538,7 +538,7 @@ def connect(
     retries on 429/503 and on connection errors, for idempotent calls only (never POST).
     ``max_answer_bytes`` (512 MiB by default, None for no limit) is the most bytes of one
     answer, or of one part of a multipart answer, read into memory; ``max_decompression_ratio``
-    (100 by default) the most a gzip or deflate answer may inflate once past 8 MiB. Past either,
+    (500 by default) the most a gzip or deflate answer may inflate once past 8 MiB. Past either,
     reading stops and the call raises :class:`dicomframes.AnswerTooLarge` naming the URL and
     the limit; so does a JSON answer too large for the memory the process may use.
     Other keyword ``options`` go to :class:`Client` (``page_size``, ``max_pages``,
