@@ -77,6 +77,8 @@ class HostileServer:
             "/deflate/studies": self.deflate_json,
             "/rawdeflate/studies": self.raw_deflate_json,
             "/corrupt/studies": self.corrupt_gzip,
+            "/gzipbig/studies": self.gzip_big,
+            "/members/studies": self.gzip_members,
             "/login": self.login_page,
             "/html": self.html_page,
             "/plain": self.plain_page,
@@ -216,6 +218,33 @@ class HostileServer:
         packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
         body = packer.compress(self._json_body()) + packer.flush()
         conn.sendall(head(length=len(body), extra=("Content-Encoding: deflate",)) + body)
+
+    def gzip_big(self, conn: socket.socket, request: Request) -> None:
+        """60,000 distinct studies (about 11 MB of JSON, gzip ~20 times): past the floor of
+        the ratio check, well within the ratio."""
+        body = self.many_studies()
+        packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        packed = packer.compress(body) + packer.flush()
+        conn.sendall(head(extra=("Content-Encoding: gzip", "Transfer-Encoding: chunked")))
+        for start in range(0, len(packed), 4093):  # odd chunk sizes, across gzip blocks
+            piece = packed[start:start + 4093]
+            conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        conn.sendall(b"0\r\n\r\n")
+
+    @staticmethod
+    def many_studies(count: int = 60_000) -> bytes:
+        return json.dumps([study_json(n) for n in range(count)]).encode()
+
+    def gzip_members(self, conn: socket.socket, request: Request) -> None:
+        """The three studies as two gzip members, then trailing zero bytes (ignored)."""
+        body = self._json_body()
+        half = len(body) // 2
+        members = []
+        for text in (body[:half], body[half:]):
+            packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            members.append(packer.compress(text) + packer.flush())
+        packed = b"".join(members) + bytes(16)
+        conn.sendall(head(length=len(packed), extra=("Content-Encoding: gzip",)) + packed)
 
     def corrupt_gzip(self, conn: socket.socket, request: Request) -> None:
         body = b"\x1f\x8b\x08\x00" + b"\x00not gzip at all, really" * 10

@@ -139,12 +139,20 @@ def test_more_than_100_headers_is_an_invalid_answer_not_a_closed_connection(
     assert len(hostile.requests) - before == 1  # not retried: the same header would come back
 
 
-@pytest.mark.parametrize("path", ["gzip", "deflate", "rawdeflate"])
+@pytest.mark.parametrize("path", ["gzip", "deflate", "rawdeflate", "members"])
 def test_compressed_answers_are_inflated(hostile: HostileServer, path: str) -> None:
     client = connect(f"{hostile.url}/{path}", retries=0, progress=False)
     found = client.search_json("study")
     assert [obj["0020000D"]["Value"][0] for obj in found] == [f"{STUDY}.{n}" for n in range(3)]
     assert hostile.requests[-1].headers["accept-encoding"] == limits.ACCEPT_ENCODING
+
+
+def test_a_large_chunked_gzip_answer_is_inflated_whole(hostile: HostileServer) -> None:
+    """11 MB of JSON in odd-sized chunks of gzip: past the ratio check's floor, every byte
+    inflated (the same studies as the JSON the server compressed)."""
+    client = connect(f"{hostile.url}/gzipbig", retries=0, progress=False)
+    found = client.search_json("study")
+    assert found == json.loads(hostile.many_studies())
 
 
 def test_a_corrupt_gzip_body_is_an_invalid_answer(hostile: HostileServer) -> None:

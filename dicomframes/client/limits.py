@@ -74,31 +74,39 @@ def check_limits(max_answer_bytes: int | None, max_decompression_ratio: float | 
 
 
 class _Inflater:
-    """Inflates a gzip or deflate body piece by piece, no piece larger than ``step`` bytes."""
+    """Inflates a gzip or deflate body piece by piece, no piece larger than ``step`` bytes.
+    As urllib3 does, bytes after a complete gzip member that are not another member are
+    ignored, and a "deflate" body without its zlib wrapper is taken raw."""
 
     def __init__(self, encoding: str) -> None:
         self.gzip = encoding in ("gzip", "x-gzip")
         self.zobj = zlib.decompressobj(16 + zlib.MAX_WBITS if self.gzip else zlib.MAX_WBITS)
         self.started = False
+        self.members = 0
+        self.ended = False
 
     def feed(self, data: bytes, step: int) -> Iterator[bytes]:
-        while data:
+        """The output of ``data`` (and of what is pending), in pieces of at most ``step``."""
+        while not self.ended:
             try:
                 out = self.zobj.decompress(data, step)
             except zlib.error:
+                if self.gzip and self.members:
+                    self.ended = True  # trailing bytes after a complete member
+                    return
                 if self.gzip or self.started:
                     raise
-                # "deflate" is sometimes sent without its zlib wrapper
                 self.zobj = zlib.decompressobj(-zlib.MAX_WBITS)
                 out = self.zobj.decompress(data, step)
             self.started = True
             data = self.zobj.unconsumed_tail
-            if self.zobj.eof and self.zobj.unused_data and self.gzip:
+            if self.zobj.eof and self.gzip:
+                self.members += 1
                 data = self.zobj.unused_data  # the next member of a multi-member gzip
                 self.zobj = zlib.decompressobj(16 + zlib.MAX_WBITS)
             if out:
                 yield out
-            elif not data:
+            if not data and len(out) < step:  # all input used, no output pending
                 return
 
 
