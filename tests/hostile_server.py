@@ -70,6 +70,7 @@ class HostileServer:
         self.routes: dict[str, Callable[[socket.socket, Request], None]] = {
             "/bomb/studies": self.gzip_bomb,
             "/endless/studies": self.endless_chunks,
+            "/endlesserror/studies": self.endless_error,
             "/headers/studies": self.many_headers,
             "/big/studies": self.big_json,
             "/deep/studies": self.deep_json,
@@ -178,6 +179,14 @@ class HostileServer:
         for _ in range(4 * 1024):
             self.send_counted(conn, "/endless", b"%x\r\n%s\r\n" % (len(piece), piece))
             piece = b" " * MiB
+
+    def endless_error(self, conn: socket.socket, request: Request) -> None:
+        """A 500 whose text body never ends (bounded here at 1 GiB)."""
+        conn.sendall(head("500 Internal Server Error", "text/plain",
+                          extra=("Transfer-Encoding: chunked",)))
+        piece = b"error " * (MiB // 6)
+        for _ in range(1024):
+            self.send_counted(conn, "/endlesserror", b"%x\r\n%s\r\n" % (len(piece), piece))
 
     def many_headers(self, conn: socket.socket, request: Request) -> None:
         extra = tuple(f"X-Filler-{n}: {n}" for n in range(150))

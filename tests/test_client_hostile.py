@@ -155,6 +155,15 @@ def test_a_large_chunked_gzip_answer_is_inflated_whole(hostile: HostileServer) -
     assert found == json.loads(hostile.many_studies())
 
 
+def test_an_endless_error_body_is_read_only_for_its_first_bytes(hostile: HostileServer
+                                                                 ) -> None:
+    client = connect(f"{hostile.url}/endlesserror", retries=0)
+    with pytest.raises(errors.DICOMwebError) as info:
+        client.search_json("study")
+    assert info.value.status == 500
+    assert hostile.sent["/endlesserror"] < 1024 * MiB  # the client stopped reading
+
+
 def test_a_corrupt_gzip_body_is_an_invalid_answer(hostile: HostileServer) -> None:
     client = connect(f"{hostile.url}/corrupt", retries=0)
     with pytest.raises(errors.InvalidResponse, match="gzip body is corrupt"):

@@ -29,11 +29,13 @@ __all__ = [
     "ACCEPT_ENCODING",
     "DEFAULT_MAX_ANSWER_BYTES",
     "DEFAULT_MAX_DECOMPRESSION_RATIO",
+    "ERROR_BODY_BYTES",
     "JSON_MEMORY_FACTOR",
     "MAX_JSON_DEPTH",
     "RATIO_FLOOR",
     "SAFE_FAST_DEPTH",
     "BoundedBody",
+    "bound_error_body",
     "bounding_hook",
     "bracket_depth",
     "check_limits",
@@ -56,6 +58,8 @@ MAX_JSON_DEPTH = 1000
 recursion limit, 1000 by default); DICOM JSON needs three levels per sequence level."""
 SAFE_FAST_DEPTH = 256
 """Deeper JSON goes to Python's json, never to orjson (which crashes on very deep nesting)."""
+ERROR_BODY_BYTES = 16 * 2**20
+"""The most bytes of an error answer read (its message, a STOW answer's failed instances)."""
 ACCEPT_ENCODING = "gzip, deflate"
 """The encodings asked for: the ones inflated, and counted, here."""
 
@@ -212,6 +216,14 @@ def bounding_hook(max_bytes: Callable[[], int | None], max_ratio: Callable[[], f
         return response
 
     return hook
+
+
+def bound_error_body(response: requests.Response) -> None:
+    """An error answer's body is read for its message: at most :data:`ERROR_BODY_BYTES`."""
+    if isinstance(response.raw, BoundedBody):
+        limit = response.raw.max_bytes
+        response.raw.max_bytes = ERROR_BODY_BYTES if limit is None else min(limit,
+                                                                            ERROR_BODY_BYTES)
 
 
 def next_part(response: requests.Response) -> None:

@@ -32,6 +32,7 @@ from .limits import (
     ACCEPT_ENCODING,
     DEFAULT_MAX_ANSWER_BYTES,
     DEFAULT_MAX_DECOMPRESSION_RATIO,
+    bound_error_body,
     bounding_hook,
     check_limits,
     next_part,
@@ -359,6 +360,7 @@ class Transport:
 
     def _read_preview(self, response: requests.Response, exchange: Exchange) -> None:
         """Keep what can be read of an error answer's body (a broken one is left out)."""
+        bound_error_body(response)
         try:
             content = response.content
         except (*_BODY_ERRORS, errors.InvalidResponse):
