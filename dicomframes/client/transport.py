@@ -25,6 +25,7 @@ from requests.auth import AuthBase
 
 from .. import errors
 from ..standard import multipart
+from .bodies import FileBody, body_files
 from .deadline import Deadline, active, current
 from .exchange import Exchange, PartInfo, Recorder, body_summary, redact_url
 from .failures import connection_failure, malformed_head, not_dicom_json, server_message
@@ -89,7 +90,7 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _replayable(data: Any) -> bool:
-    return data is None or isinstance(data, bytes | bytearray | memoryview | str)
+    return data is None or isinstance(data, bytes | bytearray | memoryview | str | FileBody)
 
 
 # ---- the transport ----------------------------------------------------------------------------
@@ -207,6 +208,7 @@ class Transport:
             if query:
                 url += ("&" if "?" in url else "?") + query
         shown_url = redact_url(url)
+        data, files, form = body_files(data, headers)
         described = summary if summary is not None else body_summary(data, headers)
         described = None if described is None else self.recorder.scrub(described)
         can_retry = method in IDEMPOTENT and _replayable(data)
@@ -224,7 +226,8 @@ class Transport:
                 raise self.deadline_error(method, shown_url, limit, attempt - 1)
             started = time.perf_counter()
             exchange = Exchange(method, shown_url, self.recorder.scrub_headers(headers),
-                                described, attempt=attempt, scrubber=self.recorder.scrub)
+                                described, attempt=attempt, scrubber=self.recorder.scrub,
+                                body_files=files, body_form=form)
             kwargs["timeout"] = self._timeout_within(limit)
             try:
                 response = self._follow(method, url, shown_url, headers, data, kwargs)
