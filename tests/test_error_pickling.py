@@ -8,6 +8,7 @@ import concurrent.futures
 import importlib.util
 import inspect
 import pickle
+import socket
 from typing import Any
 
 import pytest
@@ -107,15 +108,32 @@ def raise_too_large(_: int) -> None:
     raise errors.AnswerTooLarge("GET", URL, "too big", limit=1024, received=2048)
 
 
-def test_an_error_crosses_a_dask_worker() -> None:
+def search_closed_port(port: int) -> None:
+    """Runs on a Dask worker: a real failed call, whose error holds its cause (requests'
+    exception, with the request and its hooks), which distributed pickles too."""
+    dicomframes.connect(f"http://127.0.0.1:{port}", retries=0).search_json("study")
+
+
+def test_errors_cross_a_dask_worker() -> None:
     require(importlib.util.find_spec("distributed") is not None, "distributed",
             "pip install 'dicomframes[dask]'")
     import distributed
 
-    with distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=1,
-                                  dashboard_address=None, host="127.0.0.1") as cluster, \
-            distributed.Client(cluster) as dask_client:
-        future = dask_client.submit(raise_too_large, 1)
-        with pytest.raises(errors.AnswerTooLarge) as info:
-            future.result(timeout=120)
+    with socket.socket() as closed:  # bound, not listening: connecting is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        with distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=1,
+                                      dashboard_address=None, host="127.0.0.1") as cluster, \
+                distributed.Client(cluster) as dask_client:
+            future = dask_client.submit(raise_too_large, 1)
+            with pytest.raises(errors.AnswerTooLarge) as info:
+                future.result(timeout=120)
+            refused = dask_client.submit(search_closed_port, port)
+            with pytest.raises(errors.ConnectionRefused) as failed:
+                refused.result(timeout=120)
     assert (info.value.limit, info.value.received, info.value.url) == (1024, 2048, URL)
+    assert failed.value.url.startswith(f"http://127.0.0.1:{port}/studies")
+    assert failed.value.cause == "connection refused"
+    # the same error, cause and all, pickles here too (distributed pickles causes)
+    back = pickle.loads(pickle.dumps(failed.value))
+    assert (type(back), back.url) == (errors.ConnectionRefused, failed.value.url)

@@ -2,7 +2,7 @@
 body may inflate and on the JSON it parses, each exceeded one a typed error naming the URL and
 the limit (the header's is :func:`dicomframes.client.failures.malformed_head`).
 
-The body of every answer is counted while it is read, never after: :func:`bounding_hook` is a
+The body of every answer is counted while it is read, never after: :class:`BoundingHook` is a
 requests response hook that wraps ``response.raw`` in a :class:`BoundedBody`, so
 ``response.content``, ``iter_content`` and the multipart reader all stop at the limit, also
 for the intermediate answers of a redirect. gzip and deflate bodies are inflated here, piece by
@@ -35,8 +35,8 @@ __all__ = [
     "RATIO_FLOOR",
     "SAFE_FAST_DEPTH",
     "BoundedBody",
+    "BoundingHook",
     "bound_error_body",
-    "bounding_hook",
     "bracket_depth",
     "check_limits",
     "memory_room",
@@ -201,21 +201,34 @@ class BoundedBody:
                 self.content_type)
 
 
-def bounding_hook(max_bytes: Callable[[], int | None], max_ratio: Callable[[], float | None]
-                  ) -> Callable[..., requests.Response]:
+class BoundingHook:
     """A requests response hook that bounds each answer's body (see :class:`BoundedBody`);
-    the limits are read when the answer arrives, so changing them applies to the next one."""
+    the limits are read when the answer arrives, so changing them applies to the next one.
 
-    def hook(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    It pickles (with the request that holds it, e.g. in the cause of an error crossing to a
+    Dask client) as a hook without limits: a pickled request is never sent again."""
+
+    def __init__(self, max_bytes: Callable[[], int | None],
+                 max_ratio: Callable[[], float | None]) -> None:
+        self.max_bytes = max_bytes
+        self.max_ratio = max_ratio
+
+    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any
+                 ) -> requests.Response:
         if not isinstance(response.raw, BoundedBody) and hasattr(response.raw, "stream"):
             response.raw = BoundedBody(
                 response.raw, response.request.method or "GET", redact_url(response.url or ""),
                 response.headers.get("Content-Type", ""),
                 response.headers.get("Content-Encoding", "").strip().lower(),
-                max_bytes(), max_ratio())
+                self.max_bytes(), self.max_ratio())
         return response
 
-    return hook
+    def __reduce__(self) -> tuple[Any, ...]:
+        return BoundingHook, (_no_limit, _no_limit)
+
+
+def _no_limit() -> None:
+    return None
 
 
 def bound_error_body(response: requests.Response) -> None:

@@ -33,8 +33,8 @@ from .limits import (
     ACCEPT_ENCODING,
     DEFAULT_MAX_ANSWER_BYTES,
     DEFAULT_MAX_DECOMPRESSION_RATIO,
+    BoundingHook,
     bound_error_body,
-    bounding_hook,
     check_limits,
     next_part,
     parse_json,
@@ -146,8 +146,13 @@ class Transport:
         self.max_answer_bytes = max_answer_bytes
         self.max_decompression_ratio = max_decompression_ratio
         self.capabilities: dict[str, Any] = {}
-        self._bound = bounding_hook(lambda: self.max_answer_bytes,
-                                    lambda: self.max_decompression_ratio)
+        self._bound = BoundingHook(self._max_answer_bytes, self._max_decompression_ratio)
+
+    def _max_answer_bytes(self) -> int | None:
+        return self.max_answer_bytes
+
+    def _max_decompression_ratio(self) -> float | None:
+        return self.max_decompression_ratio
 
     def url_for(self, path: str) -> str:
         """The absolute URL of ``path`` (relative to the base URL, or already absolute)."""
