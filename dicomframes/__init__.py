@@ -14,6 +14,8 @@ from . import accessor as _accessor  # noqa: F401
 # Registers the ``image.dicom`` accessor of the DataArrays ``client.image`` returns.
 from . import imaging as _imaging  # noqa: F401
 from .errors import (
+    AnswerTooLarge,
+    ArchiveNotWritable,
     BadRequest,
     Conflict,
     ConnectionFailed,
@@ -24,9 +26,11 @@ from .errors import (
     DicomFramesError,
     DICOMwebError,
     EmptyResponse,
+    Forbidden,
     GantryTilt,
     GeometryError,
     GeometryWarning,
+    InsecureServer,
     InsufficientStorage,
     InvalidResponse,
     IrregularSpacing,
@@ -37,10 +41,14 @@ from .errors import (
     NameNotResolved,
     NotAcceptable,
     NotFound,
+    PartialContent,
     PortInUse,
     RedirectRefused,
     ResponseTruncated,
+    ServiceUnavailable,
     TLSFailed,
+    TooManyRequests,
+    Unauthorized,
     UnsupportedMediaType,
 )
 
@@ -51,6 +59,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnswerTooLarge",
+    "ArchiveNotWritable",
     "BadRequest",
     "Client",
     "Conflict",
@@ -62,9 +72,11 @@ __all__ = [
     "DecoderMissing",
     "DicomFramesError",
     "EmptyResponse",
+    "Forbidden",
     "GantryTilt",
     "GeometryError",
     "GeometryWarning",
+    "InsecureServer",
     "InsufficientStorage",
     "InvalidResponse",
     "IrregularSpacing",
@@ -75,11 +87,15 @@ __all__ = [
     "NameNotResolved",
     "NotAcceptable",
     "NotFound",
+    "PartialContent",
     "PortInUse",
     "RedirectRefused",
     "ResponseTruncated",
     "Server",
+    "ServiceUnavailable",
     "TLSFailed",
+    "TooManyRequests",
+    "Unauthorized",
     "UnsupportedMediaType",
     "__version__",
     "connect",

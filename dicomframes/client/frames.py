@@ -108,9 +108,12 @@ def instance_info(client: Client, study: str, series: str, instance: str, *,
 
 def _instance_count(client: Client, study: str, series: str) -> int | None:
     """The series' NumberOfSeriesRelatedInstances from one QIDO-RS search (None: not given)."""
-    found = client.search_json(
-        "series", ResourcePath(study).search("series"), SeriesInstanceUID=series,
-        includefield=["NumberOfSeriesRelatedInstances"], limit=1)
+    try:
+        found = client.search_json(
+            "series", ResourcePath(study).search("series"), SeriesInstanceUID=series,
+            includefield=["NumberOfSeriesRelatedInstances"], limit=1)
+    except errors.DICOMwebError:  # a server that cannot answer this: read the metadata again
+        return None
     if not found:
         return 0
     count = first_value(found[0], tag_hex(NUMBER_OF_SERIES_INSTANCES))
