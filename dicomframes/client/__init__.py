@@ -3,19 +3,25 @@
 ================  ==============================================================================
 module            job
 ================  ==============================================================================
-facade            the :class:`Client` (every DICOMweb call) and :func:`connect`
+facade            the :class:`Client` (every DICOMweb call)
+connecting        :func:`connect`: the URL given, from the environment or the embedded server
 surface           the Protocol of the Client calls the helper modules make
-transport         the HTTP session, caret-keeping adapter, retries, timeouts, the DICOM JSON
-                  reader (``Transport.dicom_json``)
+transport         authentication, retries, timeouts, error statuses as typed errors, the DICOM
+                  JSON reader (``Transport.dicom_json``; ``Client.get_json`` reads through it)
+connections       the session's connections: ``^`` kept raw in queries, watched by deadlines
+limits            what an answer may be: size, inflation, JSON size and depth, header lines
 auth              credentials written in a URL, turned into basic auth
 deadline          one deadline for a whole call (every page, retry and part of it)
-failures          what went wrong: connection failures, server messages, not-DICOM-JSON answers
+failures          failures in words: no answer (refused, DNS, TLS...), not "done", not DICOM JSON
+bodies            request bodies read from files, and the files a body is made of (curl)
 exchange          exchange records: history, curl, transcripts, redaction, body summaries
 qido              QIDO-RS query parameters, the query string, the paging loop and the Pager
 partitions        archive-sized reads planned: partitions of whole studies, the quirk-learning
                   Reader, the objects of one partition
 harvest           ``client.harvest``: partitions fetched in parallel into a Parquet dataset
 frames            frames and volumes streamed into numpy arrays
+metadata_cache    pixel metadata of instances and series, cached on each client
+images            client.image: a series as an xarray DataArray in physical units
 discover          finding the files to upload and reading their headers
 batches           one STOW-RS request: batching, the streamed body, each outcome
 store             bulk STOW-RS: parallel requests, progress, resume, the outcome table
@@ -23,8 +29,9 @@ download          retrieving instances into a folder of Part-10 files
 ================  ==============================================================================
 """
 
+from .connecting import connect
 from .exchange import Exchange, PartInfo
-from .facade import Client, connect
+from .facade import Client
 from .qido import qido_params
 
 __all__ = ["Client", "Exchange", "PartInfo", "connect", "qido_params"]
