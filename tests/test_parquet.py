@@ -95,9 +95,9 @@ def test_no_credential_in_files_and_the_accessor_works_after_reading(client, tmp
         assert TOKEN.encode() not in part.read_bytes()
     harvested = pd.read_parquet(tmp_path / "h")
     assert harvested.attrs["dicomframes"] == {"url": client.url}
-    assert harvested.dicom.client is client
+    assert harvested.dicom.client.url == client.url  # connected anew, without credentials
     one = harvested[harvested["SOPInstanceUID"] == harvested["SOPInstanceUID"].iloc[0]]
-    assert len(one.dicom.metadata()) == 1
+    assert len(one.dicom.use(client).dicom.metadata()) == 1
 
 
 def test_accessor_uses_the_client_given(client, tmp_path):
