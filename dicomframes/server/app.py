@@ -131,8 +131,8 @@ class DICOMwebApp:
 
 async def _on_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPProblem)
-    return PlainTextResponse(exc.message + "\n", status_code=exc.status,
-                             headers={"Connection": "close"} if exc.close else None)
+    headers = {**exc.headers, **({"Connection": "close"} if exc.close else {})}
+    return PlainTextResponse(exc.message + "\n", status_code=exc.status, headers=headers)
 
 
 def storage_problem(exc: BaseException) -> str | None:

@@ -1,0 +1,159 @@
+"""What one request, one client and the whole server may cost: every limit of the embedded
+server in one place, with its default (the README's "Limits" table lists them).
+
+:class:`Limits` is what :func:`dicomframes.server.serve` and ``dicomframes serve`` configure;
+:class:`MemoryBudget` shares the configured memory among the requests running at once (a
+request that would pass it waits briefly, then is answered 503 with Retry-After). The QIDO
+and frame-list limits are constants: they bound how large a query or a frame list may be,
+whatever the archive holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+
+from .web import HTTPProblem
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+
+MiB = 1 << 20
+
+#: Values of one QIDO list (``Modality=CT,MR``, a UID list) or words of a fuzzy name.
+MAX_QUERY_VALUES = 200
+#: Matching keys of one QIDO request (each is a clause of the search).
+MAX_QUERY_KEYS = 64
+#: Sequences a dotted QIDO key may go through (``A.B.C`` goes through 2).
+MAX_SEQUENCE_DEPTH = 8
+#: Numbers in one frame list (duplicates count; a list is also at most as long as the
+#: instance has frames).
+MAX_FRAME_LIST = 10_000
+#: Bytes a Deflated Transfer Syntax data set may inflate to (see :attr:`Limits.max_inflated`).
+DEFAULT_MAX_INFLATED = 256 * MiB
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client, one request and the whole server may hold.
+
+    Connections: ``max_connections`` open at once (one more is answered 503 and closed; None:
+    128, or a quarter of the open-file limit if lower); ``connections_per_client`` from one
+    client address (more are closed at once). ``header_bytes``: size of a request line and
+    headers, however the bytes arrive (larger: 400 and closed). ``header_timeout``: seconds for
+    a request's head to arrive once the connection is ready for it (else 408 and closed).
+    ``body_timeout``: seconds a request body may pause; ``min_body_rate`` (bytes per second):
+    after ``body_grace`` seconds a body must have come at least this fast on average (else 408
+    and closed: a body trickled a byte at a time cannot hold a connection).
+    ``keep_alive``: seconds an idle connection is kept after an answer.
+
+    Memory: ``memory_budget`` bytes that the requests running at once may use for decoding,
+    rendering and transcoding (a request that would pass it waits up to ``memory_wait``
+    seconds, then gets 503 with Retry-After; one that needs more than the whole budget gets
+    413). ``max_inflated``: bytes a Deflated Transfer Syntax data set may inflate to at STOW
+    (it is stored inflated, once; larger is refused with 409).
+    """
+
+    max_connections: int | None = None
+    connections_per_client: int = 32
+    header_bytes: int = 64 << 10
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    min_body_rate: int = 1024
+    body_grace: float = 10.0
+    keep_alive: float = 15.0
+    memory_budget: int = 512 * MiB
+    memory_wait: float = 5.0
+    max_inflated: int = DEFAULT_MAX_INFLATED
+
+    def connections(self) -> int:
+        """The connection cap in effect."""
+        if self.max_connections is not None:
+            return max(1, int(self.max_connections))
+        if resource is not None:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            if soft != resource.RLIM_INFINITY:
+                return max(8, min(128, soft // 4))
+        return 128
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size written ``512M``, ``2G``, ``64K`` or plain bytes (ValueError else)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    clean = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = clean[-1:] if clean[-1:] in units else ""
+    number = float(clean[:len(clean) - len(unit)] if unit else clean)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"a size must be positive, not {text!r}")
+    return int(number * units[unit])
+
+
+def size_text(nbytes: int) -> str:
+    """``nbytes`` for a person (``512 MiB``)."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", 1 << 10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.3g} {unit}"
+    return f"{nbytes} bytes"
+
+
+class Reservation:
+    """Memory held by one request until :meth:`release` (idempotent)."""
+
+    def __init__(self, budget: MemoryBudget, nbytes: int) -> None:
+        self.budget = budget
+        self.nbytes = nbytes
+
+    def release(self) -> None:
+        """Give the memory back to the budget."""
+        if self.nbytes:
+            self.budget.give_back(self.nbytes)
+            self.nbytes = 0
+
+
+class MemoryBudget:
+    """The memory the requests of one server may use at once (bytes; see :class:`Limits`).
+
+    Used from the server's event loop only: :meth:`reserve` waits there without a lock."""
+
+    def __init__(self, total: int, wait: float) -> None:
+        self.total = int(total)
+        self.wait = float(wait)
+        self.used = 0
+        self._freed: asyncio.Event | None = None
+
+    def give_back(self, nbytes: int) -> None:
+        """Memory a reservation no longer holds."""
+        self.used = max(0, self.used - nbytes)
+        if self._freed is not None:
+            self._freed.set()
+
+    async def reserve(self, nbytes: int, what: str) -> Reservation:
+        """Hold ``nbytes`` for ``what`` (e.g. "rendering frame 3"): 413 when it is more than
+        the whole budget, 503 with Retry-After when the budget stays full for ``wait``
+        seconds."""
+        nbytes = max(0, int(nbytes))
+        if nbytes > self.total:
+            raise HTTPProblem(413, f"{what} would need about {size_text(nbytes)} of memory, "
+                              f"more than the server's memory budget of "
+                              f"{size_text(self.total)} (--memory-budget)")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
+        while self.used + nbytes > self.total:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise HTTPProblem(503, f"the server is busy: {what} needs about "
+                                  f"{size_text(nbytes)} of memory and its memory budget of "
+                                  f"{size_text(self.total)} is in use; try again shortly",
+                                  headers={"Retry-After": "2"})
+            if self._freed is None:
+                self._freed = asyncio.Event()
+            self._freed.clear()
+            try:
+                await asyncio.wait_for(self._freed.wait(), left)
+            except TimeoutError:
+                continue
+        self.used += nbytes
+        return Reservation(self, nbytes)
