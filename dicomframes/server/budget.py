@@ -65,7 +65,7 @@ class Limits:
     min_body_rate: int = 1024
     body_grace: float = 10.0
     keep_alive: float = 15.0
-    memory_budget: int = 512 * MiB
+    memory_budget: int = 768 * MiB
     memory_wait: float = 5.0
     max_inflated: int = DEFAULT_MAX_INFLATED
 

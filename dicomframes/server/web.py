@@ -140,6 +140,7 @@ class Spool:
         self.memory = memory
         self.used = 0
         self.file: IO[bytes] | None = None
+        self.on_close: Callable[[], None] | None = None  # e.g. give memory back to a budget
 
     def add(self, data: bytes) -> bytes | SpooledPart:
         """``data`` as a part content: the bytes, or a window of the temporary file."""
@@ -154,10 +155,16 @@ class Spool:
         return SpooledPart(self.file, offset, len(data))
 
     def close(self) -> None:
-        """Close (and so delete) the temporary file."""
+        """Close (and so delete) the temporary file; call ``on_close`` once."""
         if self.file is not None:
             self.file.close()
             self.file = None
+        if self.on_close is not None:
+            callback, self.on_close = self.on_close, None
+            callback()
+
+    def __del__(self) -> None:  # an answer cut short may never run its background task
+        self.close()
 
 
 class SpooledPart:
