@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and transcode, e.g. 512M or 2G; past it they wait, then get 503 "
                         "(default 768M)")
     limits.add_argument("--max-connections", type=int, metavar="N",
-                        help="open connections at once (default 128, or a quarter of the "
+                        help="open connections at once (default 256, or a quarter of the "
                         "open-file limit)")
     limits.add_argument("--connections-per-client", type=int, metavar="N",
                         help="open connections from one client address (default 32)")

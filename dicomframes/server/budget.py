@@ -41,10 +41,11 @@ class Limits:
     """What one client, one request and the whole server may hold.
 
     Connections: ``max_connections`` open at once (one more is answered 503 and closed; None:
-    128, or a quarter of the open-file limit if lower); ``connections_per_client`` from one
-    client address (more are closed at once). ``header_bytes``: size of a request line and
-    headers, however the bytes arrive (larger: 400 and closed). ``header_timeout``: seconds for
-    a request's head to arrive once the connection is ready for it (else 408 and closed).
+    256, or a quarter of the open-file limit if lower); ``connections_per_client`` from one
+    client address (more are answered 503 and closed at once). ``header_bytes``: size of a
+    request line and headers, however the bytes arrive (larger: 400 and closed).
+    ``header_timeout``: seconds for a request's head to arrive once the connection is ready
+    for it (else 408 and closed).
     ``body_timeout``: seconds a request body may pause; ``min_body_rate`` (bytes per second):
     after ``body_grace`` seconds a body must have come at least this fast on average (else 408
     and closed: a body trickled a byte at a time cannot hold a connection).
@@ -76,8 +77,8 @@ class Limits:
         if resource is not None:
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
             if soft != resource.RLIM_INFINITY:
-                return max(8, min(128, soft // 4))
-        return 128
+                return max(8, min(256, soft // 4))
+        return 256
 
 
 def parse_size(text: str) -> int:
