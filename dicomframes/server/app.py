@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..standard.mediatypes import DICOM_JSON
 from ..standard.stow import OUT_OF_RESOURCES, Failed, stow_response
-from .budget import Limits, MemoryBudget
+from .budget import CLIENT, Limits, MemoryBudget
 from .connections import ConnectionBoard
 from .cors import with_cors
 from .negotiation import require_json
@@ -215,8 +215,10 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        client = scope.get("client")
+        CLIENT.set(str(client[0]) if client else "")  # whose turn the budget counts
         if self.board is not None:
-            send = self._telling_board(send, scope.get("client"))
+            send = self._telling_board(send, client)
         if not self.authorized(scope.get("headers", [])):
             response = PlainTextResponse(
                 "this server needs Authorization: Bearer <token> (connect(url, token=...))\n",
@@ -292,7 +294,7 @@ def create_app(archive: Archive, *, max_request_bytes: int = 2 << 30,
     connections to tell when an answer is done (:mod:`.connections`).
     """
     limits = limits or Limits()
-    budget = MemoryBudget(limits.memory_budget, limits.memory_wait)
+    budget = MemoryBudget(limits.memory_budget, limits.memory_wait, limits.work_per_client)
     handlers = DICOMwebApp(archive, max_request_bytes, budget)
     routes = handlers.routes()
     app = Starlette(routes=[Mount("/v1", routes=routes), Mount("/v2", routes=routes), *routes],

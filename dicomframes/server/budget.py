@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from .web import HTTPProblem
@@ -32,6 +34,9 @@ MAX_SEQUENCE_DEPTH = 8
 #: Numbers in one frame list (duplicates count; a list is also at most as long as the
 #: instance has frames).
 MAX_FRAME_LIST = 10_000
+#: The address of the client whose request is being handled (set by the app's guard).
+CLIENT: ContextVar[str] = ContextVar("dicomframes_client", default="")
+
 #: Bytes a Deflated Transfer Syntax data set may inflate to (see :attr:`Limits.max_inflated`).
 DEFAULT_MAX_INFLATED = 256 * MiB
 
@@ -54,7 +59,9 @@ class Limits:
     Memory: ``memory_budget`` bytes that the requests running at once may use for decoding,
     rendering and transcoding (a request that would pass it waits up to ``memory_wait``
     seconds, then gets 503 with Retry-After; one that needs more than the whole budget gets
-    413). ``max_inflated``: bytes a Deflated Transfer Syntax data set may inflate to at STOW
+    413); ``work_per_client``: such requests of one client address that run at once (more
+    wait their turn the same way, so that one client cannot take every core).
+    ``max_inflated``: bytes a Deflated Transfer Syntax data set may inflate to at STOW
     (it is stored inflated, once; larger is refused with 409).
     """
 
@@ -68,6 +75,7 @@ class Limits:
     keep_alive: float = 15.0
     memory_budget: int = 768 * MiB
     memory_wait: float = 5.0
+    work_per_client: int = 4
     max_inflated: int = DEFAULT_MAX_INFLATED
 
     def connections(self) -> int:
@@ -103,15 +111,17 @@ def size_text(nbytes: int) -> str:
 class Reservation:
     """Memory held by one request until :meth:`release` (idempotent)."""
 
-    def __init__(self, budget: MemoryBudget, nbytes: int) -> None:
+    def __init__(self, budget: MemoryBudget, nbytes: int, client: str) -> None:
         self.budget = budget
         self.nbytes = nbytes
+        self.client = client
+        self.held = True
 
     def release(self) -> None:
-        """Give the memory back to the budget."""
-        if self.nbytes:
-            self.budget.give_back(self.nbytes)
-            self.nbytes = 0
+        """Give the memory (and the client's turn) back to the budget."""
+        if self.held:
+            self.held = False
+            self.budget.give_back(self.nbytes, self.client)
 
 
 class MemoryBudget:
@@ -119,35 +129,51 @@ class MemoryBudget:
 
     Used from the server's event loop only: :meth:`reserve` waits there without a lock."""
 
-    def __init__(self, total: int, wait: float) -> None:
+    def __init__(self, total: int, wait: float, per_client: int = 0) -> None:
         self.total = int(total)
         self.wait = float(wait)
+        self.per_client = int(per_client)
         self.used = 0
+        self.running: Counter[str] = Counter()
         self._freed: asyncio.Event | None = None
 
-    def give_back(self, nbytes: int) -> None:
-        """Memory a reservation no longer holds."""
+    def give_back(self, nbytes: int, client: str = "") -> None:
+        """Memory (and a turn of ``client``) a reservation no longer holds."""
         self.used = max(0, self.used - nbytes)
+        if client:
+            self.running[client] -= 1
+            if self.running[client] <= 0:
+                del self.running[client]
         if self._freed is not None:
             self._freed.set()
 
+    def _fits(self, nbytes: int, client: str) -> bool:
+        busy = bool(client) and 0 < self.per_client <= self.running[client]
+        return self.used + nbytes <= self.total and not busy
+
     async def reserve(self, nbytes: int, what: str) -> Reservation:
-        """Hold ``nbytes`` for ``what`` (e.g. "rendering frame 3"): 413 when it is more than
-        the whole budget, 503 with Retry-After when the budget stays full for ``wait``
-        seconds."""
+        """Hold ``nbytes`` for ``what`` (e.g. "rendering frame 3"), and a turn of the client
+        of the request (:data:`CLIENT`): 413 when it is more than the whole budget, 503 with
+        Retry-After when the budget stays full (or the client keeps ``per_client`` such
+        requests running) for ``wait`` seconds."""
         nbytes = max(0, int(nbytes))
+        if nbytes == 0:  # nothing to decode (bytes as stored): no memory, no turn
+            return Reservation(self, 0, "")
         if nbytes > self.total:
             raise HTTPProblem(413, f"{what} would need about {size_text(nbytes)} of memory, "
                               f"more than the server's memory budget of "
                               f"{size_text(self.total)} (--memory-budget)")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
-        while self.used + nbytes > self.total:
+        client = CLIENT.get()
+        while not self._fits(nbytes, client):
             left = deadline - loop.time()
             if left <= 0:
-                raise HTTPProblem(503, f"the server is busy: {what} needs about "
-                                  f"{size_text(nbytes)} of memory and its memory budget of "
-                                  f"{size_text(self.total)} is in use; try again shortly",
+                why = (f"{self.per_client} such requests of {client} are running"
+                       if self.used + nbytes <= self.total else
+                       f"{what} needs about {size_text(nbytes)} of memory and its memory "
+                       f"budget of {size_text(self.total)} is in use")
+                raise HTTPProblem(503, f"the server is busy: {why}; try again shortly",
                                   headers={"Retry-After": "2"})
             if self._freed is None:
                 self._freed = asyncio.Event()
@@ -157,4 +183,6 @@ class MemoryBudget:
             except TimeoutError:
                 continue
         self.used += nbytes
-        return Reservation(self, nbytes)
+        if client:
+            self.running[client] += 1
+        return Reservation(self, nbytes, client)
