@@ -32,8 +32,9 @@ MAX_QUERY_KEYS = 64
 #: Sequences a dotted QIDO key may go through (``A.B.C`` goes through 2).
 MAX_SEQUENCE_DEPTH = 8
 #: Numbers in one frame list (duplicates count; a list is also at most as long as the
-#: instance has frames).
+#: instance has frames, or FRAME_LIST_REPEATS when that is more).
 MAX_FRAME_LIST = 10_000
+FRAME_LIST_REPEATS = 16
 #: The address of the client whose request is being handled (set by the app's guard).
 CLIENT: ContextVar[str] = ContextVar("dicomframes_client", default="")
 

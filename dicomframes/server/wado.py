@@ -29,7 +29,7 @@ from ..standard.paths import parse_frame_list
 from ..standard.pixellayout import PixelDataError, PixelLayout
 from ..standard.transfer_syntax import EXPLICIT_VR_LITTLE_ENDIAN as EXPLICIT_LE
 from ..standard.transfer_syntax import media_type_of
-from .budget import MAX_FRAME_LIST, MemoryBudget
+from .budget import FRAME_LIST_REPEATS, MAX_FRAME_LIST, MemoryBudget
 from .costs import decode_cost, pixel_problem, render_cost, transcode_cost
 from .negotiation import dicom_plan, frame_plan, rendered_type, require_json
 from .pixeldata import (
@@ -57,7 +57,8 @@ from .web import (
 
 def frame_numbers(text: str, count: int) -> list[int]:
     """The frame numbers of a frames path segment: 400 when malformed or longer than the
-    instance has frames (repeats count; at most ``MAX_FRAME_LIST``), 404 past the last."""
+    instance has frames (repeats count; a few repeats are always allowed, at most
+    ``FRAME_LIST_REPEATS``; never more than ``MAX_FRAME_LIST``), 404 past the last."""
     if text.count(",") >= MAX_FRAME_LIST:
         raise HTTPProblem(400, f"the frame list holds {text.count(',') + 1} numbers: at most "
                           f"{MAX_FRAME_LIST} per request")
@@ -69,9 +70,10 @@ def frame_numbers(text: str, count: int) -> list[int]:
     if past:
         raise HTTPProblem(404, f"frame {past[0]} does not exist: the instance has {count} "
                           f"frame(s)")
-    if len(numbers) > count:
+    allowed = max(count, FRAME_LIST_REPEATS)
+    if len(numbers) > allowed:
         raise HTTPProblem(400, f"the frame list holds {len(numbers)} numbers (repeats "
-                          f"included): at most {count}, the instance's number of frames")
+                          f"included): at most {allowed} for an instance of {count} frame(s)")
     return numbers
 
 

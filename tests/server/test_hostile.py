@@ -31,7 +31,12 @@ import pytest
 import requests
 
 from dicomframes.server import Limits
-from dicomframes.server.budget import MAX_FRAME_LIST, MAX_QUERY_VALUES, MAX_SEQUENCE_DEPTH
+from dicomframes.server.budget import (
+    FRAME_LIST_REPEATS,
+    MAX_FRAME_LIST,
+    MAX_QUERY_VALUES,
+    MAX_SEQUENCE_DEPTH,
+)
 from dicomframes.server.web import Spool
 from dicomframes.testing.hostile import (
     CappedServer,
@@ -113,6 +118,24 @@ def test_declared_sizes_the_pixel_data_does_not_hold_are_refused_at_stow(
     healthy(server)
 
 
+def test_import_applies_the_same_checks(tmp_path: Path) -> None:
+    """``dicomframes import`` parses files as STOW does: hostile files fail, named."""
+    from dicomframes.server import import_folder
+
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "bomb.dcm").write_bytes(deflate_bomb())
+    for case, data in declared_sizes().items():
+        (source / f"{case}.dcm").write_bytes(data)
+    (source / "fine.dcm").write_bytes(to_bytes(image(4, 4)))
+    outcome = import_folder(source, tmp_path / "archive").set_index("source")
+    status = {Path(name).stem: row.status for name, row in outcome.iterrows()}
+    assert status == {"bomb": "failed", "two_billion_frames": "failed", "zero_rows": "failed",
+                      "fifty_million_frames": "failed", "fine": "stored"}
+    message = outcome.loc[str(source / "bomb.dcm"), "message"]
+    assert "max_inflated" in message
+
+
 def _declare(folder: Path, sop: str, frames: int | None = None, rows: int | None = None) -> None:
     """Make the index hold what an earlier version stored for a hostile file: the declared
     frame count (or Rows), and a layout read through the parser."""
@@ -165,12 +188,14 @@ def test_repeated_frame_lists_are_limited(server: CappedServer) -> None:
     accept = {"Accept": "multipart/related; type=\"application/octet-stream\""}
     huge = requests.get(url + ",".join(["1"] * 30_000), headers=accept, timeout=WAIT)
     assert huge.status_code == 400 and str(MAX_FRAME_LIST) in huge.text
-    three = requests.get(url + "1,1,1", headers=accept, timeout=WAIT)
-    assert three.status_code == 400 and "at most 2" in three.text
-    for frames in ("1,2", "2,2"):
+    many = requests.get(url + ",".join(["2"] * (FRAME_LIST_REPEATS + 1)), headers=accept,
+                        timeout=WAIT)
+    assert many.status_code == 400 and f"at most {FRAME_LIST_REPEATS}" in many.text
+    for frames in ("1,2", "2,2", "1,1,1"):
         answer = requests.get(url + frames, headers=accept, timeout=WAIT)
         assert answer.status_code == 200, answer.text
-        assert answer.content.count(b"Content-Type: application/octet-stream") == 2
+        parts = answer.content.count(b"Content-Type: application/octet-stream")
+        assert parts == frames.count(",") + 1
     healthy(server)
 
 
@@ -320,3 +345,19 @@ def test_qido_long_and_deep_queries_are_a_400_naming_the_limit(
     assert answer.status_code == 400, answer.text
     assert f"at most {limit}" in answer.text
     healthy(server)
+
+
+def test_connection_guard_uses_only_the_public_protocol_of_uvicorn() -> None:
+    """The guard holds uvicorn's HTTP/1.1 protocol and calls only asyncio.Protocol methods on
+    it: if a uvicorn release changes that, this fails loudly (issue 17)."""
+    import asyncio
+
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from dicomframes.server.connections import GuardedProtocol
+
+    assert not issubclass(GuardedProtocol, H11Protocol)
+    for method in ("connection_made", "data_received", "eof_received", "connection_lost",
+                   "pause_writing", "resume_writing"):
+        assert callable(getattr(H11Protocol, method, None)), method
+        assert hasattr(asyncio.Protocol, method)
