@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--parse-workers", type=int, metavar="N",
                        help="processes that write and parse the files of large uploads "
                        "(default: one per core, at most 4; 0: none)")
+    serve.add_argument("--azure-strict", action="store_true",
+                       help="refuse the searches the Azure DICOM service refuses (wildcards, "
+                       "attributes it does not search) and answer 204 to a search without "
+                       "matches, to test code meant for Azure")
     limits = serve.add_argument_group("limits (README: Limits)")
     limits.add_argument("--memory-budget", metavar="SIZE", type=_size,
                         help="memory the requests running at once may use to decode, render "
@@ -163,7 +167,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers = default_workers() if args.parse_workers is None else args.parse_workers
         server = serve(args.data, host=args.host, port=args.port, token=token,
                        insecure=args.insecure, cors=args.cors, parse_workers=max(0, workers),
-                       limits=_limits(args))
+                       limits=_limits(args),
+                       profile="azure" if args.azure_strict else "default")
     except ValueError as exc:  # a malformed --cors origin
         raise UsageError(str(exc)) from None
     except PortInUse:

@@ -47,7 +47,7 @@ from ..standard.pixellayout import (
     locate_pixel_data,
     number_of_frames,
 )
-from ..standard.stow import INVALID, PROCESSING_FAILURE
+from ..standard.stow import INVALID, PROCESSING_FAILURE, WRONG_STUDY
 from ..standard.tags import BINARY_VRS, PIXEL_TAGS, tag_hex, vr_of
 from ..standard.temporal import normalize_time
 from ..standard.uids import validate_uid
@@ -418,8 +418,8 @@ def prepare_file(path: Path, study: str | None = None, *,
     The header is read once (without its pixel data) and turned into DICOM JSON once; UIDs,
     pixel description and index values all come from that JSON, so pydicom never decodes an
     element twice. ``study``: the StudyInstanceUID the instance must belong to. Raises
-    :class:`StoreFailure` (272 unreadable, 43264 invalid, a DICOMDIR or of another study, or
-    sizes that the pixel data does not hold). A deflated file is first rewritten inflated
+    :class:`StoreFailure` (272 unreadable, 43264 invalid, a DICOMDIR or sizes that the pixel
+    data does not hold, 43265 of another study). A deflated file is first rewritten inflated
     (:mod:`.inflate`; past ``max_inflated`` bytes it is refused as invalid)."""
     try:
         inflate_if_deflated(path, max_inflated)
@@ -448,7 +448,7 @@ def prepare_file(path: Path, study: str | None = None, *,
                     raise StoreFailure(INVALID, str(exc), sop_class or None,
                                        sop or None) from exc
             if study is not None and study_uid != study:
-                raise StoreFailure(INVALID, f"instance belongs to study {study_uid}, not to "
+                raise StoreFailure(WRONG_STUDY, f"instance belongs to study {study_uid}, not to "
                                    f"{study}", sop_class, sop)
             resource = ResourcePath(study_uid, series_uid, sop)
             try:
