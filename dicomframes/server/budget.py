@@ -76,7 +76,7 @@ class Limits:
     keep_alive: float = 15.0
     memory_budget: int = 768 * MiB
     memory_wait: float = 5.0
-    work_per_client: int = 4
+    work_per_client: int = 2
     max_inflated: int = DEFAULT_MAX_INFLATED
 
     def connections(self) -> int:
