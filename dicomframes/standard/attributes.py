@@ -37,6 +37,7 @@ __all__ = [
     "level_of_tag",
     "levels_above",
     "returned_tags",
+    "within_level",
 ]
 
 #: The hierarchy, top down: a patient's studies hold series, which hold instances.
@@ -64,6 +65,12 @@ def level_name(level: str) -> str:
 def levels_above(level: str) -> tuple[str, ...]:
     """The levels above ``level`` (either form), top down: "instance" -> study, series."""
     return LEVELS[: LEVELS.index(level_name(level))]
+
+
+def within_level(attribute_level: str, level: str) -> bool:
+    """Whether a search at ``level`` reaches attributes of ``attribute_level``: its own level
+    or one above (a series search matches on study attributes, not on instance ones)."""
+    return level_name(attribute_level) in (*levels_above(level), level_name(level))
 
 #: The UID that names an object at each level.
 UID_KEYWORDS = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID",
