@@ -100,11 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--in-place", action="store_true",
                      help="link the files instead of copying them (they must stay where they are)")
     imp.add_argument("--format", choices=("table", "csv"), default="table",
-                     help="outcome as a table (default) or CSV")
+                     help="print the failed and skipped files as a table (default), or every "
+                     "outcome row as CSV")
+    imp.add_argument("--report", metavar="PATH",
+                     help="CSV file that receives one outcome row per file (default: "
+                     "DATA/reports/import-<UTC time>.csv)")
     imp.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                      help="processes that parse the files (default: one per core)")
     imp.add_argument("--quiet", action="store_true", help="no progress line")
     imp.set_defaults(func=cmd_import)
+
+    check = sub.add_parser("check", help="compare every file of an archive with its index "
+                           "(start-up does not: it finishes only what was in flight)")
+    check.add_argument("--data", required=True, help="the archive folder")
+    check.add_argument("--repair", action="store_true",
+                       help="make them agree: drop rows whose file is gone or changed (a "
+                       "changed file goes to rejected/), index files without a row (stop the "
+                       "server on the folder first)")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="a one-minute tour on a temporary embedded server")
     demo.set_defaults(func=cmd_demo)
@@ -130,10 +144,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = args.token
     if args.token_env:
         token = os.environ.get(args.token_env)
-        if not token:
-            raise UsageError(f"environment variable {args.token_env} is not set")
+        if not token or not token.strip():  # a blank token would refuse every request
+            raise UsageError(f"environment variable {args.token_env} is not set or holds "
+                             "only whitespace")
     elif token is None:
         token = os.environ.get(TOKEN_ENV) or None
+    if token is not None and not token.strip():
+        raise UsageError("the bearer token is blank (only whitespace)")
     try:
         workers = default_workers() if args.parse_workers is None else args.parse_workers
         server = serve(args.data, host=args.host, port=args.port, token=token,
@@ -250,31 +267,116 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 1 if (df["status"] == FAILED).any() else 0
 
 
-def cmd_import(args: argparse.Namespace) -> int:
-    """Index FOLDER into the archive --data; print one outcome row per file that was not
-    stored, and a summary; 1 if any file failed."""
-    import time
+SHOWN_FAILURES = 50  # failed or skipped files printed in the table (all are in the report)
 
-    from .server.importer import FAILED, SKIPPED, import_folder, summary
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Index FOLDER into the archive --data. Every outcome row is written to the CSV report
+    as it comes (memory stays flat however many files); the failed and skipped files (the
+    first SHOWN_FAILURES) and a summary are printed; 1 if any file failed."""
+    import csv
+    import time
+    from pathlib import Path
+
+    from .server.importer import COLUMNS, FAILED, SKIPPED, run_import, summary_of
 
     start = time.monotonic()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = Path(args.report).expanduser() if args.report else \
+        Path(args.data).expanduser() / "reports" / f"import-{stamp}.csv"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    shown = ["source", "SOPInstanceUID", "status", "reason", "message"]
+    problems: list[dict[str, Any]] = []
+    more = 0
 
     def progress(done: int, total: int) -> None:
         rate = done / max(time.monotonic() - start, 1e-6)
         print(f"\r{done}/{total} files ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
 
-    df = import_folder(args.folder, args.data, args.in_place, workers=args.workers,
-                       progress=None if args.quiet else progress)
+    with open(report, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, COLUMNS)
+        writer.writeheader()
+        echo = csv.DictWriter(sys.stdout, shown, extrasaction="ignore") \
+            if args.format == "csv" else None
+        if echo is not None:
+            echo.writeheader()
+
+        def on_row(row: dict[str, Any]) -> None:
+            nonlocal more
+            writer.writerow(row)
+            if echo is not None:
+                echo.writerow(row)
+            elif row["status"] in (FAILED, SKIPPED):
+                if len(problems) < SHOWN_FAILURES:
+                    problems.append(row)
+                else:
+                    more += 1
+
+        counts = run_import(args.folder, args.data, args.in_place, on_row=on_row,
+                            workers=args.workers, progress=None if args.quiet else progress)
     if not args.quiet:
         print(file=sys.stderr)
-    shown = df if args.format == "csv" else df[df["status"].isin((FAILED, SKIPPED))]
-    if args.format == "csv" or len(shown):
-        _print_table(shown[["source", "SOPInstanceUID", "status", "reason", "message"]],
-                     args.format)
+    if problems:
+        import pandas as pd
+
+        _print_table(pd.DataFrame(problems, columns=shown), "table")
+        if more:
+            print(f"... and {more} more failed or skipped files")
     seconds = time.monotonic() - start
-    print(f"{summary(df)} in {seconds:.1f} s ({len(df) / max(seconds, 1e-6):.0f} files/s)",
+    total = sum(counts.values())
+    print(f"{summary_of(counts)} in {seconds:.1f} s ({total / max(seconds, 1e-6):.0f} "
+          f"files/s); one row per file in {report}",
           file=sys.stderr if args.format == "csv" else sys.stdout)
-    return 1 if (df["status"] == FAILED).any() else 0
+    return 1 if counts[FAILED] else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Compare every file of the archive --data with its index; print each difference and a
+    summary; with --repair make them agree. 1 if differences are left."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .server.repair import differences
+    from .server.storage import Archive
+
+    folder = Path(args.data).expanduser()
+    if not (folder / "index.sqlite3").is_file():
+        raise UsageError(f"{folder} is not an archive of the embedded server (no "
+                         "index.sqlite3)")
+    archive = Archive(folder)
+    try:
+        if args.repair and archive.recovery is None:
+            raise UsageError(f"a server uses {folder}: stop it before check --repair")
+        bar = None if args.quiet else tqdm(unit=" studies", file=sys.stderr, leave=False)
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+        found: dict[str, int] = {}
+
+        def show(difference: Any) -> None:
+            found[difference.kind] = found.get(difference.kind, 0) + 1
+            line = f"{difference.kind:9s}  {difference.path}  ({difference.detail})"
+            (bar.write if bar is not None else print)(line)
+
+        instances = archive.count()
+        if args.repair:
+            done = archive.reconcile(progress, show)
+        else:
+            for difference in differences(archive, progress):
+                show(difference)
+        if bar is not None:
+            bar.close()
+    finally:
+        archive.close()
+    summary = ", ".join(f"{n} {kind}" for kind, n in found.items()) or "no differences"
+    print(f"{instances} indexed instances checked against the files of {folder}: {summary}")
+    if args.repair and found:
+        print("repaired: " + ", ".join(f"{n} {k}" for k, n in done.items() if n))
+    return 1 if found and not args.repair else 0
 
 
 def _filters(pairs: list[str]) -> dict[str, str]:
