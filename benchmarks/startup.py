@@ -91,6 +91,11 @@ def _renamed(base, study: str, series: str, sop: str):  # type: ignore[no-untype
         attrs={k: text(v) for k, v in base.attrs.items()}, columns=columns)
 
 
+def _interruptible() -> None:
+    # a benchmark run in the background (nohup ... &) ignores SIGINT, and so would the server
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Serve:
     """``dicomframes serve`` in a child process; ``first`` = seconds to its first answer."""
 
@@ -99,7 +104,7 @@ class Serve:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dicomframes", "serve", "--data", str(folder), "--port", "0",
              "--parse-workers", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True)
+            text=True, preexec_fn=_interruptible)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         self.url = next(w for w in line.split() if w.startswith("http://"))
