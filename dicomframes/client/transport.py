@@ -28,6 +28,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .. import errors
 from ..standard import dicomjson, multipart
+from .bodies import FileBody, body_files
 from .deadline import Deadline, active, current
 from .exchange import Exchange, PartInfo, Recorder, body_summary, redact_url
 from .failures import connection_failure, not_dicom_json, server_message
@@ -149,7 +150,7 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _replayable(data: Any) -> bool:
-    return data is None or isinstance(data, bytes | bytearray | memoryview | str)
+    return data is None or isinstance(data, bytes | bytearray | memoryview | str | FileBody)
 
 
 # ---- the transport ----------------------------------------------------------------------------
@@ -258,6 +259,7 @@ class Transport:
             if query:
                 url += ("&" if "?" in url else "?") + query
         shown_url = redact_url(url)
+        data, files, form = body_files(data, headers)
         described = summary if summary is not None else body_summary(data, headers)
         described = None if described is None else self.recorder.scrub(described)
         can_retry = method in IDEMPOTENT and _replayable(data)
@@ -273,7 +275,8 @@ class Transport:
                 raise self.deadline_error(method, shown_url, limit, attempt - 1)
             started = time.perf_counter()
             exchange = Exchange(method, shown_url, self.recorder.scrub_headers(headers),
-                                described, attempt=attempt, scrubber=self.recorder.scrub)
+                                described, attempt=attempt, scrubber=self.recorder.scrub,
+                                body_files=files, body_form=form)
             kwargs["timeout"] = self._timeout_within(limit)
             try:
                 response = self._follow(method, url, shown_url, headers, data, kwargs)
