@@ -10,7 +10,8 @@ forgets them):
   write-ahead log on a durable archive) before the first rename, and deleted in the same
   transaction that adds the instances' rows. An intent still open at start-up means that the
   process stopped between the two: each of its files that is in ``files/`` without a row is
-  indexed again (as the full comparison would), or set aside when it cannot be.
+  indexed again (as the full comparison would), or set aside when it cannot be. An intent of
+  kind :data:`COMPARE_ALL` asks for the full comparison instead (an index being rebuilt).
 - ``pending_deletions``: the files of a committed DELETE that may still exist; written in the
   DELETE's transaction and emptied once the files are gone (see ``Archive.delete``).
 
@@ -34,6 +35,11 @@ PENDING_DELETIONS = "CREATE TABLE IF NOT EXISTS pending_deletions (path TEXT PRI
 #: Group commits that may have renamed files into files/ without committing their rows.
 INTENTS = ("CREATE TABLE IF NOT EXISTS intents (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
            "paths TEXT NOT NULL, opened REAL NOT NULL)")
+
+
+#: The kind of intent that asks for the full comparison (an index rebuilt, or an archive made
+#: before the journal): cleared once every file was compared, so a crash during it repeats it.
+COMPARE_ALL = "compare every file"
 
 
 def predates_journal(db: sqlite3.Connection) -> bool:
@@ -122,7 +128,9 @@ def replay(db: sqlite3.Connection, root: Path, restore: Callable[[Path], str | N
     """Finish every open intent: each of its files that is in place without an index row (its
     transaction never committed) is indexed with ``restore`` (None, or why it cannot be: it
     is then moved aside with ``reject(path, why)``); then the intent is cleared."""
-    for intent, _kind, paths in open_intents(db):
+    for intent, kind, paths in open_intents(db):
+        if kind == COMPARE_ALL:
+            continue  # the caller's business, once the others are finished
         recovery.counts["intents"] += 1
         for relative in paths:
             target = root / relative

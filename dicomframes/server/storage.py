@@ -51,10 +51,12 @@ from .index import (
     schema,
 )
 from .journal import (
+    COMPARE_ALL,
     Recovery,
     close_intent,
     empty_tmp,
     open_intent,
+    open_intents,
     predates_journal,
     replay,
 )
@@ -179,10 +181,9 @@ class Archive:
         #: what start-up did (None: another server had the folder, it did nothing)
         self.recovery: Recovery | None = None
         if exclusive:
-            self.recovery = self.recover()
             if rebuilt or unjournaled:  # no journal to trust: compare every file, once
-                log.warning("comparing every file of %s with its index (once)", self.root)
-                self.reconcile()
+                open_intent(conn, COMPARE_ALL, [], durable)
+            self.recovery = self.recover()
         if fcntl is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_SH)
 
@@ -552,6 +553,11 @@ class Archive:
         recovery.counts["deleted"] = self.finish_deletions()
         replay(self.db, self.root, self._restore,
                lambda path, why: reject(self, path, why), recovery)
+        for intent, kind, _paths in open_intents(self.db):
+            if kind == COMPARE_ALL:  # an index rebuilt or made before the journal
+                log.warning("comparing every file of %s with its index (once)", self.root)
+                self.reconcile()
+                close_intent(self.db, intent)
         done = {k: v for k, v in recovery.counts.items() if v}
         if done:
             log.warning("start-up of %s finished interrupted work: %s", self.root, done)

@@ -201,3 +201,24 @@ def test_kill9_during_import_restores_only_the_inflight_batch(tmp_path: Path) ->
     with ServerProcess(folder) as server:
         check_retrievable(server.url, sent, list(rows)[::10])
     assert index_rows(folder).keys() == sent.keys()
+
+
+def test_archive_without_a_journal_is_compared_once(tmp_path: Path) -> None:
+    """An archive made before the journal (no ``intents`` table) cannot tell a clean stop from
+    a crash: its first start-up compares every file (a file left in place without its row is
+    indexed), the next ones do not."""
+    folder = tmp_path / "archive"
+    sent = _base_archive(folder)
+    orphan = make_study(1)[0]
+    path = folder / "files" / orphan.study / orphan.series / f"{orphan.sop}.dcm"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(orphan.data)
+    db = sqlite3.connect(folder / "index.sqlite3")
+    db.execute("DROP TABLE intents")
+    db.close()
+    _start_up(folder)
+    assert set(check_archive(folder)) == {*sent, orphan.sop}
+    path.unlink()  # behind the server's back: the next start-up does not look
+    counts, touched = _start_up(folder)
+    assert touched == [] and not any(counts.values())
+    assert orphan.sop in index_rows(folder)
