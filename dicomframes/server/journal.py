@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 #: Committed deletions whose files may still exist.
 PENDING_DELETIONS = "CREATE TABLE IF NOT EXISTS pending_deletions (path TEXT PRIMARY KEY)"
@@ -145,4 +148,7 @@ def replay(db: sqlite3.Connection, root: Path, restore: Callable[[Path], str | N
             else:
                 reject(relative, f"it has no index row and cannot be stored ({why})")
                 recovery.counts["discarded"] += 1
-        db.execute("DELETE FROM intents WHERE id = ?", (intent,))
+        try:
+            db.execute("DELETE FROM intents WHERE id = ?", (intent,))
+        except sqlite3.OperationalError as exc:  # e.g. a full disk: done again next time
+            log.warning("an interrupted request's intent stays open (%s)", exc)

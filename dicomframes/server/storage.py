@@ -175,7 +175,8 @@ class Archive:
         unjournaled = predates_journal(conn)
         conn.executescript(schema())
         create_journal(conn)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if version != SCHEMA_VERSION:  # a start-up with nothing to do writes nothing (full disk)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         for lane in range(TEMP_LANES):
             (self.tmp / str(lane)).mkdir(exist_ok=True)
         #: what start-up did (None: another server had the folder, it did nothing)
