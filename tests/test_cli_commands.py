@@ -225,18 +225,6 @@ def test_serve_on_a_busy_port_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "archive").exists()
 
 
-def test_serve_refuses_a_blank_token(tmp_path: Path) -> None:
-    """A token variable that holds only whitespace would start a server that refuses every
-    request: it refuses to start instead, in one line, and creates nothing."""
-    for options, env in ((["--token-env", "BLANK_TOKEN"], {"BLANK_TOKEN": " \t\n"}),
-                         (["--token", "   "], {})):
-        result = run("serve", "--port", "0", "--data", str(tmp_path / "archive"), *options,
-                     env=env, timeout=120)
-        line = one_line_error(result)
-        assert "whitespace" in line, line
-    assert not (tmp_path / "archive").exists()
-
-
 def test_help_texts_have_no_rst_markup(capsys: pytest.CaptureFixture[str]) -> None:
     import re
 
