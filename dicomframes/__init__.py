@@ -32,6 +32,7 @@ from .errors import (
     PortInUse,
     RedirectRefused,
     ResponseTruncated,
+    Throttled,
     TLSFailed,
     UnsupportedMediaType,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "ResponseTruncated",
     "Server",
     "TLSFailed",
+    "Throttled",
     "UnsupportedMediaType",
     "__version__",
     "connect",

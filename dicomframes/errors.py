@@ -298,6 +298,33 @@ class UnsupportedMediaType(DICOMwebError):
     """415: the server does not accept this Content-Type."""
 
 
+class Throttled(DICOMwebError):
+    """429 Too Many Requests (or 503 with Retry-After) and the client could not wait as long
+    as asked: retries used up, a wait longer than ``max_retry_wait`` or past the call's
+    deadline. Every thread of the client paused meanwhile.
+
+    Attributes besides those of :class:`DICOMwebError`: ``wait`` (seconds the server asked
+    for, None when it gave no Retry-After) and ``attempts`` (requests sent).
+    """
+
+    def __init__(self, status: int, method: str, url: str, message: str = "",
+                 headers: Mapping[str, str] | None = None, body: bytes = b"",
+                 wait: float | None = None, attempts: int = 1) -> None:
+        self.wait = wait
+        self.attempts = attempts
+        asked = ("no Retry-After" if wait is None
+                 else f"the server asked to wait {wait:.3g} s")
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        said = f"{message}; " if message else ""
+        super().__init__(status, method, url, f"{said}throttled{tries} ({asked})",
+                         headers, body)
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.status, self.method, self.url, self.message, self.headers,
+                            self.body, self.wait, self.attempts)
+
+
 class InsufficientStorage(DICOMwebError):
     """507: the server is out of storage (disk full); resending will not help."""
 
@@ -309,6 +336,7 @@ _BY_STATUS: dict[int, type[DICOMwebError]] = {
     406: NotAcceptable,
     409: Conflict,
     415: UnsupportedMediaType,
+    429: Throttled,
     507: InsufficientStorage,
 }
 

@@ -294,6 +294,11 @@ class Recorder:
         self.secrets = [s for s in secrets if s]
         self._lock = threading.Lock()
 
+    def remember(self, secret: str) -> None:
+        """Scrub ``secret`` too from now on (e.g. a token just refreshed)."""
+        if secret and secret not in self.secrets:
+            self.secrets.append(secret)
+
     def scrub(self, text: str) -> str:
         """``text`` with every secret replaced by ``***``."""
         for secret in self.secrets:

@@ -36,13 +36,14 @@ from ..standard.attributes import LEVELS
 from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
+from .credentials import BearerTokenAuth, TokenProvider
 from .exchange import Exchange, Recorder, redact_url
 from .frames import fetch_frames, fetch_volume
 from .harvest import HarvestSummary
 from .harvest import harvest as harvest_archive
 from .qido import Pager, qido_params
 from .store import store as store_items
-from .transport import BearerAuth, Transport, new_session
+from .transport import Transport, new_session
 
 if TYPE_CHECKING:
     import numpy
@@ -81,7 +82,8 @@ class Client:
         self,
         url: str,
         *,
-        token: str | None = None,
+        token: Any = None,
+        scopes: str | Sequence[str] = (),
         auth: Any = None,
         session: requests.Session | None = None,
         timeout: float | tuple[float, float] | None = 30.0,
@@ -109,9 +111,11 @@ class Client:
                 user, _, password = userinfo.partition(":")
                 auth = HTTPBasicAuth(unquote(user), unquote(password))
         self.url: str = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        self._token = token
+        self._token: TokenProvider | None = None
         if token is not None:
-            auth = BearerAuth(token)
+            self._token = token if isinstance(token, TokenProvider) else TokenProvider(
+                token, scopes)
+            auth = BearerTokenAuth(self._token)
         elif isinstance(auth, tuple):
             auth = HTTPBasicAuth(*auth)
         self._auth = auth
@@ -119,13 +123,15 @@ class Client:
         if session is None:
             session = new_session()
             session.verify = verify
-        secrets = [token] if token else []
+        secrets = [token] if isinstance(token, str) else []
         auth_password = getattr(auth, "password", None)
         if isinstance(auth_password, str) and len(auth_password) >= 4:
             secrets.append(auth_password)
             user = str(getattr(auth, "username", ""))
             secrets.append(base64.b64encode(f"{user}:{auth_password}".encode()).decode())
         self._recorder = Recorder(history_size, secrets)
+        if self._token is not None:  # each new token is scrubbed from what is recorded
+            self._token.on_token = self._recorder.remember
         # With a caller's session its own verify setting applies unless we were told otherwise.
         self.transport = Transport(
             self.url, session, self._recorder, auth=auth,
@@ -162,7 +168,7 @@ class Client:
 
     def __repr__(self) -> str:
         if self._token is not None:
-            how = "bearer token"
+            how = self._token.kind
         elif isinstance(self._auth, HTTPBasicAuth):
             how = "basic auth"
         elif self._auth is not None:
@@ -496,7 +502,8 @@ class Client:
 def connect(
     url: str | None = None,
     *,
-    token: str | None = None,
+    token: Any = None,
+    scopes: str | Sequence[str] = (),
     auth: Any = None,
     session: requests.Session | None = None,
     timeout: float | tuple[float, float] | None = 30.0,
@@ -511,7 +518,12 @@ def connect(
     no token is given); without it, the embedded server is started on demand on the folder
     ``DICOMFRAMES_DATA`` or ``~/.cache/dicomframes/archive`` and used.
 
-    Authentication: ``token`` (bearer), ``auth`` (a ``(user, password)`` tuple for basic auth or
+    Authentication: ``token`` (bearer: a string, a zero-argument function returning one, or a
+    credential with ``get_token(*scopes)`` such as azure-identity's
+    ``DefaultAzureCredential()``, asked for a new token before it expires and once after a
+    401; ``scopes``: what the credential's token is for, for the Azure DICOM service
+    ``dicomframes.client.AZURE_DICOM_SCOPE``; see :mod:`dicomframes.client.credentials`),
+    ``auth`` (a ``(user, password)`` tuple for basic auth or
     any requests auth object), or ``session`` (a ready ``requests.Session`` such as Google's
     ``AuthorizedSession``). TLS certificates are verified unless ``verify=False``.
     ``timeout`` (seconds) applies to connecting and to each read; ``retries`` is the number of
@@ -531,5 +543,5 @@ def connect(
             from ..server import embedded  # the web server loads only when it is used
 
             url = embedded().url
-    return Client(url, token=token, auth=auth, session=session, timeout=timeout,
+    return Client(url, token=token, scopes=scopes, auth=auth, session=session, timeout=timeout,
                   retries=retries, verify=verify, **options)
