@@ -20,9 +20,10 @@ import math
 import os
 import threading
 from collections import deque
+from typing import Any
 
 __all__ = ["LOCAL_ROUND_TRIP", "PER_REQUEST", "POOL_SIZE", "LatencyMeter", "cpu_default",
-           "in_flight"]
+           "in_flight", "throttled_so_far", "workers_for"]
 
 LOCAL_ROUND_TRIP = 0.010
 PER_REQUEST = 0.005
@@ -60,3 +61,16 @@ def in_flight(round_trip: float | None, default: int, cap: int) -> int:
     if round_trip is None or round_trip < LOCAL_ROUND_TRIP:
         return max(1, min(default, cap))
     return max(1, min(cap, default + math.ceil(round_trip / PER_REQUEST)))
+
+
+def workers_for(client: Any, default: int, cap: int) -> int:
+    """:func:`in_flight` for the round trip ``client``'s transport has measured so far."""
+    meter = getattr(getattr(client, "transport", None), "latency", None)
+    return in_flight(meter.round_trip() if isinstance(meter, LatencyMeter) else None,
+                     default, cap)
+
+
+def throttled_so_far(client: Any) -> int:
+    """The 429/503 answers ``client`` has met (0 for a client without a throttle)."""
+    throttle = getattr(getattr(client, "transport", None), "throttle", None)
+    return int(getattr(throttle, "throttled", 0))

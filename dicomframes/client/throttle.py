@@ -14,11 +14,17 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from urllib3.exceptions import InvalidHeader
 from urllib3.util import Retry
 
-__all__ = ["Throttle", "backoff_delay", "retry_after_seconds"]
+from .. import errors
+
+__all__ = ["Throttle", "backoff_delay", "resend", "retry_after_seconds"]
+
+T = TypeVar("T")
 
 _PARSER = Retry()
 
@@ -81,3 +87,29 @@ class Throttle:
                 self.waited += left
             if budget is not None:
                 budget -= left
+
+
+def resend(client: Any, send: Callable[[], T]) -> T:
+    """``send()`` (a request whose body cannot be replayed by the transport, e.g. a STOW body
+    streamed from disk, so ``send`` builds it anew each time), sent again after a
+    :class:`~dicomframes.errors.Throttled` once the client's gate opens (``client.retries``
+    times, waits up to ``client.max_retry_wait``), and once after a 401 when the client's token
+    was refreshed."""
+    transport = getattr(client, "transport", None)
+    throttle = getattr(transport, "throttle", None)
+    provider = getattr(getattr(transport, "auth", None), "provider", None)
+    renewed = False
+    tries = 0
+    while True:
+        try:
+            return send()
+        except errors.Throttled:
+            tries += 1
+            if not isinstance(throttle, Throttle) or tries > int(getattr(client, "retries", 0)):
+                raise
+            if throttle.wait(getattr(client, "max_retry_wait", None)) is not None:
+                raise
+        except errors.DICOMwebError as exc:
+            if exc.status != 401 or renewed or not getattr(provider, "refreshable", False):
+                raise
+            renewed = True  # the transport asked for a new token when the 401 came
