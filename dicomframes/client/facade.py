@@ -308,7 +308,7 @@ class Client:
         offset = int(filters.pop("offset", 0) or 0)
         params = qido_params(filters)
         pager = Pager(lambda page: self._fetch_page(path, page), level, self.page_size,
-                      self.max_pages, self.progress, self.url)
+                      self.max_pages, self.progress, self.url, self.capabilities)
         with self.transport.call():  # one deadline for every page
             return pager.search(params, None if limit is None else int(limit), offset)
 

@@ -136,14 +136,16 @@ class TokenIssuer:
 
 @dataclass(frozen=True)
 class Seen:
-    """One request as the proxy saw it: arrival time (``time.monotonic()``), method, path
-    with query, the status answered and the Retry-After sent (seconds, or None)."""
+    """One request as the proxy saw it: arrival time (``time.monotonic()``, taken when its
+    head was read), method, path with query, the status answered, the Retry-After sent
+    (seconds asked, or None) and the time it named (for an HTTP date: the date)."""
 
     at: float
     method: str
     path: str
     status: int
     retry_after: float | None = None
+    retry_until: float | None = None  # time.monotonic() before which nothing may be sent
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -181,6 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         remote = self.server.remote
+        self.arrived = time.monotonic()
         body = self._body()
         if remote.link.round_trip:
             time.sleep(remote.link.round_trip)
@@ -198,6 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
         data = text.encode()
         headers = dict(headers)
         wait = headers.pop("_wait", None)
+        # noted before it is sent: the client's clock for the wait starts after this one
+        self.server.remote.record(self.arrived, self.command, self.path, status, wait,
+                                  headers.get("Retry-After"))
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -206,7 +212,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
-        self.server.remote.record(self.command, self.path, status, wait)
 
     def _forward(self, target: str, body: bytes) -> None:
         remote = self.server.remote
@@ -223,6 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, http.client.HTTPException):
             upstream.close()
             remote.drop_upstream()
+            self.close_connection = True
             self._answer_simple(502, {}, '{"error": "the upstream server did not answer"}')
             return
         self.send_response(answer.status, answer.reason)
@@ -257,7 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
             if length is None and self.command != "HEAD":
                 self.wfile.write(b"0\r\n\r\n")
         answer.close()
-        remote.record(self.command, self.path, answer.status)
+        remote.record(self.arrived, self.command, self.path, answer.status)
 
 
 class _ProxyServer(ThreadingHTTPServer):
@@ -380,10 +386,16 @@ class RemoteLike:
         """``data`` with the upstream's base URL replaced by this proxy's."""
         return data.replace(self.upstream.encode(), self.url.encode())
 
-    def record(self, method: str, path: str, status: int, wait: str | None = None) -> None:
+    def record(self, at: float, method: str, path: str, status: int, wait: str | None = None,
+               header: str | None = None) -> None:
         """Note one answered request in :attr:`seen`."""
-        self.seen.append(Seen(time.monotonic(), method, path, status,
-                              None if wait is None else float(wait)))
+        until = None
+        if header is not None and wait is not None:
+            when = email.utils.parsedate_to_datetime(header) if not header[0].isdigit() else None
+            until = (time.monotonic() + float(wait) if when is None
+                     else time.monotonic() + (when.timestamp() - time.time()))
+        self.seen.append(Seen(at, method, path, status, None if wait is None else float(wait),
+                              until))
 
     # ---- plumbing --------------------------------------------------------------------------
 
