@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -26,7 +26,7 @@ import dicomframes
 from dicomframes.client import TokenFile, connect
 from dicomframes.client.credentials import AccessToken
 from dicomframes.standard.uids import new_uid
-from dicomframes.testing.remote import RemoteLike, start
+from dicomframes.testing.remote import RemoteLike
 
 STUDIES = 6
 PER_STUDY = 50  # 300 instances, 6 studies
@@ -59,7 +59,7 @@ class Recorded:
     """A picklable token function that reads the token file and notes what it returned (in
     this process), to look for the tokens afterwards."""
 
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def __init__(self, path: Path) -> None:
         self.file = TokenFile(path)
@@ -291,16 +291,15 @@ def test_token_absent_from_every_artefact(archive: Any, tokens: Path, tmp_path: 
                                  page_size=50, workers=2)
         outcome = client.store(make_instances(5), batch_size=2, progress=False)
         remote.throttle_next(1, retry_after=30)
-        with pytest.raises(dicomframes.Throttled) as throttled:
-            with client.time_limit(1):
-                client.search_studies(limit=1)
+        with pytest.raises(dicomframes.Throttled) as throttled, client.time_limit(1):
+            client.search_studies(limit=1)
         history = list(client.history)
     bad = tmp_path / "bad"
     bad.write_text("not-a-valid-token-for-the-proxy\n")
     with RemoteLike(archive.url, round_trip=0, bandwidth=None, token_file=tokens) as remote, \
-            connect(remote.url, token=Recorded(bad), progress=False) as client:
-        with pytest.raises(dicomframes.DICOMwebError) as unauthorized:
-            client.search_studies(limit=1)
+            connect(remote.url, token=Recorded(bad), progress=False) as client, \
+            pytest.raises(dicomframes.DICOMwebError) as unauthorized:
+        client.search_studies(limit=1)
     assert summary.rows > 0 and len(outcome) == 5
     assert len(Recorded.seen) > 1  # tokens rotated
     texts = [repr(client), str(client), trace.getvalue(), caplog.text,
