@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "embedded server)")
     remote.add_argument("--token-env", metavar="VAR",
                         help="name of the environment variable that holds a bearer token")
+    remote.add_argument("--token-file", metavar="PATH",
+                        help="file that holds a bearer token, read again when it is refused")
 
     upload = sub.add_parser("upload", parents=[remote],
                             help="store files, folders, zip files or glob patterns (STOW-RS)")
@@ -115,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(func=cmd_reset)
 
+    from .testing import remote as remote_like  # standard library only: cheap to import
+
+    imitation = sub.add_parser(
+        "remote", help="a remote-like archive on this machine: round trip, bandwidth cap, page "
+        "cap, 429s and expiring tokens in front of the embedded server (loopback only)")
+    remote_like.add_arguments(imitation)
+    imitation.set_defaults(func=remote_like.run_from_arguments)
+
     for command in sub.choices.values():  # --debug also after the command's name
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help=DEBUG_HELP)
@@ -160,11 +170,15 @@ def _connect(args: argparse.Namespace) -> Client:
     """Connect as the options say: --url, else env DICOMWEB_URL, else the embedded server."""
     from . import connect
 
-    token = None
+    token: Any = None
     if args.token_env:
         token = os.environ.get(args.token_env)
         if not token:
             raise UsageError(f"environment variable {args.token_env} is not set")
+    elif getattr(args, "token_file", None):
+        from .client import TokenFile
+
+        token = TokenFile(args.token_file)
     return connect(args.url, token=token) if token else connect(args.url)
 
 

@@ -314,3 +314,30 @@ def test_token_absent_from_every_artefact(archive: Any, tokens: Path, tmp_path: 
     for token in set(Recorded.seen):
         for text in texts:
             assert token not in text
+
+
+def test_remote_command_serves_with_rotating_tokens(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    token_file = tmp_path / "token"
+    command = [sys.executable, "-m", "dicomframes", "remote", "--port", "0", "--round-trip",
+               "5", "--token-file", str(token_file), "--data", str(tmp_path / "archive")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("remote-like DICOMweb archive at http://127.0.0.1:"), first
+        url = first.split(" at ", 1)[1].split(":", 2)
+        url = ":".join(url[:2]) + ":" + url[2].split(":")[0]
+        with connect(url, token=TokenFile(token_file), progress=False) as client:
+            client.store(make_instances(3), progress=False)
+            assert len(client.search_instances()) == 3
+        with connect(url, progress=False) as anonymous, \
+                pytest.raises(dicomframes.DICOMwebError) as info:
+            anonymous.search_studies()
+        assert info.value.status == 401
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0

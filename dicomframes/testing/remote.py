@@ -27,6 +27,7 @@ import http.client
 import os
 import random
 import secrets
+import signal
 import threading
 import time
 from collections import deque
@@ -457,3 +458,65 @@ def start(path: str | os.PathLike[str] | None = None, **options: Any) -> RemoteL
         raise
     remote.owned = server
     return remote
+
+
+# ---- the command line: dicomframes remote ------------------------------------------------------
+
+
+def add_arguments(parser: Any) -> None:
+    """The options of ``dicomframes remote`` (an argparse parser)."""
+    parser.add_argument("--data", help="archive folder of the embedded server behind the proxy "
+                        "(default: a temporary one, deleted at exit)")
+    parser.add_argument("--upstream", metavar="URL", help="forward to this loopback DICOMweb "
+                        "server instead (e.g. Orthanc's http://127.0.0.1:8042/dicom-web)")
+    parser.add_argument("--port", type=int, default=8043, help="port (default 8043; 0: any)")
+    parser.add_argument("--round-trip", type=float, default=50.0, metavar="MS",
+                        help="milliseconds added to every request (default 50)")
+    parser.add_argument("--bandwidth", type=float, default=50.0, metavar="MB/S",
+                        help="link speed in MB/s each way (default 50; 0: no cap)")
+    parser.add_argument("--page-cap", type=int, default=200,
+                        help="most QIDO rows per answer (default 200, as Azure)")
+    parser.add_argument("--throttle", type=float, default=0.0, metavar="SHARE",
+                        help="share of requests answered 429 (e.g. 0.05; default 0)")
+    parser.add_argument("--retry-after", type=float, default=1.0, metavar="S",
+                        help="seconds asked in Retry-After (default 1)")
+    parser.add_argument("--retry-after-date", action="store_true",
+                        help="send Retry-After as an HTTP date instead of seconds")
+    parser.add_argument("--token-file", metavar="PATH",
+                        help="require bearer tokens: write the current one to PATH")
+    parser.add_argument("--token-lifetime", type=float, default=3600.0, metavar="S",
+                        help="seconds a token is accepted (default 3600)")
+    parser.add_argument("--rotate-every", type=float, metavar="S",
+                        help="seconds between new tokens (default: half the lifetime)")
+
+
+def run_from_arguments(args: Any) -> int:
+    """Run ``dicomframes remote`` until interrupted."""
+    options: dict[str, Any] = {
+        "port": args.port, "round_trip": args.round_trip / 1000.0,
+        "bandwidth": args.bandwidth * 1e6 if args.bandwidth > 0 else None,
+        "page_cap": args.page_cap, "throttle": args.throttle, "retry_after": args.retry_after,
+        "retry_after_form": "date" if args.retry_after_date else "seconds",
+        "token_file": args.token_file, "token_lifetime": args.token_lifetime,
+        "rotate_every": args.rotate_every}
+    remote = (RemoteLike(args.upstream, **options) if args.upstream
+              else start(args.data, **options))
+    print(f"remote-like DICOMweb archive at {remote.url}: {remote!r}", flush=True)
+    if remote.token_file is not None:
+        print(f"current token in {remote.token_file}; connect with "
+              f"dicomframes.connect({remote.url!r}, "
+              f"token=dicomframes.client.TokenFile({str(remote.token_file)!r}))", flush=True)
+    print("Ctrl+C stops it", flush=True)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)  # a terminated command cleans up too
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        remote.stop()
+    return 0
