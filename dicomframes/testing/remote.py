@@ -221,14 +221,20 @@ class _Handler(BaseHTTPRequestHandler):
                    and name.lower() not in ("authorization", "host", "content-length")}
         if body or self.command in ("POST", "PUT"):
             headers["Content-Length"] = str(len(body))
-        upstream = remote.upstream_connection()
-        try:
-            upstream.request(self.command, remote.upstream_path + target, body=body or None,
-                             headers=headers)
-            answer = upstream.getresponse()
-        except (OSError, http.client.HTTPException):
-            upstream.close()
-            remote.drop_upstream()
+        answer = None
+        for _ in range(2):  # a kept-alive connection the upstream closed meanwhile: once more
+            upstream, reused = remote.upstream_connection()
+            try:
+                upstream.request(self.command, remote.upstream_path + target,
+                                 body=body or None, headers=headers)
+                answer = upstream.getresponse()
+                break
+            except (OSError, http.client.HTTPException):
+                upstream.close()
+                remote.drop_upstream()
+                if not reused:
+                    break
+        if answer is None:
             self.close_connection = True
             self._answer_simple(502, {}, '{"error": "the upstream server did not answer"}')
             return
@@ -400,14 +406,16 @@ class RemoteLike:
 
     # ---- plumbing --------------------------------------------------------------------------
 
-    def upstream_connection(self) -> http.client.HTTPConnection:
-        """This thread's keep-alive connection to the upstream server."""
+    def upstream_connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's keep-alive connection to the upstream server, and whether it served
+        an earlier request (the upstream may have closed it since)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port,
                                               timeout=300)
             self._local.conn = conn
-        return conn
+            return conn, False
+        return conn, True
 
     def drop_upstream(self) -> None:
         """Forget this thread's upstream connection (it broke)."""
