@@ -73,18 +73,26 @@ class Recorded:
 # ---- the page cap --------------------------------------------------------------------------
 
 
-def test_page_cap_200_respected(archive: Any) -> None:
-    with RemoteLike(archive.url, round_trip=0, bandwidth=None) as remote, \
+@pytest.mark.parametrize("mode", ["refuse", "cap"])
+def test_page_cap_200_respected(archive: Any, mode: str, tmp_path: Path) -> None:
+    direct = connect(archive.url, progress=False).search_instances(study=archive.big_study)
+    with RemoteLike(archive.url, round_trip=0, bandwidth=None, page_cap_mode=mode) as remote, \
             connect(remote.url, progress=False, page_size=1000) as client:
         df = client.search_instances(study=archive.big_study)
         assert len(df) == 450 and df["SOPInstanceUID"].is_unique
-        limits = [int(p.split("limit=")[1].split("&")[0]) for p in
-                  (s.path for s in remote.seen) if "limit=" in p]
-        assert limits and max(limits) <= 1000  # asked for more...
-        direct = connect(archive.url, progress=False).search_instances(study=archive.big_study)
         assert set(df["SOPInstanceUID"]) == set(direct["SOPInstanceUID"])
-    assert remote.rewrite_target("GET", "/instances?limit=1000") == "/instances?limit=200"
+        assert client.capabilities["page_cap"] == 200
+        refused = [s for s in remote.seen if s.status == 400]
+        assert len(refused) == (1 if mode == "refuse" else 0)  # learned once, then kept to
+        if mode == "refuse":  # every answered search asked for 200 rows or fewer
+            answered = [s for s in remote.seen if s.status == 200]
+            assert all(int(s.path.split("limit=")[1].split("&")[0]) <= 200 for s in answered)
+        summary = client.harvest(tmp_path / "ds", progress=False)  # page_size 1000 asked
+        assert summary.rows == STUDIES * PER_STUDY + 450
+        assert pq.read_table(tmp_path / "ds").to_pandas()["SOPInstanceUID"].is_unique
     assert remote.rewrite_target("GET", "/studies") == "/studies?limit=100"
+    capped = "/instances?limit=200" if mode == "cap" else None
+    assert remote.rewrite_target("GET", "/instances?limit=1000") == capped
 
 
 # ---- throttling ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from ..standard.attributes import DEFAULT_TAGS, UID_KEYWORDS, level_name, level_
 from ..standard.mediatypes import DICOM_JSON
 from ..standard.paths import ResourcePath
 from ..standard.tags import tag_hex, tag_of
-from .qido import qido_params
+from .qido import qido_params, refused_limit
 from .surface import DicomwebClient
 
 __all__ = [
@@ -119,7 +119,17 @@ class Reader:
         query = {**params, "limit": str(limit or self.limit)}
         if offset:
             query["offset"] = str(offset)
-        rows = self.get(path, query)
+        while True:
+            try:
+                rows = self.get(path, query)
+                break
+            except DICOMwebError as exc:  # a limit the server refuses (Azure: over 200)
+                smaller = refused_limit(exc, int(query["limit"]))
+                if smaller is None:
+                    raise
+                with self._lock:
+                    self.cap = smaller if self.cap is None else min(self.cap, smaller)
+                query["limit"] = str(smaller)
         with self._lock:
             if len(rows) >= int(query["limit"]):
                 self.limit_ok = True

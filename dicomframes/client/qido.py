@@ -9,12 +9,14 @@ quirks. No HTTP here: the pager is given the function that fetches one page.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from .. import errors
 from ..standard import tags
 from ..standard.attributes import UID_KEYWORDS
 from ..standard.dicomjson import first_value
@@ -150,6 +152,20 @@ def query_string(params: Mapping[str, Any]) -> str:
 
 # ---- paging ---------------------------------------------------------------------------------
 
+
+def refused_limit(error: Exception, asked: int) -> int | None:
+    """The page size to ask instead when a server refused ``limit=asked`` (a 400 that names
+    ``limit``, as the Azure DICOM service answers a limit over 200): the largest number below
+    ``asked`` its message names (Azure: "between 1 and 200"), else 100; None when the error is
+    about something else."""
+    if not isinstance(error, errors.DICOMwebError) or error.status != 400 or asked <= 1:
+        return None
+    if "limit" not in error.message.lower():
+        return None
+    named = [int(n) for n in re.findall(r"\d+", error.message) if 1 < int(n) < asked]
+    return max(named) if named else min(100, asked - 1)
+
+
 Page = list[dict]
 
 
@@ -190,7 +206,7 @@ class Pager:
         pages = 0
         candidate = None
         if limit is not None and limit <= page_size:  # one request, exactly as asked
-            rows = self.fetch(self._page(params, limit, offset))
+            rows, limit = self._get(params, limit, offset, known)
             if not self._may_be_capped(len(rows), limit, known):
                 return rows
             results, offset, pages, candidate = self._fresh(rows, seen), offset + len(rows), \
@@ -201,7 +217,7 @@ class Pager:
                 want = page_size if limit is None else min(page_size, limit - len(results))
                 if want <= 0:
                     break
-                rows = self.fetch(self._page(params, want, offset))
+                rows, want = self._get(params, want, offset, known)
                 pages += 1
                 if candidate is not None and rows:  # rows after a short page: a cap
                     known["page_cap"] = candidate
@@ -234,6 +250,19 @@ class Pager:
             if bar is not None:
                 bar.close()
         return results
+
+    def _get(self, params: Mapping[str, str], want: int, offset: int,
+             known: dict[str, Any]) -> tuple[Page, int]:
+        """One page, and the ``limit`` it was asked with: a server that refuses ``want`` as
+        too large is asked again with the size it accepts (learned as its page cap)."""
+        while True:
+            try:
+                return self.fetch(self._page(params, want, offset)), want
+            except errors.DICOMwebError as exc:
+                smaller = refused_limit(exc, want)
+                if smaller is None:
+                    raise
+                known["page_cap"] = want = smaller
 
     @staticmethod
     def _may_be_capped(count: int, asked: int, known: Mapping[str, Any]) -> bool:

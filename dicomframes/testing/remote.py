@@ -7,8 +7,10 @@ this machine (the embedded server, Orthanc...), adding what a real link and a re
 - a round trip (``round_trip`` seconds, default 0.05) before each answer;
 - a bandwidth cap (``bandwidth`` bytes per second, default 50 MB/s) shared by every
   connection, in each direction;
-- a QIDO page cap: ``limit`` above ``page_cap`` (default 200, as the Azure DICOM service) is
-  lowered to it, and a search without ``limit`` gets ``default_limit`` rows (100, as Azure);
+- a QIDO page cap of ``page_cap`` rows (default 200, as the Azure DICOM service): a search
+  asking for more is refused with 400 (``page_cap_mode="refuse"``, what Azure's conformance
+  statement says it does) or answered with ``page_cap`` rows (``"cap"``, what other servers
+  do); a search without ``limit`` gets ``default_limit`` rows (100, as Azure);
 - throttling: a share ``throttle`` of the requests (default 0) is answered
   ``429 Too Many Requests`` with a ``Retry-After`` of ``retry_after`` seconds, sent as
   delta-seconds or as an HTTP date (``retry_after_form``);
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import email.utils
 import http.client
+import json
 import os
 import random
 import secrets
@@ -194,6 +197,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer_simple(status, headers, text)
             return
         target = remote.rewrite_target(self.command, self.path)
+        if target is None:
+            self._answer_simple(400, {}, json.dumps(
+                {"error": f"limit must be between 1 and {remote.page_cap}"}))
+            return
         self._forward(target, body)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = _handle
@@ -291,7 +298,8 @@ class RemoteLike:
 
     def __init__(self, upstream: str, *, port: int = 0, round_trip: float = 0.05,
                  bandwidth: float | None = 50e6, page_cap: int | None = 200,
-                 default_limit: int | None = 100, throttle: float = 0.0,
+                 page_cap_mode: str = "refuse", default_limit: int | None = 100,
+                 throttle: float = 0.0,
                  retry_after: float = 1.0, retry_after_form: str = "seconds",
                  token_file: str | os.PathLike[str] | None = None,
                  token_lifetime: float = 3600.0, rotate_every: float | None = None,
@@ -306,6 +314,9 @@ class RemoteLike:
             raise ValueError("retry_after_form must be 'seconds' or 'date'")
         if page_cap is not None and page_cap < 1:
             raise ValueError(f"page_cap must be at least 1, got {page_cap}")
+        if page_cap_mode not in ("refuse", "cap"):
+            raise ValueError("page_cap_mode must be 'refuse' or 'cap'")
+        self.page_cap_mode = page_cap_mode
         self.upstream = upstream.rstrip("/")
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
@@ -371,9 +382,10 @@ class RemoteLike:
         return 429, {"Retry-After": value, "_wait": str(wait)}, (
             '{"error": "TooManyRequests", "message": "request rate too large"}')
 
-    def rewrite_target(self, method: str, target: str) -> str:
+    def rewrite_target(self, method: str, target: str) -> str | None:
         """A QIDO search's target with ``limit`` capped at ``page_cap`` (and set to
-        ``default_limit`` when absent); other targets as they are."""
+        ``default_limit`` when absent), None when it is to be refused; other targets as they
+        are."""
         path, _, query = target.partition("?")
         last = path.rstrip("/").rsplit("/", 1)[-1]
         if method != "GET" or last not in _QIDO_LEVELS or self.page_cap is None:
@@ -386,6 +398,8 @@ class RemoteLike:
         except ValueError:
             return target  # the server answers a bad limit itself
         if limit is not None:
+            if limit > self.page_cap and self.page_cap_mode == "refuse":
+                return None
             pairs.append(("limit", str(min(limit, self.page_cap))))
         return path + ("?" + urlencode(pairs, safe="*^,") if pairs else "")
 
@@ -449,7 +463,8 @@ class RemoteLike:
         tokens = "" if self.issuer is None else f", tokens rotated every " \
             f"{self.issuer.rotate_every:g} s"
         return (f"<RemoteLike {self.url} -> {self.upstream} ({self.link.round_trip * 1e3:g} ms, "
-                f"{bandwidth}, page cap {self.page_cap}, {self.throttle:.0%} throttled{tokens})>")
+                f"{bandwidth}, page cap {self.page_cap} ({self.page_cap_mode}), "
+                f"{self.throttle:.0%} throttled{tokens})>")
 
 
 def start(path: str | os.PathLike[str] | None = None, **options: Any) -> RemoteLike:
@@ -484,6 +499,9 @@ def add_arguments(parser: Any) -> None:
                         help="link speed in MB/s each way (default 50; 0: no cap)")
     parser.add_argument("--page-cap", type=int, default=200,
                         help="most QIDO rows per answer (default 200, as Azure)")
+    parser.add_argument("--page-cap-mode", choices=("refuse", "cap"), default="refuse",
+                        help="a larger limit is refused with 400 (default, as Azure) or "
+                        "answered with --page-cap rows")
     parser.add_argument("--throttle", type=float, default=0.0, metavar="SHARE",
                         help="share of requests answered 429 (e.g. 0.05; default 0)")
     parser.add_argument("--retry-after", type=float, default=1.0, metavar="S",
@@ -503,7 +521,8 @@ def run_from_arguments(args: Any) -> int:
     options: dict[str, Any] = {
         "port": args.port, "round_trip": args.round_trip / 1000.0,
         "bandwidth": args.bandwidth * 1e6 if args.bandwidth > 0 else None,
-        "page_cap": args.page_cap, "throttle": args.throttle, "retry_after": args.retry_after,
+        "page_cap": args.page_cap, "page_cap_mode": args.page_cap_mode,
+        "throttle": args.throttle, "retry_after": args.retry_after,
         "retry_after_form": "date" if args.retry_after_date else "seconds",
         "token_file": args.token_file, "token_lifetime": args.token_lifetime,
         "rotate_every": args.rotate_every}
