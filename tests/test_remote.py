@@ -90,6 +90,15 @@ def test_page_cap_200_respected(archive: Any, mode: str, tmp_path: Path) -> None
         summary = client.harvest(tmp_path / "ds", progress=False)  # page_size 1000 asked
         assert summary.rows == STUDIES * PER_STUDY + 450
         assert pq.read_table(tmp_path / "ds").to_pandas()["SOPInstanceUID"].is_unique
+        # a fresh reader (as on a Dask worker) meeting a study larger than the cap
+        import warnings
+
+        from dicomframes.dask import RowsMissing, read_dicomweb
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RowsMissing)
+            frame = read_dicomweb(remote.url, rows_per_partition=100).compute(scheduler="sync")
+        assert len(frame) == STUDIES * PER_STUDY + 450 and frame["SOPInstanceUID"].is_unique
     assert remote.rewrite_target("GET", "/studies") == "/studies?limit=100"
     capped = "/instances?limit=200" if mode == "cap" else None
     assert remote.rewrite_target("GET", "/instances?limit=1000") == capped

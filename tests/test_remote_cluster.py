@@ -124,6 +124,10 @@ def test_cluster_reads_with_rotating_tokens(archive: Any, remote: RemoteLike,
     workers = {task["worker"] for task in stream.data}
     assert len(workers) == 2  # both worker processes fetched
     assert remote.refused > refused_before  # tokens expired during the reads, and were renewed
+    current = remote.token_file.read_text().strip()  # type: ignore[union-attr]
+    names = str([task["key"] for task in stream.data])
+    logs = str(cluster.get_worker_logs()) + str(cluster.get_scheduler_logs())
+    assert current not in names and current not in logs
 
 
 def test_unpicklable_credential_fails_at_graph_build(remote: RemoteLike) -> None:

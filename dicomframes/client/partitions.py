@@ -116,7 +116,8 @@ class Reader:
     def page(self, path: str, params: Mapping[str, str], offset: int = 0,
              limit: int | None = None) -> list[dict]:
         """One page of a search."""
-        query = {**params, "limit": str(limit or self.limit)}
+        asked = limit or self.limit
+        query = {**params, "limit": str(asked)}
         if offset:
             query["offset"] = str(offset)
         while True:
@@ -131,7 +132,7 @@ class Reader:
                     self.cap = smaller if self.cap is None else min(self.cap, smaller)
                 query["limit"] = str(smaller)
         with self._lock:
-            if len(rows) >= int(query["limit"]):
+            if len(rows) >= asked:  # (a limit lowered above says nothing of the one asked)
                 self.limit_ok = True
             self.max_seen = max(self.max_seen, len(rows))
         return rows
