@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--parse-workers", type=int, metavar="N",
                        help="processes that write and parse the files of large uploads "
                        "(default: one per core, at most 4; 0: none)")
+    serve.add_argument("--azure-strict", action="store_true",
+                       help="refuse the searches the Azure DICOM service refuses (wildcards, "
+                       "attributes it does not search) and answer 204 to a search without "
+                       "matches, to test code meant for Azure")
     serve.set_defaults(func=cmd_serve)
 
     remote = argparse.ArgumentParser(add_help=False)
@@ -147,7 +151,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         workers = default_workers() if args.parse_workers is None else args.parse_workers
         server = serve(args.data, host=args.host, port=args.port, token=token,
-                       insecure=args.insecure, cors=args.cors, parse_workers=max(0, workers))
+                       insecure=args.insecure, cors=args.cors, parse_workers=max(0, workers),
+                       profile="azure" if args.azure_strict else "default")
     except ValueError as exc:  # a malformed --cors origin
         raise UsageError(str(exc)) from None
     except PortInUse:

@@ -124,6 +124,11 @@ class _Body:
         self.part_type = part_type
         self.on_bytes = on_bytes
         self.sent = 0
+        # The files of the parts, for the recorded exchange's curl command (only when every
+        # part is a file on disk: zip members and in-memory data have no path to give curl).
+        self.curl_files = ([(inst.path or "", part_type) for inst in instances]
+                           if all(inst.kind == "file" and inst.path for inst in instances)
+                           else [])
 
     def __iter__(self) -> Iterator[bytes]:
         if self.sent and self.on_bytes:

@@ -176,7 +176,9 @@ class Pager:
     ``fetch`` gets one page's parameters and returns its rows. Rows already seen (same UID of
     ``level``) are dropped; a page of nothing but repeats means the server ignores ``offset``
     and ends the search with a warning, as does reaching ``max_pages``. ``progress`` shows a
-    tqdm bar once a search takes more than one page.
+    tqdm bar once a search takes more than one page. A search for one UID of its own level
+    (``/studies?StudyInstanceUID=...``) matches one row at most, so it is sent as asked,
+    without ``limit``.
     """
 
     fetch: Callable[[dict[str, str]], Page]
@@ -196,6 +198,8 @@ class Pager:
         whether the server caps ``limit`` there (as the Azure DICOM service does at 200), and
         the cap is kept in the client's ``capabilities["page_cap"]``.
         """
+        if limit is None and not offset and self._one_uid(params):
+            return self.fetch(dict(params))
         if limit is not None and limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
         known = self.capabilities if self.capabilities is not None else {}
@@ -269,6 +273,12 @@ class Pager:
         """Whether a page of ``count`` rows, fewer than ``asked``, may be cut by a page cap
         not learned yet (caps are round numbers)."""
         return 0 < count < asked and count % 50 == 0 and "page_cap" not in known
+
+    def _one_uid(self, params: Mapping[str, str]) -> bool:
+        """Whether ``params`` ask for one UID of the search's own level (at most one match)."""
+        keyword = UID_KEYWORDS[self.level]
+        value = params.get(keyword, params.get(tags.tag_hex(tags.tag_of(keyword))))
+        return bool(value) and not any(c in str(value) for c in ",*?\\")
 
     @staticmethod
     def _page(params: Mapping[str, str], limit: int, offset: int) -> dict[str, str]:

@@ -26,6 +26,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .. import errors
 from ..standard import dicomjson, multipart
+from .bodies import FileBody, body_files
 from .concurrency import POOL_SIZE, LatencyMeter
 from .deadline import Deadline, active, current
 from .exchange import Exchange, PartInfo, Recorder, body_summary, redact_url
@@ -133,7 +134,7 @@ def new_session() -> requests.Session:
 
 
 def _replayable(data: Any) -> bool:
-    return data is None or isinstance(data, bytes | bytearray | memoryview | str)
+    return data is None or isinstance(data, bytes | bytearray | memoryview | str | FileBody)
 
 
 # ---- the transport ----------------------------------------------------------------------------
@@ -244,6 +245,7 @@ class Transport:
             if query:
                 url += ("&" if "?" in url else "?") + query
         shown_url = redact_url(url)
+        data, files, form = body_files(data, headers)
         described = summary if summary is not None else body_summary(data, headers)
         described = None if described is None else self.recorder.scrub(described)
         can_retry = method in IDEMPOTENT and _replayable(data)
@@ -264,7 +266,8 @@ class Transport:
                                        "earlier 429/503", wait=closed, attempts=attempt - 1)
             started = time.perf_counter()
             exchange = Exchange(method, shown_url, self.recorder.scrub_headers(headers),
-                                described, attempt=attempt, scrubber=self.recorder.scrub)
+                                described, attempt=attempt, scrubber=self.recorder.scrub,
+                                body_files=files, body_form=form)
             kwargs["timeout"] = self._timeout_within(limit)
             try:
                 response = self._follow(method, url, shown_url, headers, data, kwargs)
