@@ -358,3 +358,24 @@ def test_remote_command_serves_with_rotating_tokens(tmp_path: Path) -> None:
     finally:
         process.terminate()
         assert process.wait(30) == 0
+
+
+def test_azure_strict_server_behind_the_link(tmp_path: Path) -> None:
+    """The Azure-strict profile (400 for a limit over 200, 204 for no match) behind the
+    remote-like link: searches, harvest and read_dicomweb ask for at most 200 rows."""
+    from dicomframes.dask import read_dicomweb
+    from dicomframes.server import serve
+
+    with serve(tmp_path / "azure", profile="azure") as server:
+        with connect(server.url, progress=False) as direct:
+            big = new_uid()
+            direct.store(make_instances(30) + make_instances(260, study=big), progress=False)
+        with RemoteLike(server.url, round_trip=0.005, bandwidth=None,
+                        page_cap=None) as remote, \
+                connect(remote.url, progress=False, page_size=1000) as client:
+            assert len(client.search_instances(study=big)) == 260
+            summary = client.harvest(tmp_path / "ds", progress=False)
+            frame = read_dicomweb(remote.url).compute(scheduler="sync")
+        assert summary.rows == len(frame) == 290 and frame["SOPInstanceUID"].is_unique
+        assert client.capabilities["page_cap"] == 200
+        assert any(s.status == 400 for s in remote.seen)  # the server's own refusal, learned
