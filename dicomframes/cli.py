@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--study", help="post to /studies/STUDY (other studies are refused)")
     upload.add_argument("--skip-existing", action="store_true",
                         help="ask the server first and send only what it lacks (resume)")
-    upload.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+    upload.add_argument("--workers", type=int, help="parallel requests (default: 4 on a local "
+                        "link, more across a network, by the measured round trip)")
     upload.add_argument("--batch-size", type=int, default=100,
                         help="most instances per request (default 100)")
     upload.add_argument("--format", choices=("table", "csv"), default="table",
