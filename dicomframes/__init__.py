@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 # Registers the ``df.dicom`` accessor, so DataFrames read back from CSV or Parquet have it too.
 from . import accessor as _accessor  # noqa: F401
 from .errors import (
+    AnswerTooLarge,
+    ArchiveNotWritable,
     BadRequest,
     Conflict,
     ConnectionFailed,
@@ -21,6 +23,8 @@ from .errors import (
     DicomFramesError,
     DICOMwebError,
     EmptyResponse,
+    Forbidden,
+    InsecureServer,
     InsufficientStorage,
     InvalidResponse,
     MethodNotAllowed,
@@ -29,11 +33,15 @@ from .errors import (
     NameNotResolved,
     NotAcceptable,
     NotFound,
+    PartialContent,
     PortInUse,
     RedirectRefused,
     ResponseTruncated,
+    ServiceUnavailable,
     Throttled,
     TLSFailed,
+    TooManyRequests,
+    Unauthorized,
     UnsupportedMediaType,
 )
 
@@ -44,6 +52,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnswerTooLarge",
+    "ArchiveNotWritable",
     "BadRequest",
     "Client",
     "Conflict",
@@ -55,6 +65,8 @@ __all__ = [
     "DecoderMissing",
     "DicomFramesError",
     "EmptyResponse",
+    "Forbidden",
+    "InsecureServer",
     "InsufficientStorage",
     "InvalidResponse",
     "MethodNotAllowed",
@@ -63,12 +75,16 @@ __all__ = [
     "NameNotResolved",
     "NotAcceptable",
     "NotFound",
+    "PartialContent",
     "PortInUse",
     "RedirectRefused",
     "ResponseTruncated",
     "Server",
+    "ServiceUnavailable",
     "TLSFailed",
     "Throttled",
+    "TooManyRequests",
+    "Unauthorized",
     "UnsupportedMediaType",
     "__version__",
     "connect",

@@ -225,11 +225,12 @@ def test_credential_with_scopes_refreshes_before_expiry(archive: Any, tokens: Pa
 
 
 def test_token_rotation_during_harvest(archive: Any, tokens: Path, tmp_path: Path) -> None:
-    with RemoteLike(archive.url, round_trip=0.02, bandwidth=None, token_file=tokens,
-                    token_lifetime=0.3, rotate_every=0.1) as remote, \
+    # one request at a time, each at least 50 ms: the harvest outlives a token (0.8 s)
+    with RemoteLike(archive.url, round_trip=0.05, bandwidth=None, token_file=tokens,
+                    token_lifetime=0.8, rotate_every=0.2) as remote, \
             connect(remote.url, token=TokenFile(tokens), progress=False) as client:
-        summary = client.harvest(tmp_path / "ds", progress=False, rows_per_partition=60,
-                                 page_size=50, workers=2)
+        summary = client.harvest(tmp_path / "ds", progress=False, rows_per_partition=30,
+                                 page_size=50, workers=1)
     table = pq.read_table(tmp_path / "ds").to_pandas()
     assert summary.rows == len(table) == STUDIES * PER_STUDY + 450
     assert table["SOPInstanceUID"].is_unique
@@ -240,14 +241,15 @@ def test_token_rotation_during_upload_and_volume(archive: Any, tokens: Path,
                                                  tmp_path: Path) -> None:
     study, series = new_uid(), new_uid()
     files = make_files(tmp_path / "files", 60, study=study, series=series)
-    with RemoteLike(archive.url, round_trip=0.02, bandwidth=None, token_file=tokens,
-                    token_lifetime=0.3, rotate_every=0.1) as remote, \
+    # 30 requests one after another, each at least 50 ms: longer than a token lives (0.8 s)
+    with RemoteLike(archive.url, round_trip=0.05, bandwidth=None, token_file=tokens,
+                    token_lifetime=0.8, rotate_every=0.2) as remote, \
             connect(remote.url, token=TokenFile(tokens), progress=False) as client:
-        outcome = client.store(files, batch_size=3, workers=2, progress=False)
+        outcome = client.store(files, batch_size=2, workers=1, progress=False)
         assert set(outcome["status"]) == {"stored"} and len(outcome) == 60
         refused_by_upload = remote.refused
         volume = client.volume(study, series, workers=2)
-        for _ in range(4):  # more than one lifetime of requests
+        for _ in range(2):  # each at least 30 rounds of 50 ms: more than a token's life
             volume = client.volume(study, series, workers=2)
     assert refused_by_upload > 0
     direct = connect(archive.url, progress=False)
@@ -257,9 +259,10 @@ def test_token_rotation_during_upload_and_volume(archive: Any, tokens: Path,
 
 
 def test_token_file_credential_refreshes_before_expiry(archive: Any, tokens: Path) -> None:
-    with RemoteLike(archive.url, round_trip=0.01, bandwidth=None, token_file=tokens,
-                    token_lifetime=0.4, rotate_every=0.2) as remote, \
-            connect(remote.url, token=TokenFile(tokens, lifetime=0.4), progress=False) as client:
+    # 40 requests of at least 30 ms: longer than a token lives (1 s)
+    with RemoteLike(archive.url, round_trip=0.03, bandwidth=None, token_file=tokens,
+                    token_lifetime=1.0, rotate_every=0.25) as remote, \
+            connect(remote.url, token=TokenFile(tokens, lifetime=1.0), progress=False) as client:
         for _ in range(40):
             client.search_studies(limit=1)
         assert client.transport.auth.provider.fetches > 1
@@ -300,12 +303,12 @@ def test_token_absent_from_every_artefact(archive: Any, tokens: Path, tmp_path: 
     Recorded.seen.clear()
     caplog.set_level(logging.DEBUG)
     trace = io.StringIO()
-    with RemoteLike(archive.url, round_trip=0, bandwidth=None, token_file=tokens,
-                    token_lifetime=0.3, rotate_every=0.1) as remote, \
+    with RemoteLike(archive.url, round_trip=0.02, bandwidth=None, token_file=tokens,
+                    token_lifetime=0.8, rotate_every=0.2) as remote, \
             connect(remote.url, token=Recorded(tokens), progress=False,
                     history_size=1000) as client, client.trace(trace):
-        summary = client.harvest(tmp_path / "ds", progress=False, rows_per_partition=60,
-                                 page_size=50, workers=2)
+        summary = client.harvest(tmp_path / "ds", progress=False, rows_per_partition=30,
+                                 page_size=50, workers=1)
         outcome = client.store(make_instances(5), batch_size=2, progress=False)
         remote.throttle_next(1, retry_after=30)
         with pytest.raises(dicomframes.Throttled) as throttled, client.time_limit(1):

@@ -56,7 +56,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def remote(archive: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteLike]:
     folder = tmp_path_factory.mktemp("cluster-token")
     with RemoteLike(archive.url, round_trip=0.02, bandwidth=50e6, token_file=folder / "token",
-                    token_lifetime=0.5, rotate_every=0.2) as proxy:
+                    token_lifetime=1.0, rotate_every=0.25) as proxy:
         yield proxy
 
 

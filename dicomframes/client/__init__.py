@@ -3,7 +3,9 @@
 ================  ==============================================================================
 module            job
 ================  ==============================================================================
-transport         the HTTP session, authentication, caret-keeping adapter, retries, timeouts
+transport         authentication, retries, timeouts, error statuses as typed errors
+connections       the session's connections: ``^`` kept raw in queries, watched by deadlines
+limits            what an answer may be: size, inflation, JSON size and depth, header lines
 exchange          exchange records: history, curl, transcripts, redaction, body summaries
 qido              QIDO-RS query parameters, the query string and paging
 facade            the :class:`Client` (every DICOMweb call) and :func:`connect`

@@ -28,6 +28,7 @@ from ..standard.stow import (
 )
 from ..standard.uids import validate_uid
 from .discover import ALREADY_STORED, STORED, Instance, short_error
+from .failures import not_done
 from .surface import DicomwebClient as Client
 from .throttle import resend
 
@@ -229,9 +230,11 @@ def post_batch(
                                summary=summary)
 
     status: int | None
+    answered: Mapping[str, str] = {}
     try:
         response = resend(client, send)
         status, answer, text = response.status_code, response.content, ""
+        answered = response.headers
     except DICOMwebError as exc:
         status, text = exc.status, exc.message
         answer = getattr(exc, "body", None) or exc.message
@@ -257,8 +260,9 @@ def post_batch(
                 post_batch(client, [inst], study, part_type=part_type, on_bytes=on_bytes,
                            split_on_error=False)
             return status
-        if status < 300:
-            message = f"HTTP {status} without a STOW-RS answer: outcome unknown"
+        if status < 400:  # a redirect to a login page, an HTML page: not a STOW-RS answer
+            why = not_done(status, answered, answer if isinstance(answer, bytes) else b"")
+            message = f"{why or f'HTTP {status} without a STOW-RS answer'}: outcome unknown"
         else:
             message = f"HTTP {status}: {short_error(Exception(text)) if text else 'no details'}"
         for inst in instances:

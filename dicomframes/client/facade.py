@@ -15,7 +15,6 @@ parts), and ``with client.trace(): ...`` prints each exchange as it completes.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 from collections import deque
@@ -36,14 +35,17 @@ from ..standard.attributes import LEVELS
 from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
+from .connections import new_session
 from .credentials import BearerTokenAuth, TokenProvider
 from .exchange import Exchange, Recorder, redact_url
+from .failures import not_done
 from .frames import fetch_frames, fetch_volume
 from .harvest import HarvestSummary
 from .harvest import harvest as harvest_archive
+from .limits import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_DECOMPRESSION_RATIO
 from .qido import Pager, qido_params
 from .store import store as store_items
-from .transport import Transport, new_session
+from .transport import Transport
 
 if TYPE_CHECKING:
     import numpy
@@ -72,7 +74,8 @@ class Client:
     QIDO page when paging), ``max_pages`` (hard cap on pages of one search), ``progress``
     (show a tqdm bar for searches of more than one page), ``history`` (last exchanges),
     ``capabilities`` (quirks learned from the server's answers, e.g. ``{"delete": False}``),
-    ``deadline`` (seconds one whole call may take). An answer cut short, one that is not what
+    ``deadline`` (seconds one whole call may take), ``max_answer_bytes`` and
+    ``max_decompression_ratio`` (see :func:`connect`). An answer cut short, one that is not what
     was asked for, or a call past its deadline raises :class:`dicomframes.ResponseTruncated`,
     :class:`dicomframes.InvalidResponse` or :class:`dicomframes.DeadlineExceeded`: never
     partial or empty data.
@@ -96,6 +99,8 @@ class Client:
         history_size: int = 20,
         progress: bool = True,
         deadline: float | None = 300.0,
+        max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
+        max_decompression_ratio: float | None = DEFAULT_MAX_DECOMPRESSION_RATIO,
     ) -> None:
         parts = urlsplit(str(url).strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -125,10 +130,12 @@ class Client:
             session.verify = verify
         secrets = [token] if isinstance(token, str) else []
         auth_password = getattr(auth, "password", None)
-        if isinstance(auth_password, str) and len(auth_password) >= 4:
-            secrets.append(auth_password)
-            user = str(getattr(auth, "username", ""))
-            secrets.append(base64.b64encode(f"{user}:{auth_password}".encode()).decode())
+        if isinstance(auth_password, str) and auth_password:
+            # "user:password" as sent in a Basic header (its base64 form) is always masked;
+            # the password alone only when long enough not to mask ordinary words.
+            secrets.append(f"{getattr(auth, 'username', '')}:{auth_password}")
+            if len(auth_password) >= 4:
+                secrets.append(auth_password)
         self._recorder = Recorder(history_size, secrets)
         if self._token is not None:  # each new token is scrubbed from what is recorded
             self._token.on_token = self._recorder.remember
@@ -138,6 +145,7 @@ class Client:
             verify=None if (not self._own_session and verify is True) else verify,
             timeout=timeout, retries=max(0, int(retries)), backoff=backoff,
             max_retry_wait=max_retry_wait, deadline=deadline,
+            max_answer_bytes=max_answer_bytes, max_decompression_ratio=max_decompression_ratio,
         )
         self.page_size = page_size
         self.max_pages = max_pages
@@ -150,6 +158,10 @@ class Client:
     max_retry_wait = _setting("max_retry_wait", "the longest wait a Retry-After may impose")
     capabilities = _setting("capabilities", "quirks learned from the server's answers")
     deadline = _setting("deadline", "seconds a whole call may take (None: no limit)")
+    max_answer_bytes = _setting("max_answer_bytes", "the most bytes of one answer (or one "
+                                "part of a multipart answer) read into memory (None: no limit)")
+    max_decompression_ratio = _setting("max_decompression_ratio", "the most a compressed "
+                                       "answer may inflate (None: no limit)")
 
     @contextlib.contextmanager
     def time_limit(self, seconds: float | None) -> Iterator[Client]:
@@ -479,10 +491,13 @@ class Client:
 
         A server without DICOMweb DELETE (Orthanc answers 405) raises
         :class:`dicomframes.MethodNotAllowed` saying so; a missing item raises NotFound.
+        Success is only 200, 202 or 204 without a web page: a redirect (e.g. to a login page),
+        an HTML page or another status raises :class:`dicomframes.InvalidResponse` saying what
+        came back.
         """
         path = str(ResourcePath(study, series, instance))
         try:
-            self.request("DELETE", path)
+            response = self.request("DELETE", path)
         except errors.MethodNotAllowed as exc:
             self.capabilities["delete"] = False
             allow = exc.headers.get("Allow") or exc.headers.get("allow")
@@ -496,6 +511,9 @@ class Client:
                 + "; delete through the server's own API instead",
                 exc.headers,
             ) from None
+        why = not_done(response.status_code, response.headers, response.content)
+        if why is not None:
+            raise self.transport.invalid(response, why)
         self.capabilities["delete"] = True
 
 
@@ -509,6 +527,8 @@ def connect(
     timeout: float | tuple[float, float] | None = 30.0,
     retries: int = 3,
     verify: bool | str = True,
+    max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
+    max_decompression_ratio: float | None = DEFAULT_MAX_DECOMPRESSION_RATIO,
     **options: Any,
 ) -> Client:
     """Connect to a DICOMweb service and return a :class:`Client`.
@@ -528,6 +548,11 @@ def connect(
     ``AuthorizedSession``). TLS certificates are verified unless ``verify=False``.
     ``timeout`` (seconds) applies to connecting and to each read; ``retries`` is the number of
     retries on 429/503 and on connection errors, for idempotent calls only (never POST).
+    ``max_answer_bytes`` (512 MiB by default, None for no limit) is the most bytes of one
+    answer, or of one part of a multipart answer, read into memory; ``max_decompression_ratio``
+    (500 by default) the most a gzip or deflate answer may inflate once past 8 MiB. Past either,
+    reading stops and the call raises :class:`dicomframes.AnswerTooLarge` naming the URL and
+    the limit; so does a JSON answer too large for the memory the process may use.
     Other keyword ``options`` go to :class:`Client` (``page_size``, ``max_pages``,
     ``backoff``, ``history_size``, ``progress``, ``deadline``: the seconds one whole call
     may take, every page and retry of it, 300 by default, None for no limit; past it the call
@@ -544,4 +569,5 @@ def connect(
 
             url = embedded().url
     return Client(url, token=token, scopes=scopes, auth=auth, session=session, timeout=timeout,
-                  retries=retries, verify=verify, **options)
+                  retries=retries, verify=verify, max_answer_bytes=max_answer_bytes,
+                  max_decompression_ratio=max_decompression_ratio, **options)
