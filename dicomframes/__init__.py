@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 # Registers the ``df.dicom`` accessor, so DataFrames read back from CSV or Parquet have it too.
 from . import accessor as _accessor  # noqa: F401
+
+# Registers the ``image.dicom`` accessor of the DataArrays ``client.image`` returns.
+from . import imaging as _imaging  # noqa: F401
 from .errors import (
     AnswerTooLarge,
     ArchiveNotWritable,
@@ -24,10 +27,15 @@ from .errors import (
     DICOMwebError,
     EmptyResponse,
     Forbidden,
+    GantryTilt,
+    GeometryError,
+    GeometryWarning,
     InsecureServer,
     InsufficientStorage,
     InvalidResponse,
+    IrregularSpacing,
     MethodNotAllowed,
+    MissingGeometry,
     MultipartError,
     MultipartTruncated,
     NameNotResolved,
@@ -66,10 +74,15 @@ __all__ = [
     "DicomFramesError",
     "EmptyResponse",
     "Forbidden",
+    "GantryTilt",
+    "GeometryError",
+    "GeometryWarning",
     "InsecureServer",
     "InsufficientStorage",
     "InvalidResponse",
+    "IrregularSpacing",
     "MethodNotAllowed",
+    "MissingGeometry",
     "MultipartError",
     "MultipartTruncated",
     "NameNotResolved",

@@ -1,4 +1,4 @@
-"""Exceptions (and one warning) raised by dicomframes. They carry what a user needs to act,
+"""Exceptions (and warnings) raised by dicomframes. They carry what a user needs to act,
 never a credential."""
 
 from __future__ import annotations
@@ -28,6 +28,30 @@ class PartialContent(UserWarning):
     """A retrieve answered 206 Partial Content: the server left some instances out (its
     ``Warning`` header, quoted in the message, usually says which and why). What arrived is
     given; the warning says it is not everything."""
+
+
+class GeometryError(DicomFramesError, ValueError):
+    """Slices that cannot form one volume (different orientation, size or pixel spacing, two at
+    one position); the message names two of them."""
+
+
+class GeometryWarning(UserWarning):
+    """A volume whose geometry is not a plain regular grid; the message says what and how the
+    answer deals with it."""
+
+
+class IrregularSpacing(GeometryWarning):
+    """Uneven slice spacing (the message names the largest gap); coordinates keep the true
+    slice positions, the spacing and affine use the mean."""
+
+
+class GantryTilt(GeometryWarning):
+    """Slices stacked off their normal (a gantry tilt): the grid is sheared."""
+
+
+class MissingGeometry(GeometryWarning):
+    """Position, orientation or pixel spacing are missing: slices ordered by InstanceNumber
+    and spacings taken from what is there (or 1 mm)."""
 
 
 class MultipartError(DicomFramesError):

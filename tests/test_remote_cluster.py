@@ -1,6 +1,7 @@
 """dicomframes.dask on a real Dask cluster: a ``dask scheduler`` and two ``dask worker``
-processes started with their own command lines on 127.0.0.1, reading a remote-like archive
-(round trip, page cap 200) whose bearer tokens rotate and expire during the reads.
+processes started with their own command lines on 127.0.0.1 run ``read_dicomweb``,
+``read_metadata``, ``series_array`` and ``series_image`` against a remote-like archive (round
+trip, page cap 200) whose bearer tokens rotate and expire during the reads.
 
 The token travels to the workers as a picklable token function (TokenFile): each worker asks
 it for fresh tokens. Everything is bounded (timeouts) and the processes are stopped at the end.
@@ -25,9 +26,16 @@ pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
 from support import make_instances  # noqa: E402
+from volumes import ct_series  # noqa: E402
 
 from dicomframes.client import TokenFile, connect  # noqa: E402
-from dicomframes.dask import RowsMissing, read_dicomweb, read_metadata, series_array  # noqa: E402
+from dicomframes.dask import (  # noqa: E402
+    RowsMissing,
+    read_dicomweb,
+    read_metadata,
+    series_array,
+    series_image,
+)
 from dicomframes.server import serve  # noqa: E402
 from dicomframes.standard.uids import new_uid  # noqa: E402
 from dicomframes.testing.remote import RemoteLike  # noqa: E402
@@ -38,7 +46,8 @@ PER_STUDY = 40
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """5 studies of 40 instances, one study of 30 in one series (for the array)."""
+    """5 studies of 40 instances, one study of 30 in one series (for the array), a 12-slice
+    CT series with geometry (for the image)."""
     with serve(tmp_path_factory.mktemp("cluster-archive")) as server:
         items: list[bytes] = []
         for i in range(STUDIES):
@@ -46,9 +55,12 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         study, series = new_uid(), new_uid()
         items += make_instances(30, study=study, series=series, study_date="20220201",
                                 rows=8, columns=8)
+        ct = ct_series(tmp_path_factory.mktemp("cluster-ct"), count=12)
         with connect(server.url, progress=False) as client:
             assert set(client.store(items, progress=False)["status"]) == {"stored"}
+            assert set(client.store(ct.paths, progress=False)["status"]) == {"stored"}
         server.series = (study, series)  # type: ignore[attr-defined]
+        server.ct = (ct.study, ct.series)  # type: ignore[attr-defined]
         yield server
 
 
@@ -116,11 +128,15 @@ def test_cluster_reads_with_rotating_tokens(archive: Any, remote: RemoteLike,
         meta = read_metadata(remote.url, token=token, rows_per_partition=50).compute()
         study, series = archive.series
         total = series_array(remote.url, study, series, token=token).sum().compute()
+        image = series_image(remote.url, *archive.ct, token=token, slices_per_chunk=4).compute()
     assert len(frame) == len(expected) and frame["SOPInstanceUID"].is_unique
     assert set(frame["SOPInstanceUID"]) == set(expected["SOPInstanceUID"])
     assert len(meta) == len(expected) and set(meta["SOPInstanceUID"]) == set(
         expected["SOPInstanceUID"])
     assert int(total) == int(direct.volume(study, series).sum())
+    eager = direct.image(*archive.ct)
+    np.testing.assert_array_equal(image.values, eager.values)
+    assert image.attrs == eager.attrs
     workers = {task["worker"] for task in stream.data}
     assert len(workers) == 2  # both worker processes fetched
     assert remote.refused > refused_before  # tokens expired during the reads, and were renewed

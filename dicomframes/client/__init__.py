@@ -10,6 +10,8 @@ exchange          exchange records: history, curl, transcripts, redaction, body 
 qido              QIDO-RS query parameters, the query string and paging
 facade            the :class:`Client` (every DICOMweb call) and :func:`connect`
 frames            frames and volumes streamed into numpy arrays
+metadata_cache    pixel metadata of instances and series, cached on each client
+images            client.image: a series as an xarray DataArray in physical units
 surface           the Protocol of the Client calls the helper modules make
 discover          finding the files to upload and reading their headers
 batches           one STOW-RS request: batching, the streamed body, each outcome

@@ -31,7 +31,7 @@ import requests
 from requests.auth import AuthBase
 
 __all__ = ["AZURE_DICOM_SCOPE", "REFRESH_MARGIN", "AccessToken", "BearerTokenAuth",
-           "TokenFile", "TokenProvider", "check_picklable"]
+           "TokenFile", "TokenProvider", "check_picklable", "provider_for"]
 
 #: The scope of a token for the Azure Health Data Services DICOM service.
 AZURE_DICOM_SCOPE = "https://dicom.healthcareapis.azure.com/.default"
@@ -153,6 +153,11 @@ class TokenProvider:
         self.source = state["source"]
         self.scopes = state["scopes"]
         self._init_cache()
+
+
+def provider_for(token: Any, scopes: str | Sequence[str] = ()) -> TokenProvider:
+    """``token`` (a string, token function, credential or TokenProvider) as a provider."""
+    return token if isinstance(token, TokenProvider) else TokenProvider(token, scopes)
 
 
 class BearerTokenAuth(AuthBase):

@@ -36,13 +36,15 @@ from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
 from .connections import new_session
-from .credentials import BearerTokenAuth, TokenProvider
+from .credentials import BearerTokenAuth, provider_for
 from .exchange import Exchange, Recorder, redact_url
 from .failures import not_done
 from .frames import fetch_frames, fetch_volume
 from .harvest import HarvestSummary
 from .harvest import harvest as harvest_archive
+from .images import fetch_image
 from .limits import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_DECOMPRESSION_RATIO
+from .metadata_cache import MetadataCache
 from .qido import Pager, qido_params
 from .store import store as store_items
 from .transport import Transport
@@ -50,6 +52,7 @@ from .transport import Transport
 if TYPE_CHECKING:
     import numpy
     import pandas
+    import xarray
 
 __all__ = ["Client", "connect"]
 
@@ -116,10 +119,8 @@ class Client:
                 user, _, password = userinfo.partition(":")
                 auth = HTTPBasicAuth(unquote(user), unquote(password))
         self.url: str = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        self._token: TokenProvider | None = None
-        if token is not None:
-            self._token = token if isinstance(token, TokenProvider) else TokenProvider(
-                token, scopes)
+        self._token = None if token is None else provider_for(token, scopes)
+        if self._token is not None:
             auth = BearerTokenAuth(self._token)
         elif isinstance(auth, tuple):
             auth = HTTPBasicAuth(*auth)
@@ -150,6 +151,8 @@ class Client:
         self.page_size = page_size
         self.max_pages = max_pages
         self.progress = progress
+        #: pixel metadata of the series and instances read (see client.metadata_cache)
+        self.metadata_cache = MetadataCache()
 
     session = _setting("session", "the requests.Session that carries every call")
     timeout = _setting("timeout", "seconds to connect and for each read (or a pair)")
@@ -399,7 +402,8 @@ class Client:
         convert_color: bool = False,
         out: numpy.ndarray | None = None,
     ) -> numpy.ndarray:
-        """Pixel frames of an instance as a numpy array (WADO-RS ``.../frames/{list}``).
+        """Pixel frames of an instance as a numpy array (WADO-RS ``.../frames/{list}``): the
+        stored values, no rescale and no geometry (:meth:`image` gives those).
 
         ``frames`` is a 1-based frame number (-> one frame, shape ``(rows, columns[, samples])``),
         a list of them, or None for every frame (-> ``(n, rows, columns[, samples])``).
@@ -414,11 +418,32 @@ class Client:
 
     def volume(self, study: str, series: str, **options: Any) -> numpy.ndarray:
         """Every frame of a series stacked in slice order, shape
-        ``(frames, rows, columns[, samples])``; ``options`` as in
+        ``(frames, rows, columns[, samples])``, the stored values as they are (no rescale, no
+        geometry: :meth:`image` gives those); ``options`` as in
         :func:`dicomframes.client.frames.fetch_volume` (``transfer_syntax``, ``workers``...).
         """
         with self.transport.call():  # metadata and every instance: one deadline
             return fetch_volume(self, study, series, **options)
+
+    def image(self, study: str, series: str, *, instances: Sequence[str] | None = None,
+              units: str = "modality", workers: int | None = None) -> xarray.DataArray:
+        """A series (or ``instances`` of it) as a volume in physical units and patient space.
+
+        Returns an ``xarray.DataArray`` with dims ``("z", "y", "x")`` (``"sample"`` last for
+        colour), slices in order along the slice normal; coordinates in mm from the first
+        voxel (``z`` the true slice positions, even when uneven); values in modality units
+        (``units="modality"``: Rescale Slope/Intercept or the Modality LUT, per frame when
+        given per frame; HU for CT; float32 unless nothing needs rescaling) or as stored
+        (``units="stored"``). Attrs, all JSON values: ``spacing`` (x, y, z), ``origin`` (LPS),
+        ``direction`` (9 numbers, row-major) and ``affine`` (16 numbers, row-major 4x4: voxel
+        index x, y, z -> LPS mm) as SimpleITK gives them, ``Modality``, ``units``, UIDs and
+        window. ``image.dicom`` exports it (NIfTI, SimpleITK). Bad geometry raises
+        :class:`dicomframes.errors.GeometryError` or warns (IrregularSpacing, GantryTilt,
+        MissingGeometry). See :func:`dicomframes.client.images.fetch_image`.
+        """
+        with self.transport.call():  # metadata and every instance: one deadline
+            return fetch_image(self, study, series, instances=instances, units=units,
+                               workers=workers)
 
     def rendered(
         self,
@@ -482,7 +507,10 @@ class Client:
         See :func:`dicomframes.client.store.store` for the options (batching, parallel requests,
         progress, resume).
         """
-        return store_items(self, items, study=study, **options)
+        try:
+            return store_items(self, items, study=study, **options)
+        finally:
+            self.metadata_cache.forget()  # a series may have grown, an instance changed
 
     def delete(
         self, study: str, series: str | None = None, instance: str | None = None
@@ -496,6 +524,7 @@ class Client:
         came back.
         """
         path = str(ResourcePath(study, series, instance))
+        self.metadata_cache.forget(study, series, instance)
         try:
             response = self.request("DELETE", path)
         except errors.MethodNotAllowed as exc:
@@ -538,14 +567,12 @@ def connect(
     no token is given); without it, the embedded server is started on demand on the folder
     ``DICOMFRAMES_DATA`` or ``~/.cache/dicomframes/archive`` and used.
 
-    Authentication: ``token`` (bearer: a string, a zero-argument function returning one, or a
-    credential with ``get_token(*scopes)`` such as azure-identity's
-    ``DefaultAzureCredential()``, asked for a new token before it expires and once after a
-    401; ``scopes``: what the credential's token is for, for the Azure DICOM service
-    ``dicomframes.client.AZURE_DICOM_SCOPE``; see :mod:`dicomframes.client.credentials`),
-    ``auth`` (a ``(user, password)`` tuple for basic auth or
-    any requests auth object), or ``session`` (a ready ``requests.Session`` such as Google's
-    ``AuthorizedSession``). TLS certificates are verified unless ``verify=False``.
+    Authentication: ``token`` (bearer: a string, a function returning one, or a credential
+    with ``get_token(*scopes)`` such as ``DefaultAzureCredential()``, refreshed before it
+    expires and once after a 401; ``scopes``: e.g. ``client.AZURE_DICOM_SCOPE``; see
+    :mod:`dicomframes.client.credentials`), ``auth`` (a ``(user, password)`` tuple for basic
+    auth or any requests auth object), or ``session`` (a ready ``requests.Session`` such as
+    Google's ``AuthorizedSession``). TLS certificates are verified unless ``verify=False``.
     ``timeout`` (seconds) applies to connecting and to each read; ``retries`` is the number of
     retries on 429/503 and on connection errors, for idempotent calls only (never POST).
     ``max_answer_bytes`` (512 MiB by default, None for no limit) is the most bytes of one
