@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "embedded server)")
     remote.add_argument("--token-env", metavar="VAR",
                         help="name of the environment variable that holds a bearer token")
+    remote.add_argument("--token-file", metavar="PATH",
+                        help="file that holds a bearer token, read again when it is refused")
 
     upload = add("upload", "store files, folders, zip files or glob patterns (STOW-RS)",
                  parents=[remote])
@@ -106,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--study", help="post to /studies/STUDY (other studies are refused)")
     upload.add_argument("--skip-existing", action="store_true",
                         help="ask the server first and send only what it lacks (resume)")
-    upload.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+    upload.add_argument("--workers", type=int, help="parallel requests (default: 4 on a local "
+                        "link, more across a network, by the measured round trip)")
     upload.add_argument("--batch-size", type=int, default=100,
                         help="most instances per request (default 100)")
     upload.add_argument("--format", choices=("table", "csv"), default="table",
@@ -147,11 +150,25 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--in-place", action="store_true",
                      help="link the files instead of copying them (they must stay where they are)")
     imp.add_argument("--format", choices=("table", "csv"), default="table",
-                     help="outcome as a table (default) or CSV")
+                     help="print the failed and skipped files as a table (default), or every "
+                     "outcome row as CSV")
+    imp.add_argument("--report", metavar="PATH",
+                     help="CSV file that receives one outcome row per file (default: "
+                     "DATA/reports/import-<UTC time>.csv)")
     imp.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                      help="processes that parse the files (default: one per core)")
     imp.add_argument("--quiet", action="store_true", help="no progress line")
     imp.set_defaults(func=cmd_import)
+
+    check = add("check", "compare every file of an archive with its index (start-up does "
+                "not: it finishes only what was in flight)")
+    check.add_argument("--data", help=f"the archive folder ({DEFAULT_DATA})")
+    check.add_argument("--repair", action="store_true",
+                       help="make them agree: drop rows whose file is gone or changed (a "
+                       "changed file goes to rejected/), index files without a row (stop the "
+                       "server on the folder first)")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(func=cmd_check)
 
     demo = add("demo", "a one-minute tour on a temporary embedded server")
     demo.set_defaults(func=cmd_demo)
@@ -160,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--data", help="the archive folder to delete instead of the default one")
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(func=cmd_reset)
+
+    from .testing import remote as remote_like  # standard library only: cheap to import
+
+    imitation = sub.add_parser(
+        "remote", help="a remote-like archive on this machine: round trip, bandwidth cap, page "
+        "cap, 429s and expiring tokens in front of the embedded server (loopback only)")
+    remote_like.add_arguments(imitation)
+    imitation.set_defaults(func=remote_like.run_from_arguments)
 
     for command in sub.choices.values():  # --debug also after the command's name
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -241,7 +266,11 @@ def _connect(args: argparse.Namespace) -> Client:
     """Connect as the options say: --url, else env DICOMWEB_URL, else the embedded server."""
     from . import connect
 
-    token = _token_from(args.token_env) if args.token_env else None
+    token: Any = _token_from(args.token_env) if args.token_env else None
+    if token is None and getattr(args, "token_file", None):
+        from .client import TokenFile
+
+        token = TokenFile(args.token_file)
     return connect(args.url, token=token) if token else connect(args.url)
 
 
@@ -327,31 +356,115 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 1 if (df["status"] == FAILED).any() else 0
 
 
-def cmd_import(args: argparse.Namespace) -> int:
-    """Index FOLDER into the archive --data; print one outcome row per file that was not
-    stored, and a summary; 1 if any file failed."""
-    import time
+SHOWN_FAILURES = 50  # failed or skipped files printed in the table (all are in the report)
 
-    from .server.importer import FAILED, SKIPPED, import_folder, summary
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Index FOLDER into the archive --data. Every outcome row is written to the CSV report
+    as it comes (memory stays flat however many files); the failed and skipped files (the
+    first SHOWN_FAILURES) and a summary are printed; 1 if any file failed."""
+    import csv
+    import time
+    from pathlib import Path
+
+    from .server.importer import COLUMNS, FAILED, SKIPPED, run_import, summary_of
 
     start = time.monotonic()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = Path(args.report).expanduser() if args.report else \
+        _data(args) / "reports" / f"import-{stamp}.csv"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    shown = ["source", "SOPInstanceUID", "status", "reason", "message"]
+    problems: list[dict[str, Any]] = []
+    more = 0
 
     def progress(done: int, total: int) -> None:
         rate = done / max(time.monotonic() - start, 1e-6)
         print(f"\r{done}/{total} files ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
 
-    df = import_folder(args.folder, _data(args), args.in_place, workers=args.workers,
-                       progress=None if args.quiet else progress)
+    with open(report, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, COLUMNS)
+        writer.writeheader()
+        echo = csv.DictWriter(sys.stdout, shown, extrasaction="ignore") \
+            if args.format == "csv" else None
+        if echo is not None:
+            echo.writeheader()
+
+        def on_row(row: dict[str, Any]) -> None:
+            nonlocal more
+            writer.writerow(row)
+            if echo is not None:
+                echo.writerow(row)
+            elif row["status"] in (FAILED, SKIPPED):
+                if len(problems) < SHOWN_FAILURES:
+                    problems.append(row)
+                else:
+                    more += 1
+
+        counts = run_import(args.folder, _data(args), args.in_place, on_row=on_row,
+                            workers=args.workers, progress=None if args.quiet else progress)
     if not args.quiet:
         print(file=sys.stderr)
-    shown = df if args.format == "csv" else df[df["status"].isin((FAILED, SKIPPED))]
-    if args.format == "csv" or len(shown):
-        _print_table(shown[["source", "SOPInstanceUID", "status", "reason", "message"]],
-                     args.format)
+    if problems:
+        import pandas as pd
+
+        _print_table(pd.DataFrame(problems, columns=shown), "table")
+        if more:
+            print(f"... and {more} more failed or skipped files")
     seconds = time.monotonic() - start
-    print(f"{summary(df)} in {seconds:.1f} s ({len(df) / max(seconds, 1e-6):.0f} files/s)",
+    total = sum(counts.values())
+    print(f"{summary_of(counts)} in {seconds:.1f} s ({total / max(seconds, 1e-6):.0f} "
+          f"files/s); one row per file in {report}",
           file=sys.stderr if args.format == "csv" else sys.stdout)
-    return 1 if (df["status"] == FAILED).any() else 0
+    return 1 if counts[FAILED] else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Compare every file of the archive --data with its index; print each difference and a
+    summary; with --repair make them agree. 1 if differences are left."""
+
+    from tqdm import tqdm
+
+    from .server.repair import differences
+    from .server.storage import Archive
+
+    folder = _data(args)
+    if not (folder / "index.sqlite3").is_file():
+        raise UsageError(f"{folder} is not an archive of the embedded server (no "
+                         "index.sqlite3)")
+    archive = Archive(folder)
+    try:
+        if args.repair and archive.recovery is None:
+            raise UsageError(f"a server uses {folder}: stop it before check --repair")
+        bar = None if args.quiet else tqdm(unit=" studies", file=sys.stderr, leave=False)
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+        found: dict[str, int] = {}
+
+        def show(difference: Any) -> None:
+            found[difference.kind] = found.get(difference.kind, 0) + 1
+            line = f"{difference.kind:9s}  {difference.path}  ({difference.detail})"
+            (bar.write if bar is not None else print)(line)
+
+        instances = archive.count()
+        if args.repair:
+            done = archive.reconcile(progress, show)
+        else:
+            for difference in differences(archive, progress):
+                show(difference)
+        if bar is not None:
+            bar.close()
+    finally:
+        archive.close()
+    summary = ", ".join(f"{n} {kind}" for kind, n in found.items()) or "no differences"
+    print(f"{instances} indexed instances checked against the files of {folder}: {summary}")
+    if args.repair and found:
+        print("repaired: " + ", ".join(f"{n} {k}" for k, n in done.items() if n))
+    return 1 if found and not args.repair else 0
 
 
 def _filters(pairs: list[str]) -> dict[str, str]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import requests
@@ -17,7 +18,8 @@ __all__ = ["connect"]
 def connect(
     url: str | None = None,
     *,
-    token: str | None = None,
+    token: Any = None,
+    scopes: str | Sequence[str] = (),
     auth: Any = None,
     session: requests.Session | None = None,
     timeout: float | tuple[float, float] | None = 30.0,
@@ -40,9 +42,12 @@ def connect(
     no token is given); without it, the embedded server is started on demand on the folder
     ``DICOMFRAMES_DATA`` or ``~/.cache/dicomframes/archive`` and used.
 
-    Authentication: ``token`` (bearer), ``auth`` (a ``(user, password)`` tuple for basic auth or
-    any requests auth object), or ``session`` (a ready ``requests.Session`` such as Google's
-    ``AuthorizedSession``). TLS certificates are verified unless ``verify=False``.
+    Authentication: ``token`` (bearer: a string, a function returning one, or a credential
+    with ``get_token(*scopes)`` such as ``DefaultAzureCredential()``, refreshed before it
+    expires and once after a 401; ``scopes``: e.g. ``client.AZURE_DICOM_SCOPE``; see
+    :mod:`dicomframes.client.credentials`), ``auth`` (a ``(user, password)`` tuple for basic
+    auth or any requests auth object), or ``session`` (a ready ``requests.Session`` such as
+    Google's ``AuthorizedSession``). TLS certificates are verified unless ``verify=False``.
     ``timeout`` (seconds) applies to connecting and to each read; ``retries`` is the number of
     retries on 429/503 and on connection errors, for idempotent calls only (never POST).
     ``max_answer_bytes`` (512 MiB by default, None for no limit) is the most bytes of one
@@ -65,7 +70,7 @@ def connect(
             from ..server import embedded  # the web server loads only when it is used
 
             url = embedded().url
-    return Client(url, token=token, auth=auth, session=session, timeout=timeout,
+    return Client(url, token=token, scopes=scopes, auth=auth, session=session, timeout=timeout,
                   retries=retries, verify=verify, max_answer_bytes=max_answer_bytes,
                   max_decompression_ratio=max_decompression_ratio, backoff=backoff,
                   max_retry_wait=max_retry_wait, page_size=page_size, max_pages=max_pages,

@@ -37,6 +37,7 @@ from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
 from .auth import split_url_credentials
 from .connections import new_session
+from .credentials import BearerTokenAuth, provider_for
 from .exchange import Exchange, Recorder, redact_url
 from .failures import not_done
 from .frames import fetch_frames, fetch_volume
@@ -47,7 +48,7 @@ from .limits import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_DECOMPRESSION_RATIO
 from .metadata_cache import MetadataCache
 from .qido import Pager, qido_params
 from .store import store as store_items
-from .transport import BearerAuth, Transport
+from .transport import Transport
 
 if TYPE_CHECKING:
     import threading
@@ -92,7 +93,8 @@ class Client:
         self,
         url: str,
         *,
-        token: str | None = None,
+        token: Any = None,
+        scopes: str | Sequence[str] = (),
         auth: Any = None,
         session: requests.Session | None = None,
         timeout: float | tuple[float, float] | None = 30.0,
@@ -119,9 +121,9 @@ class Client:
         self.url, in_url = split_url_credentials(str(url))
         if in_url is not None and auth is None and token is None:
             auth = HTTPBasicAuth(*in_url)
-        self._token = token
-        if token is not None:
-            auth = BearerAuth(token)
+        self._token = None if token is None else provider_for(token, scopes)
+        if self._token is not None:
+            auth = BearerTokenAuth(self._token)
         elif isinstance(auth, tuple):
             auth = HTTPBasicAuth(*auth)
         self._auth = auth
@@ -129,7 +131,7 @@ class Client:
         if session is None:
             session = new_session()
             session.verify = verify
-        secrets = [token] if token else []
+        secrets = [token] if isinstance(token, str) else []
         auth_password = getattr(auth, "password", None)
         if isinstance(auth_password, str) and auth_password:
             # "user:password" as sent in a Basic header (its base64 form) is always masked;
@@ -138,6 +140,8 @@ class Client:
             if len(auth_password) >= 4:
                 secrets.append(auth_password)
         self._recorder = Recorder(history_size, secrets)
+        if self._token is not None:  # each new token is scrubbed from what is recorded
+            self._token.on_token = self._recorder.remember
         # With a caller's session its own verify setting applies unless we were told otherwise.
         self.transport = Transport(
             self.url, session, self._recorder, auth=auth,
@@ -181,7 +185,7 @@ class Client:
 
     def __repr__(self) -> str:
         if self._token is not None:
-            how = "bearer token"
+            how = self._token.kind
         elif isinstance(self._auth, HTTPBasicAuth):
             how = "basic auth"
         elif self._auth is not None:
@@ -325,7 +329,7 @@ class Client:
         offset = int(filters.pop("offset", 0) or 0)
         params = qido_params(filters)
         pager = Pager(lambda page: self.get_json(path, page), level, self.page_size,
-                      self.max_pages, self.progress, self.url)
+                      self.max_pages, self.progress, self.url, self.capabilities)
         with self.transport.call():  # one deadline for every page
             return pager.search(params, None if limit is None else int(limit), offset)
 

@@ -37,7 +37,7 @@ from ..standard.attributes import (
 )
 from ..standard.paths import ResourcePath
 from ..standard.tags import tag_hex, tag_of
-from .qido import page_params, qido_params, walk_pages
+from .qido import page_params, qido_params, refused_limit, walk_pages
 from .surface import DicomwebClient
 
 __all__ = [
@@ -115,10 +115,22 @@ class Reader:
         return rows
 
     def _fetch(self, path: str, query: dict[str, str]) -> list[dict]:
-        """One page; learns whether the server gives as many rows as asked."""
-        rows = self.get(path, query)
+        """One page; learns whether the server gives as many rows as asked. A ``limit`` the
+        server refuses (Azure: over 200) is lowered in ``query`` and learned as its cap."""
+        asked = int(query["limit"])
+        while True:
+            try:
+                rows = self.get(path, query)
+                break
+            except DICOMwebError as exc:
+                smaller = refused_limit(exc, int(query["limit"]))
+                if smaller is None:
+                    raise
+                with self._lock:
+                    self.cap = smaller if self.cap is None else min(self.cap, smaller)
+                query["limit"] = str(smaller)
         with self._lock:
-            if len(rows) >= int(query["limit"]):
+            if len(rows) >= asked:  # (a limit lowered above says nothing of the one asked)
                 self.limit_ok = True
             self.max_seen = max(self.max_seen, len(rows))
         return rows

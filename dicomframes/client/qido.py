@@ -2,21 +2,24 @@
 
 :func:`qido_params` turns Python filter values (dates, ranges, lists, keywords or tags) into
 QIDO-RS parameters; :func:`query_string` percent-encodes them the way DICOMweb servers expect;
-:func:`walk_pages` is the one paging loop of the client (page parameters, offsets, repeated
-rows dropped); :class:`Pager` walks a search for ``client.search_*`` and stops on the server's
-quirks, :class:`dicomframes.client.partitions.Reader` walks them for archive-sized reads. No
-HTTP here: the pager is given the function that fetches one page.
+:func:`page_params` and :func:`fresh_rows` are the paging rules written once (a page's
+parameters, repeated rows dropped); :class:`Pager` pages a search for ``client.search_*``
+(learning a page cap), :func:`walk_pages` the archive reader's searches
+(:class:`dicomframes.client.partitions.Reader`). No HTTP here: the pager is given the function
+that fetches one page.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from .. import errors
 from ..standard import tags
 from ..standard.attributes import PLURAL, SEARCHABLE, UID_KEYWORDS
 from ..standard.temporal import python_temporal, query_date, query_datetime, query_time
@@ -26,9 +29,11 @@ __all__ = [
     "QUERY_SAFE",
     "PageAnswer",
     "Pager",
+    "fresh_rows",
     "page_params",
     "qido_params",
     "query_string",
+    "refused_limit",
     "walk_pages",
 ]
 
@@ -160,6 +165,20 @@ def query_string(params: Mapping[str, Any]) -> str:
 
 # ---- paging ---------------------------------------------------------------------------------
 
+
+def refused_limit(error: Exception, asked: int) -> int | None:
+    """The page size to ask instead when a server refused ``limit=asked`` (a 400 that names
+    ``limit``, as the Azure DICOM service answers a limit over 200): the largest number below
+    ``asked`` its message names (Azure: "between 1 and 200"), else 100; None when the error is
+    about something else."""
+    if not isinstance(error, errors.DICOMwebError) or error.status != 400 or asked <= 1:
+        return None
+    if "limit" not in error.message.lower():
+        return None
+    named = [int(n) for n in re.findall(r"\d+", error.message) if 1 < int(n) < asked]
+    return max(named) if named else min(100, asked - 1)
+
+
 Page = list[dict]
 
 
@@ -169,6 +188,24 @@ def page_params(params: Mapping[str, str], limit: int, offset: int = 0) -> dict[
     if offset:
         page["offset"] = str(offset)
     return page
+
+
+def fresh_rows(rows: Page, seen: set[str], uid_key: str) -> Page:
+    """The rows not seen before (added to ``seen``), told apart by their ``uid_key`` value (8
+    hex digits: the UID of the level searched), else by their whole content."""
+    fresh = []
+    for obj in rows:
+        key = _uid_of(obj, uid_key) or json.dumps(obj, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            fresh.append(obj)
+    return fresh
+
+
+def _uid_of(obj: Mapping[str, Any], key: str) -> str | None:
+    element = obj.get(key) if isinstance(obj, Mapping) else None
+    values = element.get("Value") if isinstance(element, Mapping) else None
+    return str(values[0]) if values and values[0] is not None else None
 
 
 @dataclass(frozen=True)
@@ -185,35 +222,23 @@ class PageAnswer:
 def walk_pages(fetch: Callable[[dict[str, str]], Page], params: Mapping[str, str],
                uid_key: str, size: Callable[[], int], offset: int = 0) -> Iterator[PageAnswer]:
     """The pages of a search, one request each, until the caller stops or ``size()`` (rows
-    to ask for next) is 0. Rows are told apart by their ``uid_key`` value (8 hex digits: the
-    UID of the level searched), else by their whole content. The caller decides what ends
-    the search: a short page, a page of repeats (the server ignores ``offset``), a count."""
+    to ask for next) is 0; the caller decides what ends the search (a short page, a page of
+    repeats, a count). The archive reader (:class:`dicomframes.client.partitions.Reader`)
+    walks with it; :class:`Pager` shares its page parameters and its repeated-row test."""
     seen: set[str] = set()
     while True:
         want = size()
         if want <= 0:
             return
-        rows = fetch(page_params(params, want, offset))
-        fresh = []
-        for obj in rows:
-            key = _uid_of(obj, uid_key) or json.dumps(obj, sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                fresh.append(obj)
-        yield PageAnswer(rows, fresh, want, offset)
+        query = page_params(params, want, offset)
+        rows = fetch(query)  # may lower query["limit"]: a server that refused the size asked
+        yield PageAnswer(rows, fresh_rows(rows, seen, uid_key), int(query["limit"]), offset)
         offset += len(rows)
-
-
-def _uid_of(obj: Mapping[str, Any], key: str) -> str | None:
-    element = obj.get(key) if isinstance(obj, Mapping) else None
-    values = element.get("Value") if isinstance(element, Mapping) else None
-    return str(values[0]) if values and values[0] is not None else None
 
 
 @dataclass
 class Pager:
-    """Fetches a search page by page (``limit``/``offset``, :func:`walk_pages`) until the
-    answer runs short.
+    """Fetches a search page by page (``limit``/``offset``) until the answer runs short.
 
     ``fetch`` gets one page's parameters and returns its rows. Rows already seen (same UID of
     ``level``) are dropped; a page of nothing but repeats means the server ignores ``offset``
@@ -229,39 +254,62 @@ class Pager:
     max_pages: int
     progress: bool = False
     server: str = "the server"
+    capabilities: dict[str, Any] | None = None  # the client's: "page_cap" once learned
 
     def search(self, params: Mapping[str, str], limit: int | None = None,
                offset: int = 0) -> Page:
-        """Every row of the search (at most ``limit``), starting at ``offset``."""
+        """Every row of the search (at most ``limit``), starting at ``offset``.
+
+        A page shorter than asked ends the search, unless its length is a round number (a
+        multiple of 50) and the server's page cap is not known yet: then the next page tells
+        whether the server caps ``limit`` there (as the Azure DICOM service does at 200), and
+        the cap is kept in the client's ``capabilities["page_cap"]``.
+        """
         if limit is None and not offset and self._one_uid(params):
             return self.fetch(dict(params))
-        if limit is not None:
-            if limit < 0:
-                raise ValueError(f"limit must not be negative, got {limit}")
-            if limit <= self.page_size:  # one request, exactly as asked
-                return self.fetch(page_params(params, limit, offset))
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        known = self.capabilities if self.capabilities is not None else {}
+        page_size = min(self.page_size, int(known.get("page_cap") or self.page_size))
         results: Page = []
+        seen: set[str] = set()
         bar = None
         pages = 0
-
-        def size() -> int:
-            return self.page_size if limit is None else min(self.page_size,
-                                                            limit - len(results))
-
-        uid_key = tags.tag_hex(tags.tag_of(UID_KEYWORDS[self.level]))
+        candidate = None
+        if limit is not None and limit <= page_size:  # one request, exactly as asked
+            rows, limit = self._get(params, limit, offset, known)
+            if not self._may_be_capped(len(rows), limit, known):
+                return rows
+            results, offset, pages, candidate = self._fresh(rows, seen), offset + len(rows), \
+                1, len(rows)  # maybe cut by a cap: the next page tells
         try:
-            for page in walk_pages(self.fetch, params, uid_key, size, offset):
-                pages += 1
-                if page.rows and not page.fresh:
-                    self._warn(f"the server at {self.server} answered offset={page.offset} "
-                               f"with rows it had already sent (it seems to ignore 'offset'); "
-                               f"stopping after {len(results)} results")
+            while True:
+                page_size = min(self.page_size, int(known.get("page_cap") or self.page_size))
+                want = page_size if limit is None else min(page_size, limit - len(results))
+                if want <= 0:
                     break
-                results.extend(page.fresh)
+                rows, want = self._get(params, want, offset, known)
+                pages += 1
+                if candidate is not None and rows:  # rows after a short page: a cap
+                    known["page_cap"] = candidate
+                    want = min(want, candidate)
+                candidate = None
+                fresh = self._fresh(rows, seen)
+                if rows and not fresh:
+                    self._warn(f"the server at {self.server} answered offset={offset} with rows "
+                               f"it had already sent (it seems to ignore 'offset'); stopping "
+                               f"after {len(results)} results")
+                    break
+                results.extend(fresh)
+                offset += len(rows)
                 if bar is not None:
-                    bar.update(len(page.fresh))
-                if len(page.rows) != page.asked:
-                    break  # short page: the end; longer than asked: server ignores limit
+                    bar.update(len(fresh))
+                if len(rows) != want:
+                    # short page: the end (or a cap, to be checked); longer than asked: the
+                    # server ignores limit
+                    if not self._may_be_capped(len(rows), want, known):
+                        break
+                    candidate = len(rows)
                 if pages >= self.max_pages:
                     self._warn(f"search stopped after {pages} pages ({len(results)} results, "
                                "more remain): raise client.max_pages to fetch more, or pass "
@@ -274,11 +322,33 @@ class Pager:
                 bar.close()
         return results
 
+    def _get(self, params: Mapping[str, str], want: int, offset: int,
+             known: dict[str, Any]) -> tuple[Page, int]:
+        """One page, and the ``limit`` it was asked with: a server that refuses ``want`` as
+        too large is asked again with the size it accepts (learned as its page cap)."""
+        while True:
+            try:
+                return self.fetch(page_params(params, want, offset)), want
+            except errors.DICOMwebError as exc:
+                smaller = refused_limit(exc, want)
+                if smaller is None:
+                    raise
+                known["page_cap"] = want = smaller
+
+    @staticmethod
+    def _may_be_capped(count: int, asked: int, known: Mapping[str, Any]) -> bool:
+        """Whether a page of ``count`` rows, fewer than ``asked``, may be cut by a page cap
+        not learned yet (caps are round numbers)."""
+        return 0 < count < asked and count % 50 == 0 and "page_cap" not in known
+
     def _one_uid(self, params: Mapping[str, str]) -> bool:
         """Whether ``params`` ask for one UID of the search's own level (at most one match)."""
         keyword = UID_KEYWORDS[self.level]
         value = params.get(keyword, params.get(tags.tag_hex(tags.tag_of(keyword))))
         return bool(value) and not any(c in str(value) for c in ",*?\\")
+
+    def _fresh(self, rows: Page, seen: set[str]) -> Page:
+        return fresh_rows(rows, seen, tags.tag_hex(tags.tag_of(UID_KEYWORDS[self.level])))
 
     @staticmethod
     def _warn(message: str) -> None:
