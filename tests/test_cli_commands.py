@@ -263,7 +263,7 @@ def test_time_text_keeps_the_fraction() -> None:
 
     import pandas as pd
 
-    from dicomframes.cli import time_text
+    from dicomframes.cli.text import time_text
 
     assert time_text(pd.Timedelta(hours=12)) == "12:00:00"
     assert time_text(pd.Timedelta("07:05:03.25")) == "07:05:03.250000"

@@ -13,8 +13,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .text import format_table, indent, print_table
+
 if TYPE_CHECKING:
-    from .client import Client
+    from ..client import Client
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -27,12 +29,11 @@ NEXT_STEPS = ("\nNext: python -c \"import dicomframes; help(dicomframes)\" for a
               "`dicomframes serve` for an archive that stays (the one connect() uses), and the "
               "teaching notebooks in notebooks/ of a source checkout of dicomframes.")
 DEFAULT_DATA = "default: env DICOMFRAMES_DATA, else ~/.cache/dicomframes/archive"
-_MICROSECOND = dt.timedelta(microseconds=1)
 
 
 def _size(text: str) -> int:
     """A size option (``512M``, ``2G``, bytes); the server's parser, imported when used."""
-    from .server.budget import parse_size
+    from ..server.budget import parse_size
 
     try:
         return parse_size(text)
@@ -178,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(func=cmd_reset)
 
-    from .testing import remote as remote_like  # standard library only: cheap to import
+    from ..testing import remote as remote_like  # standard library only: cheap to import
 
     imitation = sub.add_parser(
         "remote", help="a remote-like archive on this machine: round trip, bandwidth cap, page "
@@ -194,9 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the embedded server in the foreground until interrupted."""
-    from .errors import PortInUse
-    from .server import TOKEN_ENV, serve
-    from .server.parsers import default_workers
+    from ..errors import PortInUse
+    from ..server import TOKEN_ENV, serve
+    from ..server.parsers import default_workers
 
     token = args.token
     if args.token_env:
@@ -233,7 +234,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _data(args: argparse.Namespace) -> Path:
     """The archive folder of --data, else the default one (as ``connect()`` and ``reset``)."""
-    from .server import default_archive
+    from ..server import default_archive
 
     return Path(args.data).expanduser() if args.data else default_archive()
 
@@ -242,7 +243,7 @@ def _limits(args: argparse.Namespace) -> Any:
     """The server's :class:`~dicomframes.server.Limits`: the defaults, with the options given."""
     from dataclasses import replace
 
-    from .server import Limits
+    from ..server import Limits
 
     given = {"memory_budget": args.memory_budget, "max_connections": args.max_connections,
              "connections_per_client": args.connections_per_client,
@@ -264,79 +265,14 @@ def _token_from(variable: str) -> str:
 
 def _connect(args: argparse.Namespace) -> Client:
     """Connect as the options say: --url, else env DICOMWEB_URL, else the embedded server."""
-    from . import connect
+    from .. import connect
 
     token: Any = _token_from(args.token_env) if args.token_env else None
     if token is None and getattr(args, "token_file", None):
-        from .client import TokenFile
+        from ..client import TokenFile
 
         token = TokenFile(args.token_file)
     return connect(args.url, token=token) if token else connect(args.url)
-
-
-def _print_table(df: Any, fmt: str) -> None:
-    try:
-        if fmt == "csv":
-            _with_times_as_text(df).to_csv(sys.stdout, index=False)
-        elif len(df) == 0:
-            print("(no results)")
-        else:
-            print(format_table(df))
-        sys.stdout.flush()
-    except BrokenPipeError:  # e.g. `dicomframes search ... | head`
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-
-
-def _with_times_as_text(df: Any) -> Any:
-    """``df`` with its timedelta (TM) columns as ``HH:MM:SS[.ffffff]`` text, for CSV."""
-    import pandas as pd
-
-    columns = [c for c in df.columns if pd.api.types.is_timedelta64_dtype(df[c])]
-    if not columns:
-        return df
-    out = df.copy()
-    for column in columns:
-        out[column] = [None if pd.isna(v) else time_text(v) for v in df[column]]
-    return out
-
-
-def time_text(value: Any) -> str:
-    """A time of day held as a timedelta as ``HH:MM:SS``, with ``.ffffff`` when present."""
-    micros = int(value // _MICROSECOND)
-    sign, micros = ("-", -micros) if micros < 0 else ("", micros)
-    seconds, fraction = divmod(micros, 1_000_000)
-    text = f"{sign}{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-    return f"{text}.{fraction:06d}" if fraction else text
-
-
-def _cell_text(value: Any) -> str:
-    import pandas as pd
-
-    if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)):
-        return ""
-    if isinstance(value, (list, tuple)):
-        return "\\".join(_cell_text(v) for v in value)
-    if isinstance(value, dt.datetime) and value == value.replace(hour=0, minute=0, second=0,
-                                                                 microsecond=0):
-        return value.strftime("%Y-%m-%d")
-    if isinstance(value, dt.timedelta):
-        return time_text(value)
-    return str(value).replace("\n", " ")
-
-
-def format_table(df: Any, max_width: int = 80) -> str:
-    """A plain left-aligned text table (missing values blank; cells cut at ``max_width``)."""
-    columns = [str(c) for c in df.columns]
-    rows = [[_cell_text(v) for v in row] for row in df.itertuples(index=False)]
-    rows = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row]
-            for row in rows]
-    widths = [max([len(name)] + [len(row[i]) for row in rows]) for i, name in
-              enumerate(columns)]
-    lines = ["  ".join(name.ljust(w) for name, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-              for row in rows]
-    return "\n".join(lines)
 
 
 class UsageError(Exception):
@@ -345,13 +281,13 @@ class UsageError(Exception):
 
 def cmd_upload(args: argparse.Namespace) -> int:
     """Store PATHs on the server and print one outcome row per instance; 1 if any failed."""
-    from .client.store import FAILED, summary_text
+    from ..client.store import FAILED, summary_text
 
     client = _connect(args)
     df = client.store(args.paths, study=args.study, skip_existing=args.skip_existing,
                       workers=args.workers, batch_size=args.batch_size, progress=not args.quiet)
     shown = df[["source", "SOPInstanceUID", "status", "reason", "message"]]
-    _print_table(shown, args.format)
+    print_table(shown, args.format)
     print(summary_text(df), file=sys.stderr if args.format == "csv" else sys.stdout)
     return 1 if (df["status"] == FAILED).any() else 0
 
@@ -367,7 +303,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from .server.importer import COLUMNS, FAILED, SKIPPED, run_import, summary_of
+    from ..server.importer import COLUMNS, FAILED, SKIPPED, run_import, summary_of
 
     start = time.monotonic()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -408,7 +344,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if problems:
         import pandas as pd
 
-        _print_table(pd.DataFrame(problems, columns=shown), "table")
+        print_table(pd.DataFrame(problems, columns=shown), "table")
         if more:
             print(f"... and {more} more failed or skipped files")
     seconds = time.monotonic() - start
@@ -425,8 +361,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .server.repair import differences
-    from .server.storage import Archive
+    from ..server.repair import differences
+    from ..server.storage import Archive
 
     folder = _data(args)
     if not (folder / "index.sqlite3").is_file():
@@ -492,7 +428,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.format == "table" and not args.all_columns:
         wanted = [c for c in _SEARCH_COLUMNS[args.level] if c in df.columns]
         df = df[wanted] if wanted else df
-    _print_table(df, args.format)
+    print_table(df, args.format)
     return 0
 
 
@@ -509,7 +445,7 @@ _SEARCH_COLUMNS = {
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
     """Download a study, series or instance into OUT/STUDY/SERIES/SOP.dcm."""
-    from .client.download import download
+    from ..client.download import download
 
     client = _connect(args)
     paths = download(client, args.out, args.study, args.series, args.instance)
@@ -524,10 +460,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Start a throw-away embedded server, store the tutorial's three files and look at them."""
     import tempfile
 
-    from . import connect
-    from .client.store import summary_text
-    from .samples import write_tutorial_files
-    from .server import serve
+    from .. import connect
+    from ..client.store import summary_text
+    from ..samples import write_tutorial_files
+    from ..server import serve
 
     def pick(df: Any, names: Sequence[str]) -> Any:
         return df[[c for c in names if c in df.columns]]
@@ -542,7 +478,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f">>> client.store([{len(files)} sample files])   # {summary_text(stored)}")
         studies = client.search_studies()
         print(">>> client.search_studies()")
-        print(_indent(format_table(pick(studies, [
+        print(indent(format_table(pick(studies, [
             "PatientName", "PatientID", "StudyDate", "ModalitiesInStudy",
             "NumberOfStudyRelatedInstances", "StudyInstanceUID"]))))
         study = str(studies["StudyInstanceUID"].iloc[0])
@@ -550,12 +486,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         series, sop = str(first["SeriesInstanceUID"]), str(first["SOPInstanceUID"])
         meta = client.metadata(study, series, sop)
         print(">>> client.metadata(study, series, instance)")
-        print(_indent(format_table(pick(meta, [
+        print(indent(format_table(pick(meta, [
             "SOPInstanceUID", "Rows", "Columns", "PhotometricInterpretation",
             "BitsAllocated"]))))
         frames = client.frames(study, series, sop)
         print(">>> client.frames(study, series, instance)")
-        print(_indent(f"numpy array, shape {tuple(frames.shape)}, dtype {frames.dtype}"))
+        print(indent(f"numpy array, shape {tuple(frames.shape)}, dtype {frames.dtype}"))
         print(NEXT_STEPS)
     return 0
 
@@ -587,17 +523,13 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
-def _indent(text: str) -> str:
-    return "\n".join("   " + line for line in text.splitlines())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dicomframes`` command.
 
     An error is one line on stderr with exit status 2 (1 for an unexpected one); the
     traceback is printed only under ``--debug``.
     """
-    from .errors import DicomFramesError
+    from ..errors import DicomFramesError
 
     args = build_parser().parse_args(argv)
     func: Command = args.func
