@@ -29,7 +29,7 @@ from ..standard.stow import (
 from ..standard.uids import validate_uid
 from .discover import ALREADY_STORED, STORED, Instance, short_error
 from .failures import not_done
-from .surface import DicomwebClient as Client
+from .surface import DicomwebClient
 from .throttle import resend
 
 __all__ = [
@@ -195,7 +195,7 @@ def _stow_path(study: str | None) -> str:
 
 
 def post_batch(
-    client: Client,
+    client: DicomwebClient,
     instances: Sequence[Instance],
     study: str | None = None,
     *,

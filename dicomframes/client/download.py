@@ -22,7 +22,7 @@ from ..standard.mediatypes import DICOM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
 from .concurrency import cpu_default, throttled_so_far, workers_for
-from .surface import DicomwebClient as Client
+from .surface import DicomwebClient
 
 if TYPE_CHECKING:
     import pandas
@@ -41,7 +41,7 @@ def part10_path(folder: str | os.PathLike[str], ds: Dataset) -> Path:
 
 
 def download(
-    client: Client,
+    client: DicomwebClient,
     folder: str | os.PathLike[str],
     study: str,
     series: str | None = None,
@@ -112,7 +112,7 @@ def _write_part(folder: Path, content: bytes) -> tuple[Path, str]:
     return path, path.stem
 
 
-def _fetch_unit(client: Client, folder: Path, unit: _Unit, bar: Any) -> None:
+def _fetch_unit(client: DicomwebClient, folder: Path, unit: _Unit, bar: Any) -> None:
     have = _on_disk(folder, unit)
     wanted = None if unit.wanted is None else [s for s in unit.wanted if s not in have]
     if wanted is not None and not wanted:
@@ -133,7 +133,7 @@ def _fetch_unit(client: Client, folder: Path, unit: _Unit, bar: Any) -> None:
                 path.unlink()  # a series retrieve brings instances not asked for
 
 
-def _units(client: Client, depth: int, uids: Sequence[tuple[str, ...]]) -> list[_Unit]:
+def _units(client: DicomwebClient, depth: int, uids: Sequence[tuple[str, ...]]) -> list[_Unit]:
     """The series of a selection, with the instance count each should have."""
     units: dict[tuple[str, str], _Unit] = {}
     counts: dict[str, dict[str, int | None]] = {}
@@ -164,7 +164,7 @@ def _units(client: Client, depth: int, uids: Sequence[tuple[str, ...]]) -> list[
     return list(units.values())
 
 
-def download_selection(client: Client, folder: str | os.PathLike[str], depth: int,
+def download_selection(client: DicomwebClient, folder: str | os.PathLike[str], depth: int,
                        uids: Sequence[tuple[str, ...]], *, workers: int | None = None,
                        progress: bool = True) -> pandas.DataFrame:
     """Bring studies (``depth`` 1), series (2) or instances (3), named by their UID tuples, to

@@ -49,7 +49,7 @@ from ..standard.transfer_syntax import is_native, syntax_for_media_type
 from .concurrency import workers_for
 from .deadline import active, current
 from .metadata_cache import InstanceInfo, info_from_json
-from .surface import DicomwebClient as Client
+from .surface import DicomwebClient
 
 __all__ = [
     "InstanceInfo",
@@ -79,12 +79,12 @@ _FRAMES_UNAVAILABLE = (400, 406, 415, 500, 501)
 # ---- metadata, cached on the client (see dicomframes.client.metadata_cache) -----------------
 
 
-def clear_cache(client: Client) -> None:
+def clear_cache(client: DicomwebClient) -> None:
     """Forget the pixel metadata ``client`` has cached."""
     client.metadata_cache.forget()
 
 
-def instance_info(client: Client, study: str, series: str, instance: str, *,
+def instance_info(client: DicomwebClient, study: str, series: str, instance: str, *,
                   refresh: bool = False) -> InstanceInfo:
     """Pixel metadata of one instance: one ``.../metadata`` request, then cached."""
     cache = client.metadata_cache
@@ -107,7 +107,7 @@ def instance_info(client: Client, study: str, series: str, instance: str, *,
     return info
 
 
-def _instance_count(client: Client, study: str, series: str) -> int | None:
+def _instance_count(client: DicomwebClient, study: str, series: str) -> int | None:
     """The series' NumberOfSeriesRelatedInstances from one QIDO-RS search (None: not given)."""
     try:
         found = client.search_json(
@@ -121,7 +121,7 @@ def _instance_count(client: Client, study: str, series: str) -> int | None:
     return int(count) if isinstance(count, int | float) else None
 
 
-def series_info(client: Client, study: str, series: str, *, refresh: bool = False,
+def series_info(client: DicomwebClient, study: str, series: str, *, refresh: bool = False,
                 check: bool = True) -> tuple[InstanceInfo, ...]:
     """Pixel metadata of every image instance of a series: one ``.../metadata`` request,
     then cached. A cached series is checked first (``check``, see the module docstring);
@@ -143,7 +143,7 @@ def series_info(client: Client, study: str, series: str, *, refresh: bool = Fals
     return result
 
 
-def series_instances(client: Client, study: str, series: str,
+def series_instances(client: DicomwebClient, study: str, series: str,
                      instances: Sequence[str] | None = None, *,
                      refresh: bool = False) -> list[InstanceInfo]:
     """The image instances of a series (all, or ``instances`` of it in that order); raises
@@ -198,7 +198,7 @@ def slice_order(infos: Sequence[InstanceInfo]) -> list[InstanceInfo]:
 # ---- fetching ------------------------------------------------------------------------------
 
 
-def _note(client: Client, what: str) -> None:
+def _note(client: DicomwebClient, what: str) -> None:
     notes = client.capabilities.setdefault("frames_fallbacks", [])
     if what not in notes:
         notes.append(what)
@@ -223,8 +223,9 @@ def _desc_for(info: InstanceInfo, syntax: str, transcoded: bool) -> PixelDescrip
     return desc
 
 
-def _stream_into(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
-                 asked: str | None, convert_color: bool, transcoded: bool) -> None:
+def _stream_into(client: DicomwebClient, info: InstanceInfo, numbers: Sequence[int],
+                 out: np.ndarray, asked: str | None, convert_color: bool,
+                 transcoded: bool) -> None:
     path = str(ResourcePath(info.study, info.series, info.sop, tuple(numbers)))
     count = 0
     for part, part_ts in client.iter_multipart(path, OCTET_STREAM, asked):
@@ -240,8 +241,8 @@ def _stream_into(client: Client, info: InstanceInfo, numbers: Sequence[int], out
                                     f"sent {count}")
 
 
-def _from_instance(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
-                   convert_color: bool) -> None:
+def _from_instance(client: DicomwebClient, info: InstanceInfo, numbers: Sequence[int],
+                   out: np.ndarray, convert_color: bool) -> None:
     """Last resort: retrieve the whole instance and decode its pixel data here."""
     from pydicom.pixels import get_decoder
 
@@ -265,7 +266,7 @@ def _from_instance(client: Client, info: InstanceInfo, numbers: Sequence[int], o
                   casting="same_kind")
 
 
-def _fill(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
+def _fill(client: DicomwebClient, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
           transfer_syntax: str | None, convert_color: bool) -> None:
     """Fetch frames ``numbers`` of one instance into ``out`` (len(numbers) slots), with the
     fallbacks described in the module docstring."""
@@ -300,7 +301,7 @@ def _fill(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.nd
         _stream_into(client, info, numbers, out, None, convert_color, transcoded=True)
 
 
-def fill_frames(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
+def fill_frames(client: DicomwebClient, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
                   transfer_syntax: str | None, convert_color: bool) -> None:
     for start in range(0, len(numbers), FRAMES_PER_REQUEST):
         batch = numbers[start:start + FRAMES_PER_REQUEST]
@@ -322,7 +323,7 @@ def _frame_numbers(frames: int | Sequence[int] | None, available: int) -> list[i
 
 
 def fetch_frames(
-    client: Client,
+    client: DicomwebClient,
     study: str,
     series: str,
     instance: str,
@@ -367,7 +368,7 @@ def fetch_frames(
     return result
 
 
-def _stack(client: Client, infos: Sequence[InstanceInfo], frame: int | None,
+def _stack(client: DicomwebClient, infos: Sequence[InstanceInfo], frame: int | None,
            transfer_syntax: str | None, convert_color: bool, workers: int | None) -> np.ndarray:
     """Frames of ``infos`` (all frames of each, or frame number ``frame`` of each) stacked in
     the given order, instances fetched ``workers`` at a time into one preallocated array."""
@@ -423,7 +424,7 @@ def run_jobs(jobs: Sequence[Job], run: Callable[[Job], None], workers: int | Non
 
 
 def fetch_volume(
-    client: Client,
+    client: DicomwebClient,
     study: str,
     series: str,
     *,
@@ -448,7 +449,7 @@ def fetch_volume(
 
 
 def fetch_stack(
-    client: Client,
+    client: DicomwebClient,
     uids: Sequence[tuple[str, str, str]],
     *,
     frame: int | None = None,

@@ -30,7 +30,7 @@ from ..convert.units import ValueTransform, apply_into, output_dtype, units_name
 from ..standard.frame_groups import FrameAttributes
 from .frames import fill_frames, run_jobs, series_instances
 from .metadata_cache import InstanceInfo
-from .surface import DicomwebClient as Client
+from .surface import DicomwebClient
 
 __all__ = ["ImagePlan", "SliceSource", "fetch_image", "fill_slices", "image_array",
            "plan_image"]
@@ -91,7 +91,7 @@ def _window(frames: Sequence[FrameAttributes | None]) -> dict[str, float]:
     return {}
 
 
-def plan_image(client: Client, study: str, series: str, *,
+def plan_image(client: DicomwebClient, study: str, series: str, *,
                instances: Sequence[str] | None = None, units: str = "modality") -> ImagePlan:
     """Read the metadata and work out order, geometry and rescale (see the module docstring).
     Raises GeometryError for instances that cannot form one volume."""
@@ -149,7 +149,7 @@ def plan_image(client: Client, study: str, series: str, *,
                      frame_shape=first.desc.frame_shape, attrs=attrs)
 
 
-def fill_slices(client: Client, plan: ImagePlan, out: np.ndarray, start: int = 0,
+def fill_slices(client: DicomwebClient, plan: ImagePlan, out: np.ndarray, start: int = 0,
                 workers: int | None = None) -> None:
     """Fetch slices ``start .. start + len(out)`` of the plan into ``out`` (rescaled)."""
     wanted = plan.slices[start:start + len(out)]
@@ -210,7 +210,7 @@ def image_array(plan: ImagePlan, data: Any) -> xr.DataArray:
     return xr.DataArray(data, dims=dims, coords=coords, attrs=dict(plan.attrs), name="image")
 
 
-def fetch_image(client: Client, study: str, series: str, *,
+def fetch_image(client: DicomwebClient, study: str, series: str, *,
                 instances: Sequence[str] | None = None, units: str = "modality",
                 workers: int | None = None) -> xr.DataArray:
     """The series as a DataArray in physical units (see :meth:`Client.image`): metadata

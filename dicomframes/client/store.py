@@ -53,7 +53,7 @@ from .discover import (
     read_header,
     short_error,
 )
-from .surface import DicomwebClient as Client
+from .surface import DicomwebClient
 
 if TYPE_CHECKING:
     import pandas
@@ -107,7 +107,7 @@ class Progress:
 # ---- what the server already has --------------------------------------------------------------
 
 
-def existing_instances(client: Client, uids_by_study: Mapping[str, Iterable[str]],
+def existing_instances(client: DicomwebClient, uids_by_study: Mapping[str, Iterable[str]],
                        chunk: int = 50) -> set[str]:
     """Return the SOPInstanceUIDs among ``uids_by_study`` that the server already has.
 
@@ -146,7 +146,7 @@ def _uids_in(df: pandas.DataFrame) -> set[str]:
 
 
 def store(
-    client: Client,
+    client: DicomwebClient,
     items: Any,
     study: str | None = None,
     *,
@@ -338,7 +338,7 @@ class _Sender:
     """Sends batches with at most ``workers`` requests in flight; pulls the next batch from
     its (lazy) iterator only when a worker is free."""
 
-    def __init__(self, client: Client, study: str | None, workers: int, skip_existing: bool,
+    def __init__(self, client: DicomwebClient, study: str | None, workers: int, skip_existing: bool,
                  cancel: threading.Event | None, tracker: _Tracker) -> None:
         self.client = client
         self.study = study

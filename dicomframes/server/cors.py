@@ -30,7 +30,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ALLOWED_METHODS", "EXPOSED_HEADERS", "Cors", "allowed_headers", "normalise_origin",
+__all__ = ["ALLOWED_METHODS", "EXPOSED_HEADERS", "Cors", "allowed_headers", "normalize_origin",
            "with_cors"]
 
 ALLOWED_METHODS = ("GET", "POST", "DELETE", "OPTIONS")
@@ -44,7 +44,7 @@ EXPOSED_HEADERS = ("Content-Length", "Content-Location", "Content-Disposition", 
 MAX_AGE = 600  # seconds a browser may reuse a preflight answer
 
 
-def normalise_origin(origin: str) -> str:
+def normalize_origin(origin: str) -> str:
     """``origin`` as a browser sends it in ``Origin``: ``scheme://host[:port]``, lower case,
     without a default port or trailing slash. ValueError for anything else (a path, a query,
     ``*``, ``null``), naming the form expected."""
@@ -82,14 +82,14 @@ class Cors:
     def __init__(self, app: ASGIApp, origins: Iterable[str], *,
                  authorization: bool = False) -> None:
         self.app = app
-        self.origins = frozenset(normalise_origin(origin) for origin in origins)
+        self.origins = frozenset(normalize_origin(origin) for origin in origins)
         self.authorization = authorization
         self.request_headers = frozenset(allowed_headers(authorization))
 
     def allowed(self, origin: str) -> bool:
         """True when a request with this ``Origin`` header may read the answers."""
         try:
-            return normalise_origin(origin) in self.origins
+            return normalize_origin(origin) in self.origins
         except ValueError:
             return False
 

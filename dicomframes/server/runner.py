@@ -26,7 +26,7 @@ from .azure_profile import PROFILES, AzureStrict
 from .budget import DEFAULT_MAX_INFLATED, Limits
 from .connections import ConnectionBoard, protocol_for
 from .console import explain_uvicorn_warnings
-from .cors import normalise_origin
+from .cors import normalize_origin
 from .parsers import default_workers
 from .storage import Archive
 
@@ -107,7 +107,7 @@ class Server:
         check_exposure(host, token, insecure)
         if profile not in PROFILES:
             raise ValueError(f"unknown server profile {profile!r}: use one of {PROFILES}")
-        cors = [normalise_origin(origin) for origin in cors or ()]  # ValueError before binding
+        cors = [normalize_origin(origin) for origin in cors or ()]  # ValueError before binding
         self.limits = limits or Limits()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets whose proto says TCP; without

@@ -16,7 +16,7 @@ from support import make_instances, require
 
 from dicomframes.server import serve
 from dicomframes.server.app import create_app
-from dicomframes.server.cors import Cors, normalise_origin, with_cors
+from dicomframes.server.cors import Cors, normalize_origin, with_cors
 from dicomframes.server.storage import Archive
 
 from .conftest import CHROMIUM, loopback_socket, running
@@ -73,13 +73,13 @@ def test_off_by_default(tmp_path: Path) -> None:
 
 def test_origins_are_normalised_and_checked() -> None:
     """Origins compare as browsers send them; anything but scheme://host[:port] is refused."""
-    assert normalise_origin("HTTP://LocalHost:3000/") == "http://localhost:3000"
-    assert normalise_origin("https://viewer.example.org:443") == "https://viewer.example.org"
-    assert normalise_origin("http://[::1]:8080") == "http://[::1]:8080"
+    assert normalize_origin("HTTP://LocalHost:3000/") == "http://localhost:3000"
+    assert normalize_origin("https://viewer.example.org:443") == "https://viewer.example.org"
+    assert normalize_origin("http://[::1]:8080") == "http://[::1]:8080"
     for bad in ("*", "null", "localhost:3000", "http://x/viewer", "ftp://x", "http://x?a=1",
                 "http://user@x", "http://x:99999"):
         with pytest.raises(ValueError, match="CORS origin"):
-            normalise_origin(bad)
+            normalize_origin(bad)
     cors = Cors(object(), ["http://localhost:3000"])  # type: ignore[arg-type]
     assert cors.allowed("http://LOCALHOST:3000") and not cors.allowed("http://localhost:3001")
     assert not cors.allowed("null")
