@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["format_table", "indent", "print_table", "time_text"]
+__all__ = []
 
 _MICROSECOND = dt.timedelta(microseconds=1)
 

@@ -32,15 +32,7 @@ from .failures import not_done
 from .surface import DicomwebClient
 from .throttle import resend
 
-__all__ = [
-    "NOT_ACKNOWLEDGED",
-    "OUT_OF_SPACE",
-    "batch_size_for",
-    "group_batches",
-    "out_of_resources",
-    "plan_batches",
-    "post_batch",
-]
+__all__ = ["plan_batches", "post_batch"]
 
 NOT_ACKNOWLEDGED = "server did not acknowledge this instance"
 #: The message of instances refused or left unsent because the server is out of resources.

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["FileBody", "body_files"]
+__all__ = []
 
 
 class FileBody:

@@ -22,8 +22,7 @@ import threading
 from collections import deque
 from typing import Any
 
-__all__ = ["LOCAL_ROUND_TRIP", "PER_REQUEST", "POOL_SIZE", "LatencyMeter", "cpu_default",
-           "in_flight", "throttled_so_far", "workers_for"]
+__all__ = []
 
 LOCAL_ROUND_TRIP = 0.010
 PER_REQUEST = 0.005

@@ -23,7 +23,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from .concurrency import POOL_SIZE
 from .deadline import current
 
-__all__ = ["URLLIB3_MAJOR", "new_session"]
+__all__ = []
 
 URLLIB3_MAJOR = 2
 """The urllib3 major version this module was written and checked against."""

@@ -30,8 +30,7 @@ from typing import Any, NamedTuple
 import requests
 from requests.auth import AuthBase
 
-__all__ = ["AZURE_DICOM_SCOPE", "REFRESH_MARGIN", "AccessToken", "BearerTokenAuth",
-           "TokenFile", "TokenProvider", "check_picklable", "provider_for"]
+__all__ = ["AZURE_DICOM_SCOPE", "TokenFile", "TokenProvider", "check_picklable", "provider_for"]
 
 #: The scope of a token for the Azure Health Data Services DICOM service.
 AZURE_DICOM_SCOPE = "https://dicom.healthcareapis.azure.com/.default"

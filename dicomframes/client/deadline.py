@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Deadline", "active", "current"]
+__all__ = []
 
 _local = threading.local()
 # The deadline each connection serves now, kept here rather than on urllib3's objects.

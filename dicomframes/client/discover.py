@@ -27,18 +27,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from ..standard.pixellayout import PixelDataError, read_pixel_data_header
 
-__all__ = [
-    "ALREADY_STORED",
-    "FAILED",
-    "SKIPPED",
-    "STORED",
-    "Instance",
-    "discover",
-    "expand",
-    "open_instance",
-    "read_header",
-    "short_error",
-]
+__all__ = ["Instance", "discover"]
 
 STORED = "stored"
 ALREADY_STORED = "already stored"

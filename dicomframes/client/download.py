@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pandas
     from pydicom import Dataset
 
-__all__ = ["IncompleteDownload", "download", "download_selection", "part10_path"]
+__all__ = ["IncompleteDownload", "download", "download_selection"]
 
 
 def part10_path(folder: str | os.PathLike[str], ds: Dataset) -> Path:

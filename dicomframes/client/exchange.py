@@ -24,18 +24,7 @@ import requests
 
 from ..standard import multipart
 
-__all__ = [
-    "PREVIEW_BYTES",
-    "Exchange",
-    "PartInfo",
-    "Recorder",
-    "body_summary",
-    "human_size",
-    "redact_headers",
-    "redact_url",
-    "secret_forms",
-    "summarize_parts",
-]
+__all__ = []
 
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 _SECRET_HEADER_WORDS = ("token", "api-key", "apikey", "secret", "password", "subscription-key")

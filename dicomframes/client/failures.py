@@ -21,8 +21,7 @@ import urllib3.exceptions
 
 from .. import errors
 
-__all__ = ["MAX_HEADERS", "connection_failure", "malformed_head", "not_dicom_json", "not_done",
-           "server_message"]
+__all__ = ["malformed_head"]
 
 MAX_HEADERS = 100
 """Python's http.client refuses an answer with more header lines than this."""

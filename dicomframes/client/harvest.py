@@ -47,7 +47,7 @@ from .concurrency import cpu_default, throttled_so_far, workers_for
 from .partitions import Partition, Reader, fetch_objects, plan_partitions
 from .surface import DicomwebClient
 
-__all__ = ["JOURNAL", "HarvestSummary", "fetch_partition", "harvest"]
+__all__ = ["HarvestSummary", "fetch_partition", "harvest"]
 
 JOURNAL = "_harvest.jsonl"
 _FORMAT = 1

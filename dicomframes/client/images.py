@@ -32,8 +32,7 @@ from .frames import fill_frames, run_jobs, series_instances
 from .metadata_cache import InstanceInfo
 from .surface import DicomwebClient
 
-__all__ = ["ImagePlan", "SliceSource", "fetch_image", "fill_slices", "image_array",
-           "plan_image"]
+__all__ = ["ImagePlan", "fetch_image", "fill_slices", "image_array", "plan_image"]
 
 UNITS = ("modality", "stored")
 #: Frames of one instance fetched in one request by :func:`fill_slices` (its buffer size).

@@ -25,24 +25,7 @@ from .. import errors
 from ..standard import dicomjson
 from .exchange import human_size, redact_url
 
-__all__ = [
-    "ACCEPT_ENCODING",
-    "DEFAULT_MAX_ANSWER_BYTES",
-    "DEFAULT_MAX_DECOMPRESSION_RATIO",
-    "ERROR_BODY_BYTES",
-    "JSON_MEMORY_FACTOR",
-    "MAX_JSON_DEPTH",
-    "RATIO_FLOOR",
-    "SAFE_FAST_DEPTH",
-    "BoundedBody",
-    "BoundingHook",
-    "bound_error_body",
-    "bracket_depth",
-    "check_limits",
-    "memory_room",
-    "next_part",
-    "parse_json",
-]
+__all__ = []
 
 DEFAULT_MAX_ANSWER_BYTES = 512 * 2**20
 """The most bytes of one answer (or of one part of a multipart answer) held in memory."""

@@ -23,7 +23,7 @@ from ..standard.dicomjson import first_value
 from ..standard.frame_groups import FrameAttributes, ModalityLUT, frame_attributes, modality_lut_of
 from ..standard.pixeldesc import PixelDescription
 
-__all__ = ["InstanceInfo", "MetadataCache", "info_from_json"]
+__all__ = []
 
 _CACHE_ENTRIES = 8192
 _SERIES_ENTRIES = _CACHE_ENTRIES // 16

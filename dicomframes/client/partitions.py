@@ -40,14 +40,7 @@ from ..standard.tags import tag_hex, tag_of
 from .qido import page_params, qido_params, refused_limit, walk_pages
 from .surface import DicomwebClient
 
-__all__ = [
-    "Partition",
-    "Reader",
-    "fetch_objects",
-    "list_studies",
-    "plan_partitions",
-    "split_filters",
-]
+__all__ = ["Partition", "Reader", "plan_partitions"]
 
 _STUDY_UID = tag_hex(tag_of("StudyInstanceUID"))
 _SERIES_UID = tag_hex(tag_of("SeriesInstanceUID"))

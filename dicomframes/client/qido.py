@@ -25,17 +25,7 @@ from ..standard.attributes import PLURAL, SEARCHABLE, UID_KEYWORDS
 from ..standard.temporal import python_temporal, query_date, query_datetime, query_time
 from ..standard.uids import validate_uid
 
-__all__ = [
-    "QUERY_SAFE",
-    "PageAnswer",
-    "Pager",
-    "fresh_rows",
-    "page_params",
-    "qido_params",
-    "query_string",
-    "refused_limit",
-    "walk_pages",
-]
+__all__ = ["walk_pages"]
 
 # Characters sent as they are in a query value. Orthanc does not percent-decode query values,
 # so DICOM wildcards and list separators must arrive raw; everything else is percent-encoded.

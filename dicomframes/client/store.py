@@ -70,10 +70,7 @@ __all__ = [
     "Instance",
     "Progress",
     "discover",
-    "existing_instances",
-    "expand",
     "plan_batches",
-    "post_batch",
     "store",
     "summary_text",
 ]

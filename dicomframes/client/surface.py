@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import pandas
     import pydicom
 
-__all__ = ["DicomwebClient"]
+__all__ = []
 
 
 class DicomwebClient(Protocol):

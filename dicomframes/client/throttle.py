@@ -22,7 +22,7 @@ from urllib3.util import Retry
 
 from .. import errors
 
-__all__ = ["Throttle", "backoff_delay", "resend", "retry_after_seconds"]
+__all__ = []
 
 T = TypeVar("T")
 

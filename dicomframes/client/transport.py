@@ -41,7 +41,7 @@ from .limits import (
 from .qido import query_string
 from .throttle import Throttle, backoff_delay, retry_after_seconds
 
-__all__ = ["IDEMPOTENT", "RETRY_STATUSES", "BearerAuth", "Transport", "connection_failure"]
+__all__ = ["Transport"]
 
 log = logging.getLogger("dicomframes.client")
 

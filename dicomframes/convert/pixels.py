@@ -37,11 +37,9 @@ from ..standard.transfer_syntax import (
 )
 
 __all__ = [
-    "CODECS_HINT",
     "apply_modality_lut",
     "apply_window",
     "decode_frame",
-    "decode_frames",
     "decode_rendered",
     "missing_decoder",
 ]

@@ -33,7 +33,7 @@ from ..standard.tags import (
 from ..standard.temporal import format_dt, format_tm, query_date
 from .link import link_of
 
-__all__ = ["is_missing", "row_to_dataset", "row_to_filters"]
+__all__ = ["is_missing"]
 
 
 def is_missing(value: Any) -> bool:

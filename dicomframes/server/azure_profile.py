@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..standard import tags
 from ..standard.attributes import RESERVED_QIDO_KEYS
 
-__all__ = ["PROFILES", "AzureStrict", "azure_refusal"]
+__all__ = []
 
 #: The server profiles that :func:`dicomframes.server.serve` accepts.
 PROFILES = ("default", "azure")

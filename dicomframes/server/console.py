@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["NOT_HTTP", "explain_uvicorn_warnings"]
+__all__ = []
 
 #: The line printed instead of uvicorn's "Invalid HTTP request received.".
 NOT_HTTP = ("a client sent something that is not HTTP and was refused (400); an https:// URL? "

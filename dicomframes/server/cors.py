@@ -30,8 +30,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ALLOWED_METHODS", "EXPOSED_HEADERS", "Cors", "allowed_headers", "normalize_origin",
-           "with_cors"]
+__all__ = []
 
 ALLOWED_METHODS = ("GET", "POST", "DELETE", "OPTIONS")
 # Request headers a DICOMweb client sends that are not CORS-safelisted for every value (an

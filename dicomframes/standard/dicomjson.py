@@ -67,7 +67,6 @@ __all__ = [
     "first_value",
     "json_to_dataset",
     "loads",
-    "python_value",
     "sequence_item",
 ]
 

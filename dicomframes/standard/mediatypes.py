@@ -16,18 +16,13 @@ from ..errors import MultipartError
 __all__ = [
     "DICOM",
     "DICOM_JSON",
-    "MEDIA_ALIASES",
     "OCTET_STREAM",
     "MediaRange",
     "boundary_of",
-    "check_boundary",
     "new_boundary",
     "parse_accept",
     "parse_media_type",
-    "quote_parameter",
     "related_content_type",
-    "split_header_list",
-    "transfer_syntax_of",
 ]
 
 DICOM = "application/dicom"

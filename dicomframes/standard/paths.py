@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .uids import validate_uid
 
-__all__ = ["ResourcePath", "frame_list", "parse_frame_list"]
+__all__ = ["ResourcePath", "parse_frame_list"]
 
 _PATH_RE = re.compile(
     r"(?:^|/)studies/([^/?#]+)(?:/series/([^/?#]+)(?:/instances/([^/?#]+)"

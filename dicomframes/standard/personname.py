@@ -7,12 +7,9 @@ from typing import Any
 from pydicom.valuerep import PersonName
 
 __all__ = [
-    "PN_GROUPS",
     "join_person_name",
     "parse_person_name",
-    "person_name",
     "person_name_parts",
-    "pn_groups",
     "pn_words",
     "readable_group",
     "shown_group",

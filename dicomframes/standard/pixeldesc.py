@@ -20,7 +20,7 @@ from .dicomjson import first_value
 if TYPE_CHECKING:
     import pydicom
 
-__all__ = ["DECODE_TAGS", "PixelDescription"]
+__all__ = ["PixelDescription"]
 
 # Tag (DICOM JSON key) and keyword of every attribute PixelDescription reads.
 _ATTRIBUTES: dict[str, str] = {

@@ -28,10 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PixelDataError",
-    "PixelDataHeader",
     "PixelLayout",
     "declared_size_problem",
-    "frames_in_json",
     "locate_pixel_data",
     "number_of_frames",
     "read_pixel_data_header",

@@ -16,7 +16,6 @@ from .tags import tag_hex, tag_of
 
 __all__ = [
     "ALREADY_EXISTS",
-    "BEING_CREATED",
     "INVALID",
     "OUT_OF_RESOURCES",
     "PROCESSING_FAILURE",

@@ -11,15 +11,8 @@ from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag, tag_f
 
 __all__ = [
     "BINARY_VRS",
-    "CODE_VRS",
-    "FLOAT_VRS",
-    "INT_VRS",
-    "NUMBER_STRING_VRS",
     "PIXEL_TAGS",
-    "SINGLE_TEXT_VRS",
-    "STRING_VRS",
     "STRUCT_CODES",
-    "TEXT_VRS",
     "UnknownAttribute",
     "closest_keywords",
     "column_kind",

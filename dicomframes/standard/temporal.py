@@ -17,7 +17,6 @@ __all__ = [
     "normalize_time",
     "parse_da",
     "parse_dt",
-    "parse_tm",
     "python_temporal",
     "query_date",
     "query_datetime",

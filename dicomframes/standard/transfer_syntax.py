@@ -9,15 +9,10 @@ from __future__ import annotations
 from .mediatypes import MEDIA_ALIASES, OCTET_STREAM, parse_media_type, transfer_syntax_of
 
 __all__ = [
-    "DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN",
     "DEFLATED_IMAGE_FRAME",
-    "ENCAPSULATED_UNCOMPRESSED",
     "EXPLICIT_VR_BIG_ENDIAN",
     "EXPLICIT_VR_LITTLE_ENDIAN",
-    "IMPLICIT_VR_LITTLE_ENDIAN",
     "LOSSY_SYNTAXES",
-    "MEDIA_TYPES",
-    "NATIVE_SYNTAXES",
     "is_native",
     "media_type_of",
     "syntax_for_media_type",

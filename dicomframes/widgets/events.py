@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["HandlerGuard"]
+__all__ = []
 
 
 class HandlerGuard:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from ..client import Client
 
-__all__ = ["FramePreview", "png_bytes", "short_uid", "text_of"]
+__all__ = []
 
 
 def text_of(value: Any) -> str:

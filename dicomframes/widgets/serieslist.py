@@ -23,7 +23,7 @@ from .preview import png_bytes
 if TYPE_CHECKING:
     from ..client import Client
 
-__all__ = ["SeriesEntry", "SeriesList", "placeholder_png", "series_thumbnail"]
+__all__ = ["SeriesList"]
 
 #: Edge of a thumbnail in pixels.
 THUMBNAIL_SIZE = 96

@@ -23,7 +23,7 @@ from ...errors import MultipartError
 from ..mediatypes import boundary_of, parse_media_type
 from .parts import Headers, Part
 
-__all__ = ["decode", "iter_parts"]
+__all__ = ["decode"]
 
 
 def boundary_bytes(boundary: str | bytes) -> bytes:

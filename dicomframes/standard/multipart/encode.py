@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, TypeAlias
 from ..mediatypes import TOKEN_RE, check_boundary
 from .parts import Part
 
-__all__ = ["Content", "encode", "encoded_length"]
+__all__ = ["Content", "encode"]
 
 #: What :func:`encode` accepts as a part's content: bytes in memory, a file path (``str`` or
 #: ``os.PathLike``) or a binary file object open for reading (read from its current position).

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..mediatypes import transfer_syntax_of
 
-__all__ = ["Headers", "Part"]
+__all__ = ["Part"]
 
 
 
