@@ -312,7 +312,7 @@ def _dataset_bytes(ds: Dataset) -> bytes:
 def read_header(inst: Instance) -> None:
     """Read the identifying attributes of ``inst`` and check that it is a DICOM Part-10 file."""
     try:
-        with open_instance(inst) as fh:
+        with _open_instance(inst) as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
             shortfall = _pixel_data_shortfall(fh, ds, inst.size)
     except OSError as exc:
@@ -377,7 +377,7 @@ def short_error(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def open_instance(inst: Instance) -> Iterator[BinaryIO]:
+def _open_instance(inst: Instance) -> Iterator[BinaryIO]:
     """The bytes of ``inst`` as an open binary stream (file, zip member or memory)."""
     if inst.kind == "bytes":
         yield io.BytesIO(inst.data or b"")

@@ -32,13 +32,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = []
 
-ALLOWED_METHODS = ("GET", "POST", "DELETE", "OPTIONS")
+_ALLOWED_METHODS = ("GET", "POST", "DELETE", "OPTIONS")
 # Request headers a DICOMweb client sends that are not CORS-safelisted for every value (an
 # Accept of multipart/related; type=... is not), besides Authorization.
 REQUEST_HEADERS = ("accept", "accept-language", "content-language", "content-type",
                    "cache-control", "if-none-match", "if-modified-since", "x-requested-with")
 # Answer headers a DICOMweb client reads beyond the safelisted ones.
-EXPOSED_HEADERS = ("Content-Length", "Content-Location", "Content-Disposition", "Location",
+_EXPOSED_HEADERS = ("Content-Length", "Content-Location", "Content-Disposition", "Location",
                    "Warning", "WWW-Authenticate", "Retry-After", "ETag", "Last-Modified")
 MAX_AGE = 600  # seconds a browser may reuse a preflight answer
 
@@ -66,7 +66,7 @@ def normalize_origin(origin: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
-def allowed_headers(authorization: bool) -> tuple[str, ...]:
+def _allowed_headers(authorization: bool) -> tuple[str, ...]:
     """The request headers a preflight may ask for (``Authorization`` when ``authorization``)."""
     return REQUEST_HEADERS + (("authorization",) if authorization else ())
 
@@ -83,7 +83,7 @@ class Cors:
         self.app = app
         self.origins = frozenset(normalize_origin(origin) for origin in origins)
         self.authorization = authorization
-        self.request_headers = frozenset(allowed_headers(authorization))
+        self.request_headers = frozenset(_allowed_headers(authorization))
 
     def allowed(self, origin: str) -> bool:
         """True when a request with this ``Origin`` header may read the answers."""
@@ -110,7 +110,7 @@ class Cors:
                 answer.add_vary_header("Origin")
                 if allowed:
                     answer["Access-Control-Allow-Origin"] = origin or ""
-                    answer["Access-Control-Expose-Headers"] = ", ".join(EXPOSED_HEADERS)
+                    answer["Access-Control-Expose-Headers"] = ", ".join(_EXPOSED_HEADERS)
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
@@ -124,9 +124,9 @@ class Cors:
                                f"{', '.join(sorted(self.origins))}; add it with "
                                "dicomframes serve --cors ORIGIN)", vary)
         method = headers["access-control-request-method"].strip().upper()
-        if method not in ALLOWED_METHODS:
+        if method not in _ALLOWED_METHODS:
             return self.refuse(f"method {method} is not allowed (allowed: "
-                               f"{', '.join(ALLOWED_METHODS)})", vary)
+                               f"{', '.join(_ALLOWED_METHODS)})", vary)
         asked = [name.strip().lower() for name in
                  headers.get("access-control-request-headers", "").split(",") if name.strip()]
         refused = [name for name in asked if name not in self.request_headers]
@@ -137,7 +137,7 @@ class Cors:
                                f"{', '.join(sorted(self.request_headers))}){why}", vary)
         answer = {
             "Access-Control-Allow-Origin": origin,
-            "Access-Control-Allow-Methods": ", ".join(ALLOWED_METHODS),
+            "Access-Control-Allow-Methods": ", ".join(_ALLOWED_METHODS),
             "Access-Control-Allow-Headers": ", ".join(sorted(self.request_headers)),
             "Access-Control-Max-Age": str(MAX_AGE),
             **vary,

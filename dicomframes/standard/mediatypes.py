@@ -120,7 +120,7 @@ def new_boundary() -> str:
     return secrets.token_hex(32)
 
 
-def quote_parameter(value: str) -> str:
+def _quote_parameter(value: str) -> str:
     """A media type parameter value, quoted when it is not a token (RFC 9110 5.6.6)."""
     if any(c in value for c in "\r\n\0"):
         raise ValueError(f"line break or NUL in a media type parameter: {value!r}")
@@ -136,10 +136,10 @@ def related_content_type(boundary: str, type_: str, **params: str) -> str:
     ``transfer-syntax=1.2.840.10008.1.2.1``); values are quoted when they need it.
     """
     check_boundary(boundary)
-    items = [f"multipart/related; type={quote_parameter(type_)}"]
+    items = [f"multipart/related; type={_quote_parameter(type_)}"]
     for name, value in params.items():
-        items.append(f"{name.replace('_', '-')}={quote_parameter(str(value))}")
-    items.append(f"boundary={quote_parameter(boundary)}")
+        items.append(f"{name.replace('_', '-')}={_quote_parameter(str(value))}")
+    items.append(f"boundary={_quote_parameter(boundary)}")
     return "; ".join(items)
 
 
@@ -174,7 +174,7 @@ class MediaRange:
         return self.params.get("transfer-syntax") or None
 
 
-def split_header_list(value: str) -> list[str]:
+def _split_header_list(value: str) -> list[str]:
     """A comma-separated header value -> its items (commas inside quotes do not split)."""
     pieces: list[str] = []
     current: list[str] = []
@@ -196,7 +196,7 @@ def parse_accept(value: str | None) -> list[MediaRange]:
     if not value or not value.strip():
         return [MediaRange("*/*", {}, 1.0)]
     ranges = []
-    for piece in split_header_list(value):
+    for piece in _split_header_list(value):
         media, params = parse_media_type(piece)
         try:
             q = float(params.pop("q", "1") or 1)

@@ -46,7 +46,7 @@ class PixelDataError(ValueError):
 
 
 @dataclass(frozen=True)
-class PixelDataHeader:
+class _PixelDataHeader:
     """The Pixel Data element header: its tag, the value's offset in the file and its declared
     length (``UNDEFINED_LENGTH`` for encapsulated data)."""
 
@@ -67,7 +67,7 @@ class PixelDataHeader:
 
 
 def read_pixel_data_header(fp: BinaryIO, transfer_syntax: str,
-                           file_size: int) -> PixelDataHeader | None:
+                           file_size: int) -> _PixelDataHeader | None:
     """Read the Pixel Data element header at ``fp``'s position (little endian syntaxes and
     compressed ones; None for others, or when no pixel data element follows).
 
@@ -89,8 +89,8 @@ def read_pixel_data_header(fp: BinaryIO, transfer_syntax: str,
         if len(extra) < 4:
             raise PixelDataError("truncated DICOM file: it ends inside the Pixel Data element "
                                  "header")
-        return PixelDataHeader(tag, start + 12, struct.unpack("<I", extra)[0])
-    return PixelDataHeader(tag, start + 8, struct.unpack("<I", header[4:8])[0])
+        return _PixelDataHeader(tag, start + 12, struct.unpack("<I", extra)[0])
+    return _PixelDataHeader(tag, start + 8, struct.unpack("<I", header[4:8])[0])
 
 
 def number_of_frames(ds: pydicom.Dataset) -> int:
@@ -102,7 +102,7 @@ def number_of_frames(ds: pydicom.Dataset) -> int:
         return 1
 
 
-def frames_in_json(obj: Mapping[str, Any]) -> int:
+def _frames_in_json(obj: Mapping[str, Any]) -> int:
     """NumberOfFrames (0028,0008) of a DICOM JSON object, 1 when absent or unreadable."""
     try:
         value = first_value(obj, 0x00280008)
@@ -188,7 +188,7 @@ def locate_pixel_data(fp: BinaryIO, ds: pydicom.Dataset, file_size: int,
     ts = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_VR_LITTLE_ENDIAN))
     if fp.tell() >= file_size:
         return PixelLayout("none", ts)
-    frames = number_of_frames(ds) if metadata is None else frames_in_json(metadata)
+    frames = number_of_frames(ds) if metadata is None else _frames_in_json(metadata)
     if ts not in _LITTLE_ENDIAN and not UID(ts).is_compressed:
         return PixelLayout("opaque", ts, frames)
     header = read_pixel_data_header(fp, ts, file_size)

@@ -20,23 +20,23 @@ __all__ = [
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-ENCAPSULATED_UNCOMPRESSED = "1.2.840.10008.1.2.1.98"
+_ENCAPSULATED_UNCOMPRESSED = "1.2.840.10008.1.2.1.98"
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED_IMAGE_FRAME = "1.2.840.10008.1.2.8.1"
 
 #: Transfer syntaxes whose frames are raw pixel bytes. A deflated data set is inflated before
 #: frames are cut from it, so its frames are raw too.
-NATIVE_SYNTAXES: frozenset[str] = frozenset({
+_NATIVE_SYNTAXES: frozenset[str] = frozenset({
     IMPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
-    ENCAPSULATED_UNCOMPRESSED,
+    _ENCAPSULATED_UNCOMPRESSED,
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
 })
 
 #: Media type of the frames of each compressed syntax (PS3.18 Table 8.7.3-2).
-MEDIA_TYPES: dict[str, str] = {
+_MEDIA_TYPES: dict[str, str] = {
     "1.2.840.10008.1.2.4.50": "image/jpeg",
     "1.2.840.10008.1.2.4.51": "image/jpeg",
     "1.2.840.10008.1.2.4.57": "image/jpeg",
@@ -86,12 +86,12 @@ _DEFAULT_SYNTAX: dict[str, str] = {
 def is_native(transfer_syntax: str | None) -> bool:
     """True when frames of ``transfer_syntax`` are raw pixel bytes (None means the default,
     Explicit VR Little Endian)."""
-    return not transfer_syntax or str(transfer_syntax) in NATIVE_SYNTAXES
+    return not transfer_syntax or str(transfer_syntax) in _NATIVE_SYNTAXES
 
 
 def media_type_of(transfer_syntax: str) -> str:
     """Media type of frames in ``transfer_syntax`` (application/octet-stream when native)."""
-    return MEDIA_TYPES.get(transfer_syntax, OCTET_STREAM)
+    return _MEDIA_TYPES.get(transfer_syntax, OCTET_STREAM)
 
 
 def syntax_for_media_type(content_type: str | None) -> str:
