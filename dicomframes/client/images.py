@@ -221,5 +221,8 @@ def fetch_image(client: Client, study: str, series: str, *,
     into its place in one preallocated array."""
     plan = plan_image(client, study, series, instances=instances, units=units)
     out = np.empty(plan.shape, dtype=plan.dtype)
+    # touch every page once here: page faults taken by the fetching threads all at once
+    # contend in the kernel and measured ~35% more CPU than this one pass
+    out.fill(0)
     fill_slices(client, plan, out, 0, workers)
     return image_array(plan, out)
