@@ -553,6 +553,7 @@ def connect(
     verify: bool | str = True,
     max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
     max_decompression_ratio: float | None = DEFAULT_MAX_DECOMPRESSION_RATIO,
+    server: str = "thread",
     **options: Any,
 ) -> Client:
     """Connect to a DICOMweb service and return a :class:`Client`.
@@ -560,7 +561,10 @@ def connect(
     ``url``: the service root (``https://host/dicom-web``, ``https://host/v2``). When None, the
     environment variable ``DICOMWEB_URL`` is used (with ``DICOMWEB_TOKEN`` as bearer token when
     no token is given); without it, the embedded server is started on demand on the folder
-    ``DICOMFRAMES_DATA`` or ``~/.cache/dicomframes/archive`` and used.
+    ``DICOMFRAMES_DATA`` or ``~/.cache/dicomframes/archive`` and used: ``server="thread"``
+    (default) runs it in threads of this process, ``server="process"`` in a child process
+    (stopped when this process exits), which downloads frames faster because serving and
+    decoding then do not share one interpreter lock.
 
     Authentication: ``token`` (bearer), ``auth`` (a ``(user, password)`` tuple for basic auth or
     any requests auth object), or ``session`` (a ready ``requests.Session`` such as Google's
@@ -584,9 +588,11 @@ def connect(
             if token is None and auth is None and session is None:
                 token = os.environ.get("DICOMWEB_TOKEN") or None
         else:
+            if server not in ("thread", "process"):
+                raise ValueError(f"server is 'thread' or 'process', got {server!r}")
             from ..server import embedded  # the web server loads only when it is used
 
-            url = embedded().url
+            url = embedded(process=server == "process").url
     return Client(url, token=token, auth=auth, session=session, timeout=timeout,
                   retries=retries, verify=verify, max_answer_bytes=max_answer_bytes,
                   max_decompression_ratio=max_decompression_ratio, **options)
