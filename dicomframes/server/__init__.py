@@ -19,8 +19,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .budget import Limits
 from .child import ChildServer
-from .runner import DEFAULT_MAX_REQUEST_BYTES, TOKEN_ENV, Limits, Server
+from .runner import DEFAULT_MAX_REQUEST_BYTES, TOKEN_ENV, Server
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "TOKEN_ENV", "ChildServer", "Limits", "Server",
            "default_archive", "embedded", "serve"]
