@@ -89,13 +89,16 @@ def default_archive() -> Path:
         "archive"
 
 
-def embedded(process: bool = False) -> Server | ChildServer:
+def embedded(kind: str = "thread") -> Server | ChildServer:
     """The process-wide embedded server on :func:`default_archive`, started on first use
     (thread-safe; one server per archive folder, stopped when the process exits).
 
-    ``process=False``: served by threads of this process (sharing its interpreter lock with
-    the caller); ``process=True``: by a child process (:class:`ChildServer`), so that serving
-    does not slow the caller's decoding down."""
+    ``kind="thread"``: served by threads of this process (sharing its interpreter lock with
+    the caller); ``"process"``: by a child process (:class:`ChildServer`), so that serving
+    does not slow the caller's decoding down. ValueError for another kind."""
+    if kind not in ("thread", "process"):
+        raise ValueError(f"server is 'thread' or 'process', got {kind!r}")
+    process = kind == "process"
     folder = default_archive().resolve()
     with _embedded_lock:
         server = _embedded.get((folder, process))

@@ -22,7 +22,7 @@ def test_connect_process_serves_the_default_archive_from_a_child(
     monkeypatch.setenv("DICOMFRAMES_DATA", str(archive))
     monkeypatch.setenv("DICOMFRAMES_SERVER_TOKEN", "not-for-the-default")
     client = dicomframes.connect(server="process", progress=False)
-    child = embedded(process=True)
+    child = embedded("process")
     try:
         assert isinstance(child, ChildServer) and child.running
         assert client.url == child.url and client.url.startswith("http://127.0.0.1:")
