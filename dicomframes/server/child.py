@@ -11,6 +11,7 @@ outlives its parent.
 from __future__ import annotations
 
 import os
+import selectors
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ _CHILD = ("import sys\nfrom dicomframes.server.child import main\n"
           "raise SystemExit(main(sys.argv[1:]))\n")
 #: Seconds the child may take to finish its requests in flight and exit.
 STOP_TIMEOUT = 30.0
+#: Seconds the child may take to start serving (a fresh interpreter imports the server).
+START_TIMEOUT = 120.0
 
 
 class ChildServer:
@@ -36,11 +39,15 @@ class ChildServer:
             [sys.executable, "-c", _CHILD, str(self.path)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         assert self._process.stdout is not None
-        first = self._process.stdout.readline().strip()
+        with selectors.DefaultSelector() as ready:  # a child that hangs must not hang us
+            ready.register(self._process.stdout, selectors.EVENT_READ)
+            started = bool(ready.select(timeout=START_TIMEOUT))
+        first = self._process.stdout.readline().strip() if started else ""
         if not first.startswith("http://127.0.0.1:"):
             self.stop()
-            raise RuntimeError("the embedded server process did not start "
-                               f"(exit status {self._process.returncode}, said {first!r})")
+            raise RuntimeError(f"the embedded server process did not start within "
+                               f"{START_TIMEOUT:.0f} s (exit status "
+                               f"{self._process.returncode}, said {first!r})")
         self._url = first
 
     @property
