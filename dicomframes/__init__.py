@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import accessor as _accessor  # noqa: F401
 from .errors import (
     BadRequest,
+    ChangeFeedUnavailable,
     Conflict,
     ConnectionFailed,
     ConnectionRefused,
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BadRequest",
+    "ChangeFeedUnavailable",
     "Client",
     "Conflict",
     "ConnectionFailed",

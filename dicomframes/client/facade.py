@@ -36,6 +36,9 @@ from ..standard.attributes import LEVELS
 from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
+from .changefeed import Moment
+from .changefeed import changefeed as read_changefeed
+from .changefeed import changefeed_latest as read_changefeed_latest
 from .exchange import Exchange, Recorder, redact_url
 from .frames import fetch_frames, fetch_volume
 from .harvest import HarvestSummary
@@ -448,6 +451,23 @@ class Client:
         if not chunks:
             return b""
         return bytes(chunks[0]) if len(chunks) == 1 else b"".join(bytes(c) for c in chunks)
+
+    # ---- the change feed ----------------------------------------------------------------------
+
+    def changefeed(self, start: Moment = None, end: Moment = None, *,
+                   include_metadata: bool = False, progress: bool | None = None
+                   ) -> pandas.DataFrame:
+        """The server's change feed (the Azure DICOM service model) from ``start`` to ``end``
+        as a typed DataFrame, one row per create/update/delete event. Bounds are Sequences
+        (start exclusive, end inclusive) or times (datetime or ISO 8601; API v2); see
+        :func:`dicomframes.client.changefeed.changefeed`. A server without a feed raises
+        :class:`dicomframes.ChangeFeedUnavailable`."""
+        return read_changefeed(self, start, end, include_metadata=include_metadata,
+                               progress=self.progress if progress is None else progress)
+
+    def changefeed_latest(self, *, include_metadata: bool = False) -> dict[str, Any] | None:
+        """The change feed's latest entry (a dict as sent; None when the feed is empty)."""
+        return read_changefeed_latest(self, include_metadata=include_metadata)
 
     # ---- STOW-RS and DELETE -----------------------------------------------------------------
 

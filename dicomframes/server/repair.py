@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
+from .feedlog import record_deletes
 from .index import recount_series, recount_study
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def reconcile_archive(archive: Repairable,
         with archive.transaction() as tx:
             touched: set[tuple[str, str]] = set()
             for path in missing + damaged:
+                record_deletes(tx, "path = ?", (path,))
                 tx.execute("DELETE FROM instance_data WHERE id IN (SELECT id FROM instances "
                            "WHERE path = ?)", (path,))
                 tx.execute("DELETE FROM instances WHERE path = ?", (path,))

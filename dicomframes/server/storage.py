@@ -37,6 +37,9 @@ from ..standard.pixellayout import (
 )
 from ..standard.stow import ALREADY_EXISTS, INVALID
 from ..standard.uids import validate_uid
+from .feedlog import DROP as DROP_FEED
+from .feedlog import create_table as create_feed_table
+from .feedlog import record_creates, record_deletes
 from .index import (
     DROP_TABLES,
     SCHEMA_VERSION,
@@ -163,8 +166,11 @@ class Archive:
             log.warning("rebuilding the index of %s (layout %d -> %d)", self.root, version,
                         SCHEMA_VERSION)
             conn.executescript(DROP_TABLES)
+            conn.execute(DROP_FEED)  # the rebuild stores every file again: creates anew
         conn.executescript(schema())
         conn.execute(PENDING_DELETIONS)
+        with self.transaction() as tx:  # the change feed; an older archive's is filled in
+            create_feed_table(tx)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         for lane in range(TEMP_LANES):
             (self.tmp / str(lane)).mkdir(exist_ok=True)
@@ -370,6 +376,7 @@ class Archive:
                     moved.append((final, temp))
                     outcomes.append(Stored(p.study, p.series, p.sop, p.sop_class))
                 stored = [o for o in outcomes if isinstance(o, Stored)]
+                record_creates(db, [(o.study, o.series, o.sop_instance) for o in stored])
                 add_instance_counts(db, Counter(o.series for o in stored),
                                     Counter(o.study for o in stored))
                 for folder in folders:
@@ -455,6 +462,7 @@ class Archive:
                 return 0
             db.executemany("INSERT OR IGNORE INTO pending_deletions (path) VALUES (?)",
                            [(r[0],) for r in rows])
+            record_deletes(db, where, args)
             db.execute(f"DELETE FROM instance_data WHERE id IN (SELECT id FROM instances "
                        f"WHERE {where})", args)
             db.execute(f"DELETE FROM instances WHERE {where}", args)
