@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..convert.arrow import conform
+from ..convert.arrow import conform, ordered_schema, schema_for
 from ..errors import ChangeFeedUnavailable
 from ..standard.tags import tag_hex, tag_of
 from .changefeed import FeedReader
@@ -210,7 +210,10 @@ def update_dataset(client: DicomwebClient, folder: Path, journal: Journal,
             if len(frame):
                 write_part(arrow_table(conform(frame, schema), schema), folder / file_of(key))
                 written += 1
-    rows, parts = _settle(folder, journal, schema)
+    row_level = "instance" if metadata else level
+    base = schema_for(row_level, metadata, includefield=filters.get("includefield"),
+                      filters=[k for k in filters if k != "includefield"])
+    rows, parts = _settle(folder, journal, base, schema)
     write_state(folder, {"pin": pin, "complete": True, "updated": True})
     return Applied(method, len(studies), written, rows, parts)
 
@@ -221,9 +224,12 @@ def _string_array(values: list[str]) -> Any:
     return pa.array(values, type=pa.string())
 
 
-def _settle(folder: Path, journal: Journal, schema: Any) -> tuple[int, int]:
-    """Every part in ``schema`` (an empty dataset keeps one empty part, as a harvest does),
-    and the journal listing the parts as they are. (rows, parts)."""
+def _settle(folder: Path, journal: Journal, base: Any, schema: Any) -> tuple[int, int]:
+    """Every part in the schema a fresh harvest would have (an empty dataset keeps one empty
+    part, as a harvest does), and the journal listing the parts as they are. (rows, parts).
+
+    A fresh harvest's schema is ``base`` plus the columns its rows hold: a column beyond
+    ``base`` stays while a row has a value in it (one whose rows were all removed goes)."""
     import pyarrow.parquet as pq
 
     files = sorted(folder.glob("part-*.parquet"))
@@ -232,6 +238,16 @@ def _settle(folder: Path, journal: Journal, schema: Any) -> tuple[int, int]:
             if pq.read_metadata(target).num_rows == 0:
                 target.unlink()
         files = sorted(folder.glob("part-*.parquet"))
+    extras = [f.name for f in schema if f.name not in base.names]
+    used: set[str] = set()
+    for target in files:
+        wanted = [name for name in extras if name not in used]
+        if not wanted:
+            break
+        table = pq.read_table(target, columns=wanted)
+        used.update(name for name in wanted
+                    if table.column(name).null_count < table.num_rows)
+    schema = ordered_schema([*base, *(f for f in schema if f.name in used)])
     entries = []
     rows = 0
     for target in files:
