@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 Command = Callable[[argparse.Namespace], int]
 
-DESCRIPTION = ("The dicomframes command: serve, search, upload, retrieve and a quick-start demo. "
+DESCRIPTION = ("The dicomframes command: serve, search, upload, retrieve, harvest and a "
+               "quick-start demo. "
                "Errors are one line on stderr (exit status 2); --debug adds the traceback.")
 DEBUG_HELP = "on an error, print the traceback too"
 _MICROSECOND = dt.timedelta(microseconds=1)
@@ -105,6 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="processes that parse the files (default: one per core)")
     imp.add_argument("--quiet", action="store_true", help="no progress line")
     imp.set_defaults(func=cmd_import)
+
+    harvest = sub.add_parser("harvest", help="write an archive as a Parquet dataset, or bring "
+                             "one up to date (--update)")
+    harvest.add_argument("url", metavar="URL", help="DICOMweb base URL")
+    harvest.add_argument("path", metavar="PATH", help="folder of the Parquet dataset")
+    harvest.add_argument("--level", choices=("studies", "series", "instances"),
+                         default="instances", help="one row per ... (default instances)")
+    harvest.add_argument("--metadata", action="store_true",
+                         help="the full WADO-RS metadata of every instance")
+    harvest.add_argument("--update", action="store_true",
+                         help="apply only what changed since the harvest in PATH (the "
+                         "server's change feed, else the studies' counts)")
+    harvest.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE",
+                         help="match an attribute, e.g. Modality=CT; repeat for several")
+    harvest.add_argument("--token-env", metavar="VAR",
+                         help="name of the environment variable that holds a bearer token")
+    harvest.add_argument("--quiet", action="store_true", help="no progress bar")
+    harvest.set_defaults(func=cmd_harvest)
 
     demo = sub.add_parser("demo", help="a one-minute tour on a temporary embedded server")
     demo.set_defaults(func=cmd_demo)
@@ -315,6 +334,15 @@ _SEARCH_COLUMNS = {
     "instances": ["SeriesNumber", "InstanceNumber", "Rows", "Columns", "NumberOfFrames",
                   "SOPInstanceUID"],
 }
+
+
+def cmd_harvest(args: argparse.Namespace) -> int:
+    """Harvest URL into the Parquet dataset PATH (or update it); print the summary."""
+    client = _connect(args)
+    summary = client.harvest(args.path, args.level, args.metadata, update=args.update,
+                             progress=not args.quiet, **_filters(args.filter))
+    print(summary)
+    return 0
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:

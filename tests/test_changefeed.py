@@ -377,3 +377,22 @@ def test_update_without_a_feed_compares_study_counts(orthanc, tmp_path: Path) ->
     assert_same_dataset(tmp_path / "mirror", tmp_path / "fresh")
     unchanged = client.harvest(tmp_path / "mirror", update=True, **options)
     assert unchanged.changed_studies == 0
+
+
+def test_harvest_command_updates_a_dataset(tmp_path: Path, capsys) -> None:
+    from dicomframes.cli import main
+
+    root = tmp_path / "archive"
+    build_archive(root, 5, 2, 2)
+    with serve(root) as running:
+        command = ["harvest", running.url, str(tmp_path / "mirror"), "--level", "series",
+                   "--filter", "Modality=CT", "--quiet"]
+        assert main(command) == 0
+        assert "rows in" in capsys.readouterr().out
+        client = dicomframes.connect(running.url, progress=False)
+        store_study(client, series=2)
+        assert main([*command, "--update"]) == 0
+        assert "updated by changefeed: 1 studies" in capsys.readouterr().out
+        client.harvest(tmp_path / "fresh", level="series", Modality="CT", progress=False)
+    assert_same_dataset(tmp_path / "mirror", tmp_path / "fresh", "SeriesInstanceUID")
+    assert set(pd.read_parquet(tmp_path / "mirror")["Modality"]) == {"CT"}
