@@ -18,6 +18,12 @@ class PartialContent(UserWarning):
     given; the warning says it is not everything."""
 
 
+class ArchiveChanged(UserWarning):
+    """Rows were read from an archive that changed after the point a read was pinned to (the
+    change feed's Sequence): some rows may show the state after it (see
+    ``dicomframes.dask.read_dicomweb(pin=...)``)."""
+
+
 class MultipartError(DicomFramesError):
     """A multipart/related body is malformed or was cut short."""
 

@@ -396,3 +396,30 @@ def test_harvest_command_updates_a_dataset(tmp_path: Path, capsys) -> None:
         client.harvest(tmp_path / "fresh", level="series", Modality="CT", progress=False)
     assert_same_dataset(tmp_path / "mirror", tmp_path / "fresh", "SeriesInstanceUID")
     assert set(pd.read_parquet(tmp_path / "mirror")["Modality"]) == {"CT"}
+
+
+def test_dask_read_pinned_to_a_sequence_reports_partitions_that_changed(
+        tmp_path: Path) -> None:
+    import warnings
+
+    from dicomframes.dask import read_dicomweb
+    from dicomframes.errors import ArchiveChanged
+
+    root = tmp_path / "archive"
+    made = sorted(build_archive(root, 8, 1, 3))
+    with serve(root) as running:
+        frame = read_dicomweb(running.url, pin=True, rows_per_partition=6)
+        assert frame.npartitions == 4
+        client = dicomframes.connect(running.url, progress=False)
+        client.delete(made[2])  # one study's 3 instances go
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rows = frame.compute(scheduler="sync")
+        changed = [w for w in caught if issubclass(w.category, ArchiveChanged)]
+        assert len(changed) == 1
+        assert "3 changes after Sequence 24 (3 delete)" in str(changed[0].message)
+        assert len(rows) == 21
+        quiet = read_dicomweb(running.url, pin=True, rows_per_partition=6)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ArchiveChanged)
+            assert len(quiet.compute(scheduler="sync")) == 21
