@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from ..convert.arrow import conform, ordered_schema, schema_for
-from ..errors import ChangeFeedUnavailable
+from ..errors import ChangeFeedUnavailable, DICOMwebError
 from ..standard.tags import tag_hex, tag_of
 from .changefeed import FeedReader
-from .partitions import Reader, fetch_objects, list_studies, plan_partitions
+from .partitions import Reader, fetch_objects, list_studies, plan_partitions, split_filters
 from .parts import (
     Journal,
     arrow_table,
@@ -48,6 +48,7 @@ from .parts import (
     write_part,
     write_state,
 )
+from .qido import qido_params
 from .surface import DicomwebClient
 
 __all__ = ["Applied", "pin_archive", "study_counts", "update_dataset"]
@@ -142,20 +143,35 @@ def _refetch(client: DicomwebClient, reader: Reader, studies: list[str], level: 
     """The objects of ``studies`` as a harvest fetches them, per partition key; a study
     that no longer matches the filters (or is gone) has none."""
     row_level = "instance" if metadata else level
+    upper = qido_params(split_filters(level, filters)[0])
+    upper["includefield"] = ",".join(filter(None, [
+        upper.get("includefield"), "NumberOfStudyRelatedInstances",
+        "NumberOfStudyRelatedSeries"]))
     out: dict[str, list[dict[str, Any]]] = {}
     for start in range(0, len(studies), _STUDIES_PER_PLAN):
         chunk = studies[start:start + _STUDIES_PER_PLAN]
+        # one listing of the chunk's studies that still match (a harvest lists them by
+        # StudyDate ranges; these are named, so one request holds them all)
+        listed = _listed(reader, upper, chunk)
         plan = plan_partitions(client, level, metadata=metadata, reader=reader,
-                               rows_per_partition=rows_per_partition,
-                               **{**filters, "StudyInstanceUID": chunk})
+                               rows_per_partition=rows_per_partition, studies=listed,
+                               **filters)
         for partition in plan:
             out[partition.key] = fetch_objects(client, partition, row_level, metadata, reader)
     return out
 
 
-def _study_column(table: Any) -> Any:
-    names = table.schema.names
-    return table.column("StudyInstanceUID") if "StudyInstanceUID" in names else None
+def _listed(reader: Reader, params: dict[str, str], chunk: list[str]) -> list[dict]:
+    """The studies of ``chunk`` that exist and match ``params`` (UID list matching; one
+    request per study when the server refuses lists)."""
+    if reader.uid_lists:
+        try:
+            return reader.page("studies", {**params, "StudyInstanceUID": ",".join(chunk)},
+                               0, max(len(chunk), 1))
+        except DICOMwebError:
+            reader.uid_lists = False
+    return [row for uid in chunk
+            for row in reader.page("studies", {**params, "StudyInstanceUID": uid}, 0, 1)]
 
 
 def update_dataset(client: DicomwebClient, folder: Path, journal: Journal,
@@ -193,14 +209,15 @@ def update_dataset(client: DicomwebClient, folder: Path, journal: Journal,
         # old rows out first (an interruption then loses rows the next update fetches
         # again; never rows counted twice)
         wanted = sorted(studies)
+        values = _string_array(wanted)
         for target in files:
+            if "StudyInstanceUID" not in pq.read_schema(target).names:
+                continue
+            column = pq.read_table(target, columns=["StudyInstanceUID"]).column(0)
+            if not len(column) or not pc.any(pc.is_in(column, value_set=values)).as_py():
+                continue  # untouched: only its UID column was read
             table = pq.read_table(target)
-            column = _study_column(table)
-            if column is None or table.num_rows == 0:
-                continue
-            hit = pc.is_in(column, value_set=_string_array(wanted))
-            if not pc.any(hit).as_py():
-                continue
+            hit = pc.is_in(table.column("StudyInstanceUID"), value_set=values)
             kept = table.filter(pc.invert(hit))
             if kept.num_rows:
                 write_part(kept, target)
