@@ -83,8 +83,7 @@ def change_one_percent(client: dicomframes.Client, size: int, root: Path) -> dic
         deleted += INSTANCES
         pick += 1
     restored = max(1, size * 2 // 1000)
-    last = series.iloc[-1]
-    instances = client.search_instances(last["StudyInstanceUID"], limit=restored)
+    instances = client.search_instances(limit=restored, offset=size // 2)  # mid-archive
     files = []
     for _, row in instances.iterrows():
         path = next((root / "files" / row["StudyInstanceUID"] / row["SeriesInstanceUID"])

@@ -12,6 +12,9 @@ API version of the client's URL (``.../v1``: v1, else v2):
   without gaps in its Sequences, about log2(Sequence) on one with gaps), since v2 has no
   "after this Sequence" parameter.
 
+The pages of a window are independent once its bounds are known (v1: Sequence spans; v2: at
+most ``until - after`` entries from the first one), so up to four are asked at once.
+
 A server without a feed raises :class:`dicomframes.errors.ChangeFeedUnavailable`.
 """
 
@@ -19,7 +22,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Iterator
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from itertools import islice
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +43,7 @@ __all__ = ["FeedReader", "Moment", "changefeed", "changefeed_latest", "entries_f
 #: A bound of a window: a Sequence (int) or a time (datetime, or ISO 8601 text).
 Moment = int | _dt.datetime | str | None
 _UIDS = ("StudyInstanceUid", "SeriesInstanceUid", "SopInstanceUid")
+PARALLEL = 4  # pages of the feed asked at once
 
 
 def _time_text(moment: _dt.datetime | str) -> str:
@@ -51,9 +60,11 @@ class FeedReader:
         self.client = client
         self.rules = paging_of(version_of_path(urlsplit(client.url).path))
         self.requests = 0
+        self._lock = threading.Lock()
 
     def _get(self, path: str, params: dict[str, str]) -> Any:
-        self.requests += 1
+        with self._lock:
+            self.requests += 1
         try:
             response = self.client.request("GET", path, params=params,
                                            headers={"Accept": "application/json"})
@@ -131,25 +142,19 @@ class FeedReader:
         if window and not self.rules.windows:
             raise ValueError("time windows need API v2 of the change feed; connect to the "
                              "server's /v2 URL")
-        done = after
-        if self.rules.offset_is_sequence:
-            offset = after
-            while offset < until:
-                span = min(self.rules.max_limit, until - offset)
-                page = [e for e in self.page(offset, span, include_metadata)
-                        if int(e["Sequence"]) <= until]
-                offset += span
-                if bar is not None:
-                    bar.update(offset - done)
-                done = offset
-                if page:
-                    yield page
-            return
-        skip = 0 if window else self._index_after(after)
         limit = self.rules.max_limit
-        while True:
-            raw = self.page(skip, limit, include_metadata, window)
-            skip += len(raw)
+        calls: list[Callable[[], list[dict[str, Any]]]] | None
+        if self.rules.offset_is_sequence:  # v1: Sequence spans, independent of each other
+            calls = [partial(self.page, offset, min(limit, until - offset), include_metadata)
+                     for offset in range(after, until, limit)]
+        elif window and after:  # a window and a Sequence: the window's entries, in turn
+            calls = None
+        else:  # v2: the window holds at most ``until - after`` entries from ``skip`` on
+            skip = 0 if window else self._index_after(after)
+            calls = [partial(self.page, offset, limit, include_metadata, window)
+                     for offset in range(skip, skip + until - after, limit)]
+        done = after
+        for raw in self._pages(calls, limit, include_metadata, window):
             page = [e for e in raw if after < int(e["Sequence"]) <= until]
             if page and bar is not None:
                 reached = max(int(e["Sequence"]) for e in page)
@@ -157,8 +162,40 @@ class FeedReader:
                 done = max(done, reached)
             if page:
                 yield page
-            if len(raw) < limit or (raw and int(raw[-1]["Sequence"]) >= until):
+            if not self.rules.offset_is_sequence and (
+                    len(raw) < limit or (raw and int(raw[-1]["Sequence"]) >= until)):
                 return
+        if bar is not None:
+            bar.update(max(0, until - done))
+
+    def _pages(self, calls: list[Callable[[], list[dict[str, Any]]]] | None, limit: int,
+               include_metadata: bool, window: dict[str, str]
+               ) -> Iterator[list[dict[str, Any]]]:
+        """The answers of ``calls`` in order, up to ``PARALLEL`` requests in flight (the
+        pages are independent: their offsets are known); ``None``: pages of ``window`` one
+        after the other until a short one."""
+        if calls is None:
+            skip = 0
+            while True:
+                raw = self.page(skip, limit, include_metadata, window)
+                skip += len(raw)
+                yield raw
+                if len(raw) < limit:
+                    return
+        with ThreadPoolExecutor(PARALLEL, thread_name_prefix="dicomframes-feed") as pool:
+            queue = iter(calls)
+            flight: deque[Future[list[dict[str, Any]]]] = deque(
+                pool.submit(call) for call in islice(queue, PARALLEL))
+            try:
+                while flight:
+                    raw = flight.popleft().result()
+                    following = next(queue, None)
+                    if following is not None:
+                        flight.append(pool.submit(following))
+                    yield raw
+            finally:
+                for future in flight:
+                    future.cancel()
 
 
 def entries_frame(entries: list[dict[str, Any]], include_metadata: bool = False
