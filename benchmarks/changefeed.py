@@ -1,5 +1,7 @@
 """The change feed at archive size, on the embedded server (in a child process):
 
+The server runs in a child process.
+
 1. ``harvest(update=True)`` after 1% of the instances changed (0.4% added in new studies,
    0.4% deleted as whole series, 0.2% deleted and stored again) against a full harvest of
    the changed archive: seconds and HTTP requests, and the check that both datasets hold the
@@ -30,7 +32,6 @@ sys.path.insert(0, str(HERE))
 from harvest import INSTANCES, SERIES, build, template, uid  # noqa: E402
 
 import dicomframes  # noqa: E402
-from dicomframes.server import serve  # noqa: E402
 
 _CHILD = ("import sys\nfrom dicomframes.server import serve\n"
           "with serve(sys.argv[1]) as server:\n"
@@ -124,7 +125,8 @@ def main() -> int:
         build(root, args.size)
         print(f"archive: {args.size} instances ({SERIES} series x {INSTANCES} per study) "
               f"built in {time.perf_counter() - started:.1f} s")
-        with serve(root, durable=False) as server:
+        server = ChildServer(root)  # its own process: no interpreter lock shared
+        try:
             client = dicomframes.connect(server.url, progress=False)
             client.harvest(work / "mirror", progress=False)
             changes = change_one_percent(client, args.size, root)
@@ -147,6 +149,8 @@ def main() -> int:
             seconds = time.perf_counter() - started
             print(f"feed: {len(feed)} entries read in {seconds:.2f} s "
                   f"({len(feed) / seconds:,.0f} entries/s)")
+        finally:
+            server.stop()
         items = new_instances(args.stow, 2 * 10**6, per_study=100)
         if args.baseline is None:
             print("STOW cost of the feed: give --baseline (a dicomframes source without it)")
