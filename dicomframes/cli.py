@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--parse-workers", type=int, metavar="N",
                        help="processes that write and parse the files of large uploads "
                        "(default: one per core, at most 4; 0: none)")
+    serve.add_argument("--azure-strict", action="store_true",
+                       help="refuse the searches the Azure DICOM service refuses (wildcards, "
+                       "attributes it does not search) and answer 204 to a search without "
+                       "matches, to test code meant for Azure")
     serve.set_defaults(func=cmd_serve)
 
     remote = argparse.ArgumentParser(add_help=False)
@@ -148,15 +152,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     token = args.token
     if args.token_env:
-        token = os.environ.get(args.token_env)
-        if not token:
-            raise UsageError(f"environment variable {args.token_env} is not set")
+        token = _token_from(args.token_env)
     elif token is None:
         token = os.environ.get(TOKEN_ENV) or None
+        if token is not None:
+            token = _token_from(TOKEN_ENV)
+    elif not token.strip():
+        raise UsageError("--token is empty or only whitespace; give a real token")
     try:
         workers = default_workers() if args.parse_workers is None else args.parse_workers
         server = serve(args.data, host=args.host, port=args.port, token=token,
-                       insecure=args.insecure, cors=args.cors, parse_workers=max(0, workers))
+                       insecure=args.insecure, cors=args.cors, parse_workers=max(0, workers),
+                       profile="azure" if args.azure_strict else "default")
     except ValueError as exc:  # a malformed --cors origin
         raise UsageError(str(exc)) from None
     except PortInUse:
@@ -175,15 +182,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token_from(variable: str) -> str:
+    """The bearer token in the environment variable ``variable``; one unset, empty or holding
+    only whitespace is refused (a server would start that nobody could use)."""
+    token = os.environ.get(variable)
+    if not token:
+        raise UsageError(f"environment variable {variable} is not set")
+    if not token.strip():
+        raise UsageError(f"environment variable {variable} holds only whitespace, not a token; "
+                         f"put the token in it (e.g. export {variable}=$(openssl rand -hex 24))")
+    return token
+
+
 def _connect(args: argparse.Namespace) -> Client:
     """Connect as the options say: --url, else env DICOMWEB_URL, else the embedded server."""
     from . import connect
 
-    token = None
-    if args.token_env:
-        token = os.environ.get(args.token_env)
-        if not token:
-            raise UsageError(f"environment variable {args.token_env} is not set")
+    token = _token_from(args.token_env) if args.token_env else None
     return connect(args.url, token=token) if token else connect(args.url)
 
 

@@ -138,7 +138,7 @@ def test_study_mismatch_fails_those_rows(client, tmp_path: Path) -> None:
     assert [status[str(p)] for p in a] == [STORED, STORED]
     assert [status[str(p)] for p in b] == [FAILED, FAILED]
     reasons = df.loc[df["status"] == FAILED, "reason"]
-    assert reasons.notna().all()  # 43264 (embedded, Azure) or 272 (Orthanc)
+    assert reasons.notna().all()  # 43265 (embedded, Azure) or 272 (Orthanc)
     assert not _server_uids(client, study_b)
 
 

@@ -38,7 +38,8 @@ from ..errors import ChangeFeedUnavailable, DICOMwebError
 from ..standard.changefeed import ACTIONS, STATES, paging_of, parse_timestamp, version_of_path
 from .surface import DicomwebClient
 
-__all__ = ["FeedReader", "Moment", "changefeed", "changefeed_latest", "entries_frame"]
+__all__ = ["ChangeFeedCalls", "FeedReader", "Moment", "changefeed", "changefeed_latest",
+           "entries_frame"]
 
 #: A bound of a window: a Sequence (int) or a time (datetime, or ISO 8601 text).
 Moment = int | _dt.datetime | str | None
@@ -260,3 +261,23 @@ def changefeed_latest(client: DicomwebClient, *, include_metadata: bool = False
     """The feed's latest entry as the server sent it (a dict; None when the feed is empty).
     Raises :class:`ChangeFeedUnavailable` for a server without a feed."""
     return FeedReader(client).latest(include_metadata)
+
+
+class ChangeFeedCalls:
+    """The change feed calls of :class:`~dicomframes.client.Client` (a base class of it)."""
+
+    def changefeed(self: DicomwebClient, start: Moment = None, end: Moment = None, *,
+                   include_metadata: bool = False, progress: bool | None = None
+                   ) -> pd.DataFrame:
+        """The server's change feed (the Azure DICOM service model) from ``start`` to ``end``
+        as a typed DataFrame, one row per create/update/delete event. Bounds are Sequences
+        (start exclusive, end inclusive) or times (datetime or ISO 8601; API v2); see
+        :func:`dicomframes.client.changefeed.changefeed`. A server without a feed raises
+        :class:`dicomframes.ChangeFeedUnavailable`."""
+        shown = bool(getattr(self, "progress", True)) if progress is None else progress
+        return changefeed(self, start, end, include_metadata=include_metadata, progress=shown)
+
+    def changefeed_latest(self: DicomwebClient, *, include_metadata: bool = False
+                          ) -> dict[str, Any] | None:
+        """The change feed's latest entry (a dict as sent; None when the feed is empty)."""
+        return changefeed_latest(self, include_metadata=include_metadata)

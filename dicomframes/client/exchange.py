@@ -8,6 +8,7 @@ Nothing here sends a request.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import html
 import json
@@ -17,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import requests
 
@@ -32,6 +33,7 @@ __all__ = [
     "human_size",
     "redact_headers",
     "redact_url",
+    "secret_forms",
     "summarize_parts",
 ]
 
@@ -40,6 +42,21 @@ _SECRET_HEADER_WORDS = ("token", "api-key", "apikey", "secret", "password", "sub
 
 PREVIEW_BYTES = 256 * 1024  # bodies up to this size are kept whole for the summary
 _SUMMARY_CHARS = 4000  # the text summary of a body is cut here
+
+
+_SUFFIXES = {"application/dicom": "dcm", "image/png": "png", "image/jpeg": "jpg",
+             "image/gif": "gif", "application/octet-stream": "bin"}
+
+
+def _shell_quote(text: str) -> str:
+    """``text`` in single quotes for a POSIX shell."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _without_boundary(content_type: str) -> str:
+    """A multipart Content-Type without its boundary (curl's ``--form`` adds its own)."""
+    kept = [p for p in content_type.split(";") if not p.strip().lower().startswith("boundary=")]
+    return ";".join(kept)
 
 
 def human_size(n: int | None) -> str:
@@ -185,6 +202,8 @@ class Exchange:
     body_preview: bytes = field(default=b"", repr=False)
     body_size: int | None = field(default=None, repr=False)
     scrubber: Callable[[str], str] = field(default=lambda s: s, repr=False)
+    body_files: list[tuple[str, str]] = field(default_factory=list)
+    body_form: bool = False
 
     def keep_body(self, content: bytes, size: int | None = None) -> None:
         """Keep the answer's body for :attr:`response_body` (its start only when large);
@@ -207,20 +226,56 @@ class Exchange:
         return self.scrubber(_summarize_body(self.body_preview, self.body_size, ctype))
 
     def curl(self) -> str:
-        """An equivalent ``curl`` command; a bearer token is written as ``$DICOMWEB_TOKEN``."""
+        """An equivalent ``curl`` command that runs as printed in a shell.
+
+        A bearer token is written as ``$DICOMWEB_TOKEN`` (never the token itself). A body made
+        of files names them: a multipart STOW as one ``--form "fileN=@PATH;type=..."`` per
+        file (curl adds the boundary to the multipart Content-Type), a single file as
+        ``--data-binary @PATH``. A body held only in memory cannot be named and is written as
+        ``--data-binary @-`` (curl then reads it from standard input). A binary answer goes to
+        a file (``--output``) instead of the terminal.
+        """
         words = ["curl", "-X", self.method]
         for name, value in self.request_headers.items():
-            if name.lower() in ("user-agent", "accept-encoding", "connection", "content-length"):
+            lower = name.lower()
+            if lower in ("user-agent", "accept-encoding", "connection", "content-length"):
                 continue
-            if name.lower() == "authorization" and value.startswith("Bearer "):
-                value = "Bearer $DICOMWEB_TOKEN"
-                words += ["-H", f'"{name}: {value}"']
+            if lower == "content-type" and self.body_files and self.body_form:
+                value = _without_boundary(value)
+            if lower == "authorization" and value.startswith("Bearer "):
+                words += ["-H", f'"{name}: Bearer $DICOMWEB_TOKEN"']
                 continue
-            words += ["-H", "'" + f"{name}: {value}".replace("'", "'\\''") + "'"]
-        if self.request_body is not None:
-            words += ["--data-binary", "@body"]
-        words.append("'" + self.url.replace("'", "'\\''") + "'")
+            words += ["-H", _shell_quote(f"{name}: {value}")]
+        if self.body_files and self.body_form:
+            for number, (path, media) in enumerate(self.body_files, 1):
+                words += ["--form", _shell_quote(f"file{number}=@{path};type={media}")]
+        elif self.body_files:
+            words += ["--data-binary", _shell_quote("@" + self.body_files[0][0])]
+        elif self.request_body is not None:
+            words += ["--data-binary", "@-"]
+        output = self.output_name()
+        if output:
+            words += ["--output", output]
+        words.append(_shell_quote(self.url))
         return " ".join(words)
+
+    def output_name(self) -> str | None:
+        """The file :meth:`curl` writes a binary answer to (None for JSON, text or no body).
+
+        The answer's Content-Type decides, or without an answer the request's Accept header.
+        """
+        media = (self.response_headers.get("Content-Type")
+                 or self.response_headers.get("content-type") or "")
+        if not media or self.status is None or self.status >= 300:
+            media = next((v for k, v in self.request_headers.items()
+                          if k.lower() == "accept"), "")
+        media = media.split(",", 1)[0].split(";", 1)[0].strip().lower()
+        if self.method not in ("GET", "POST") or not media or media.endswith("json") or (
+                media.startswith("text/") or media == "*/*"):
+            return None
+        suffix = _SUFFIXES.get(media) or ("multipart" if media.startswith("multipart/")
+                                          else "bin")
+        return f"answer.{suffix}"
 
     def transcript(self) -> str:
         """The exchange as text: ``>`` request lines, ``<`` answer lines, then the body."""
@@ -284,15 +339,35 @@ def body_summary(data: Any, headers: Mapping[str, str]) -> str | None:
     return f"({ctype or 'body'} streamed{size})"
 
 
+def secret_forms(secret: str) -> list[str]:
+    """``secret`` as a server may echo it: literal, percent-encoded, and base64 (standard and
+    URL-safe alphabets, with and without padding), the longest first so none is left half
+    replaced."""
+    raw = secret.encode("utf-8")
+    forms = {secret, quote(secret, safe=""), quote_plus(secret, safe="")}
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode("ascii")
+        forms.update((text, text.rstrip("=")))
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
 class Recorder:
     """The last exchanges (``history``), the files of active traces, and the secrets that
-    are replaced by ``***`` in whatever is shown."""
+    are replaced by ``***`` in whatever is shown (in each form of :func:`secret_forms`)."""
 
     def __init__(self, history_size: int, secrets: Sequence[str] = ()) -> None:
         self.history: deque[Exchange] = deque(maxlen=history_size)
         self.trace_files: list[IO[str]] = []
-        self.secrets = [s for s in secrets if s]
+        self.secrets: list[str] = []
         self._lock = threading.Lock()
+        for secret in secrets:
+            self.add_secret(secret)
+
+    def add_secret(self, secret: str) -> None:
+        """Replace ``secret`` (each of its forms) by ``***`` from now on."""
+        if secret:
+            forms = set(self.secrets) | set(secret_forms(secret))
+            self.secrets = sorted(forms, key=len, reverse=True)
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret replaced by ``***``."""

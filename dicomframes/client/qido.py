@@ -160,7 +160,9 @@ class Pager:
     ``fetch`` gets one page's parameters and returns its rows. Rows already seen (same UID of
     ``level``) are dropped; a page of nothing but repeats means the server ignores ``offset``
     and ends the search with a warning, as does reaching ``max_pages``. ``progress`` shows a
-    tqdm bar once a search takes more than one page.
+    tqdm bar once a search takes more than one page. A search for one UID of its own level
+    (``/studies?StudyInstanceUID=...``) matches one row at most, so it is sent as asked,
+    without ``limit``.
     """
 
     fetch: Callable[[dict[str, str]], Page]
@@ -173,6 +175,8 @@ class Pager:
     def search(self, params: Mapping[str, str], limit: int | None = None,
                offset: int = 0) -> Page:
         """Every row of the search (at most ``limit``), starting at ``offset``."""
+        if limit is None and not offset and self._one_uid(params):
+            return self.fetch(dict(params))
         if limit is not None:
             if limit < 0:
                 raise ValueError(f"limit must not be negative, got {limit}")
@@ -213,6 +217,12 @@ class Pager:
             if bar is not None:
                 bar.close()
         return results
+
+    def _one_uid(self, params: Mapping[str, str]) -> bool:
+        """Whether ``params`` ask for one UID of the search's own level (at most one match)."""
+        keyword = UID_KEYWORDS[self.level]
+        value = params.get(keyword, params.get(tags.tag_hex(tags.tag_of(keyword))))
+        return bool(value) and not any(c in str(value) for c in ",*?\\")
 
     @staticmethod
     def _page(params: Mapping[str, str], limit: int, offset: int) -> dict[str, str]:

@@ -27,7 +27,7 @@ def serve(path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", p
           *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, durable: bool = True,
           token: str | None = None, insecure: bool = False,
           limits: Limits | None = None, cors: list[str] | tuple[str, ...] | None = None,
-          parse_workers: int | None = None) -> Server:
+          parse_workers: int | None = None, profile: str = "default") -> Server:
     """Start a DICOMweb server and return it, already listening.
 
     ``path``: the archive folder (created if needed; None: a temporary folder deleted by
@@ -53,10 +53,14 @@ def serve(path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", p
     (16 instances or more) in parallel; None: one per CPU, at most 4, started on the first
     such request; a number: that many, started with the server; 0: none, all in the request's
     thread.
+
+    ``profile="azure"``: the Azure-strict profile; searches that the Azure DICOM service
+    refuses (wildcards, attributes it does not search, ``limit`` over 200) answer 400, and a
+    search without matches 204 (see :mod:`dicomframes.server.azure_profile`).
     """
     return Server(path, host, port, max_request_bytes=max_request_bytes, durable=durable,
                   token=token, insecure=insecure, limits=limits, cors=cors,
-                  parse_workers=parse_workers)
+                  parse_workers=parse_workers, profile=profile)
 
 
 def import_folder(folder: str | os.PathLike[str], data: str | os.PathLike[str],

@@ -46,7 +46,7 @@ from ..standard.pixellayout import (
     locate_pixel_data,
     number_of_frames,
 )
-from ..standard.stow import INVALID, PROCESSING_FAILURE
+from ..standard.stow import INVALID, PROCESSING_FAILURE, WRONG_STUDY
 from ..standard.tags import BINARY_VRS, PIXEL_TAGS, tag_hex, vr_of
 from ..standard.temporal import normalize_time
 from ..standard.uids import validate_uid
@@ -414,7 +414,7 @@ def prepare_file(path: Path, study: str | None = None) -> PreparedInstance:
     The header is read once (without its pixel data) and turned into DICOM JSON once; UIDs,
     pixel description and index values all come from that JSON, so pydicom never decodes an
     element twice. ``study``: the StudyInstanceUID the instance must belong to. Raises
-    :class:`StoreFailure` (272 unreadable, 43264 invalid, a DICOMDIR or of another study)."""
+    :class:`StoreFailure` (272 unreadable, 43264 invalid or a DICOMDIR, 43265 of another study)."""
     try:
         with open(path, "rb") as fp:
             size = os.fstat(fp.fileno()).st_size
@@ -436,7 +436,7 @@ def prepare_file(path: Path, study: str | None = None) -> PreparedInstance:
                     raise StoreFailure(INVALID, str(exc), sop_class or None,
                                        sop or None) from exc
             if study is not None and study_uid != study:
-                raise StoreFailure(INVALID, f"instance belongs to study {study_uid}, not to "
+                raise StoreFailure(WRONG_STUDY, f"instance belongs to study {study_uid}, not to "
                                    f"{study}", sop_class, sop)
             resource = ResourcePath(study_uid, series_uid, sop)
             try:

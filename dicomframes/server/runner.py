@@ -25,6 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import ArchiveNotWritable, InsecureServer, PortInUse
 from .app import create_app, storage_problem
+from .azure_profile import PROFILES, AzureStrict
 from .cors import normalise_origin
 from .parsers import default_workers
 from .storage import Archive
@@ -132,7 +133,10 @@ def _addresses(host: str) -> list[str]:
 
 def check_exposure(host: str, token: str | None, insecure: bool) -> None:
     """Refuse (:class:`~dicomframes.errors.InsecureServer`) to serve on an address other hosts
-    can reach without a token, unless ``insecure``; then log a warning."""
+    can reach without a token, unless ``insecure``; then log a warning. A token of only
+    whitespace is refused (ValueError): no client could send it, so nobody could be served."""
+    if token is not None and not token.strip():
+        raise ValueError("the bearer token is empty or only whitespace; give a real token")
     addresses = _addresses(host)
     if addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses):
         return
@@ -172,15 +176,18 @@ class Server:
     :func:`dicomframes.server.serve`); ``cors_origins`` holds them, normalised.
     ``parse_workers``: processes that parse large STOW requests (None: one per CPU, at most
     4, started on the first large request; a number: that many, started with the server; 0:
-    none, parse in the request's thread).
+    none, parse in the request's thread). ``profile="azure"``: searches refused where the
+    Azure DICOM service refuses them (see :mod:`dicomframes.server.azure_profile`).
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1",
                  port: int = 0, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                  durable: bool = True, token: str | None = None, insecure: bool = False,
                  limits: Limits | None = None, cors: list[str] | tuple[str, ...] | None = None,
-                 parse_workers: int | None = None) -> None:
+                 parse_workers: int | None = None, profile: str = "default") -> None:
         check_exposure(host, token, insecure)
+        if profile not in PROFILES:
+            raise ValueError(f"unknown server profile {profile!r}: use one of {PROFILES}")
         cors = [normalise_origin(origin) for origin in cors or ()]  # ValueError before binding
         self.limits = limits or Limits()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -214,6 +221,9 @@ class Server:
                               token=token or None, body_timeout=self.limits.body_timeout,
                               host_names=(f"[{host}]" if ":" in host else host,),
                               cors_origins=cors)
+        self.profile = profile
+        if profile == "azure":
+            self.app = AzureStrict(self.app)
         self.cors_origins: tuple[str, ...] = tuple(cors or ())
         protocol = type("LimitedH11", (LimitedH11,),
                         {"header_timeout": self.limits.header_timeout})

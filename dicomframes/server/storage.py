@@ -265,8 +265,8 @@ class Archive:
         """Index the complete DICOM file ``temp`` (in tmp/) and move it into the archive.
 
         ``study``: the StudyInstanceUID the request is restricted to. Raises
-        :class:`StoreFailure` (reason 272 unreadable, 43264 invalid or wrong study, 45070
-        already stored); the temporary file is then removed.
+        :class:`StoreFailure` (reason 272 unreadable, 43264 invalid, 43265 not of the study
+        in the URL, 45070 already stored); the temporary file is then removed.
         """
         [outcome] = self.store_files([temp], study)
         if isinstance(outcome, StoreFailure):

@@ -21,6 +21,7 @@ __all__ = [
     "OUT_OF_RESOURCES",
     "PROCESSING_FAILURE",
     "REASONS",
+    "WRONG_STUDY",
     "Failed",
     "Referenced",
     "StowAnswer",
@@ -31,7 +32,8 @@ __all__ = [
 
 PROCESSING_FAILURE = 0x0110  # 272
 OUT_OF_RESOURCES = 0xA700  # 42752
-INVALID = 0xA900  # 43264: validation failed, or the instance is not of the study posted to
+INVALID = 0xA900  # 43264: validation failed (PS3.18's A9xx: does not match the SOP class)
+WRONG_STUDY = 0xA901  # 43265 (Azure): not of the study in the URL (POST /studies/{study})
 ALREADY_EXISTS = 0xB00E  # 45070 (Azure and the embedded server)
 BEING_CREATED = 0xB00F  # 45071 (Azure)
 
@@ -41,7 +43,8 @@ REASONS: dict[int, str] = {
     0x0122: "SOP class not supported",
     0x0124: "not authorized",
     OUT_OF_RESOURCES: "out of resources",
-    INVALID: "data set does not match the SOP class or the study (validation failed)",
+    INVALID: "data set does not match the SOP class (validation failed)",
+    WRONG_STUDY: "instance is not of the study in the URL",
     0xC000: "cannot understand",
     0xC122: "transfer syntax not supported",
     0xB000: "coercion of data elements",

@@ -53,19 +53,19 @@ def test_boundary_quoted_or_not_type_present_or_not(server, tutorial_files, quot
     assert referenced(answer.json()) == [uids_of(tutorial_files[0])[2]]
 
 
-def test_store_to_study_and_wrong_study_parts_fail_with_43264(server, tutorial_files,
+def test_store_to_study_and_wrong_study_parts_fail_with_43265(server, tutorial_files,
                                                               pydicom_files) -> None:
     other = pydicom_files["explicit"]
     answer = stow(server.url, [tutorial_files[0], other], study=STUDY)
     assert answer.status_code == 202, answer.text
     body = answer.json()
     assert referenced(body) == [uids_of(tutorial_files[0])[2]]
-    assert failure_reasons(body) == [43264]
+    assert failure_reasons(body) == [43265]
     assert value(body["00081198"]["Value"][0], "00081155") == uids_of(other)[2]
     # none of the parts belongs to the study: 409
     answer = stow(server.url, [other], study=STUDY)
     assert answer.status_code == 409
-    assert failure_reasons(answer.json()) == [43264]
+    assert failure_reasons(answer.json()) == [43265]
 
 
 def test_already_stored_instance_fails_with_409_and_45070(server, tutorial_files) -> None:
