@@ -24,6 +24,16 @@ DEBUG_HELP = "on an error, print the traceback too"
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
+def _size(text: str) -> int:
+    """A size option (``512M``, ``2G``, bytes); the server's parser, imported when used."""
+    from .server.budget import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with one sub-command per task."""
     parser = argparse.ArgumentParser(prog="dicomframes", description=DESCRIPTION)
@@ -53,6 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse the searches the Azure DICOM service refuses (wildcards, "
                        "attributes it does not search) and answer 204 to a search without "
                        "matches, to test code meant for Azure")
+    limits = serve.add_argument_group("limits (README: Limits)")
+    limits.add_argument("--memory-budget", metavar="SIZE", type=_size,
+                        help="memory the requests running at once may use to decode, render "
+                        "and transcode, e.g. 512M or 2G; past it they wait, then get 503 "
+                        "(default 768M)")
+    limits.add_argument("--max-connections", type=int, metavar="N",
+                        help="open connections at once (default 256, or a quarter of the "
+                        "open-file limit)")
+    limits.add_argument("--connections-per-client", type=int, metavar="N",
+                        help="open connections from one client address (default 32)")
+    limits.add_argument("--min-body-rate", type=int, metavar="BYTES",
+                        help="bytes per second a request body must average after 10 s "
+                        "(default 1024)")
+    limits.add_argument("--max-inflated", metavar="SIZE", type=_size,
+                        help="size a deflated upload may inflate to (default 256M)")
     serve.set_defaults(func=cmd_serve)
 
     remote = argparse.ArgumentParser(add_help=False)
@@ -163,6 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers = default_workers() if args.parse_workers is None else args.parse_workers
         server = serve(args.data, host=args.host, port=args.port, token=token,
                        insecure=args.insecure, cors=args.cors, parse_workers=max(0, workers),
+                       limits=_limits(args),
                        profile="azure" if args.azure_strict else "default")
     except ValueError as exc:  # a malformed --cors origin
         raise UsageError(str(exc)) from None
@@ -180,6 +206,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    """The server's :class:`~dicomframes.server.Limits`: the defaults, with the options given."""
+    from dataclasses import replace
+
+    from .server import Limits
+
+    given = {"memory_budget": args.memory_budget, "max_connections": args.max_connections,
+             "connections_per_client": args.connections_per_client,
+             "min_body_rate": args.min_body_rate, "max_inflated": args.max_inflated}
+    return replace(Limits(), **{k: v for k, v in given.items() if v is not None})
 
 
 def _token_from(variable: str) -> str:

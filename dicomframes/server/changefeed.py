@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from ..standard.changefeed import (
     CURRENT,
     format_timestamp,
+    microseconds,
     paging_of,
     parse_timestamp,
     version_of_path,
@@ -67,12 +68,12 @@ def _integer(request: Request, name: str, default: int, low: int, high: int | No
     return value
 
 
-def _time(request: Request, name: str) -> float | None:
+def _time(request: Request, name: str) -> int | None:
     text = _param(request, name)
     if text is None or not text.strip():
         return None
     try:
-        return parse_timestamp(text).timestamp()
+        return microseconds(parse_timestamp(text))
     except ValueError:
         raise HTTPProblem(400, f"{name} must be an ISO 8601 date and time, not {text!r}") \
             from None

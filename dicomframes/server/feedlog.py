@@ -2,7 +2,8 @@
 index, read by :mod:`.changefeed` (the routes).
 
 One row per event: ``seq`` (the Sequence; AUTOINCREMENT, so a number is never used twice),
-the UIDs, the action, the time (POSIX seconds, never before the previous row's) and, for a
+the UIDs, the action, the time (integer microseconds since the POSIX epoch, never before the
+previous row's) and, for a
 delete, the Sequence of the create whose instance it removed. An instance's *version* is the
 Sequence of the create that stored it; an entry's State is computed from the instance's last
 event (:func:`dicomframes.standard.changefeed.state_of`), so earlier entries read "replaced"
@@ -21,7 +22,7 @@ from ..standard.changefeed import CREATE, DELETE, state_of
 TABLE = (
     "CREATE TABLE IF NOT EXISTS changefeed (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
     "study TEXT NOT NULL, series TEXT NOT NULL, sop TEXT NOT NULL, action TEXT NOT NULL, "
-    "ts REAL NOT NULL, version INTEGER)")
+    "ts INTEGER NOT NULL, version INTEGER)")
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS changefeed_sop ON changefeed(sop, seq)",
     "CREATE INDEX IF NOT EXISTS changefeed_ts ON changefeed(ts)",
@@ -40,15 +41,16 @@ def create_table(db: sqlite3.Connection) -> None:
         db.execute(statement)
     if known is None:
         db.execute("INSERT INTO changefeed (study, series, sop, action, ts) "
-                   "SELECT StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, ?, stored_at "
+                   "SELECT StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, ?, "
+                   "CAST(stored_at * 1000000 AS INTEGER) "
                    "FROM instances ORDER BY id", (CREATE,))
 
 
-def _now(db: sqlite3.Connection) -> float:
-    """Now, or the last entry's time when the clock went back: time never decreases along
-    the Sequence, so that a time window is a range of Sequences."""
+def _now(db: sqlite3.Connection) -> int:
+    """Now in microseconds, or the last entry's time when the clock went back: time never
+    decreases along the Sequence, so that a time window is a range of Sequences."""
     last = db.execute("SELECT MAX(ts) FROM changefeed").fetchone()[0]
-    now = time.time()
+    now = time.time_ns() // 1000
     return max(now, last) if last is not None else now
 
 
@@ -82,7 +84,7 @@ class Entry:
     series: str
     sop: str
     action: str
-    timestamp: float
+    timestamp: int  # microseconds since the POSIX epoch
     state: str
 
 
@@ -106,7 +108,7 @@ def after_sequence(db: sqlite3.Connection, offset: int, span: int) -> list[Entry
                                (offset, offset + span)))
 
 
-def in_window(db: sqlite3.Connection, start: float | None, end: float | None, offset: int,
+def in_window(db: sqlite3.Connection, start: int | None, end: int | None, offset: int,
               limit: int) -> list[Entry]:
     """Entries with ``start`` <= time < ``end`` (None: open), ``offset`` of them skipped, at
     most ``limit`` (API v2 paging)."""

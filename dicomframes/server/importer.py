@@ -75,7 +75,8 @@ class _Pending:
             temp = archive.temp_path(".import")
             self.temps.append(temp)
             self.placed.append(n)
-            self.batch.add(Job(temp, source=source, link=in_place))
+            self.batch.add(Job(temp, source=source, link=in_place,
+                               max_inflated=archive.max_inflated))
         self.batch.flush()  # before the next batch's jobs: the workers take them in order
 
     def store(self, archive: Archive) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO
 
 from ..standard.stow import PROCESSING_FAILURE
+from .budget import DEFAULT_MAX_INFLATED
 from .index import PreparedInstance, StoreFailure, prepare_outcome
 
 log = logging.getLogger("dicomframes.server")
@@ -56,12 +57,14 @@ Outcome = PreparedInstance | StoreFailure
 class Job:
     """One instance to store: its temporary file ``temp`` is written from ``content`` (a STOW
     part), copied from ``source`` or, with ``link``, made a symbolic link to it (an import), or
-    already exists (neither given); then it is parsed."""
+    already exists (neither given); then it is parsed (a deflated file inflated first, to at
+    most ``max_inflated`` bytes)."""
 
     temp: Path
     content: bytes | None = None
     source: Path | None = None
     link: bool = False
+    max_inflated: int = DEFAULT_MAX_INFLATED
 
 
 def run_jobs(jobs: Sequence[Job], study: str | None) -> list[Outcome | OSError]:
@@ -84,7 +87,7 @@ def run_jobs(jobs: Sequence[Job], study: str | None) -> list[Outcome | OSError]:
             else:
                 out.append(StoreFailure(PROCESSING_FAILURE, f"cannot read: {exc}"))
             continue
-        out.append(prepare_outcome(job.temp, study))
+        out.append(prepare_outcome(job.temp, study, max_inflated=job.max_inflated))
     return out
 
 

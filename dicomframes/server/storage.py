@@ -37,6 +37,7 @@ from ..standard.pixellayout import (
 )
 from ..standard.stow import ALREADY_EXISTS, INVALID
 from ..standard.uids import validate_uid
+from .budget import DEFAULT_MAX_INFLATED
 from .feedlog import DROP as DROP_FEED
 from .feedlog import create_table as create_feed_table
 from .feedlog import record_creates, record_deletes
@@ -138,10 +139,12 @@ class Archive:
     """Files and index of one archive folder; safe to use from many threads and processes."""
 
     def __init__(self, root: str | os.PathLike[str], *, durable: bool = True,
-                 parse_workers: int = 0) -> None:
+                 parse_workers: int = 0, max_inflated: int = DEFAULT_MAX_INFLATED) -> None:
         """``parse_workers``: processes that parse the files of a large batch (0: parse in
         the storing thread); they start on the first large batch and stop with
-        :meth:`close`."""
+        :meth:`close`. ``max_inflated``: bytes a deflated file may inflate to (it is stored
+        inflated; larger is refused)."""
+        self.max_inflated = int(max_inflated)
         self.root = Path(root).expanduser().resolve()
         self.parsers = ParserPool(parse_workers) if parse_workers > 0 else None
         self.files = self.root / "files"
@@ -310,10 +313,10 @@ class Archive:
         """:func:`.index.prepare_file` of each path (by the parser processes for a large
         batch), the failure in place of a file that fails."""
         if self.parsers is None:
-            return prepare_files(paths, study)
+            return prepare_files(paths, study, max_inflated=self.max_inflated)
         batch = self.batch(study, bounded=False, chunk=IMPORT_CHUNK)
         for path in paths:
-            batch.add(Job(path))
+            batch.add(Job(path, max_inflated=self.max_inflated))
         return batch.outcomes()
 
     def fsync_files(self, paths: list[Path]) -> None:

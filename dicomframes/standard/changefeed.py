@@ -73,10 +73,19 @@ def state_of(entry_version: int, current_version: int | None) -> str:
     return CURRENT if entry_version == current_version else REPLACED
 
 
-def format_timestamp(seconds: float) -> str:
-    """A POSIX time as the feed writes it: ISO 8601 in UTC with microseconds and ``Z``."""
-    moment = _dt.datetime.fromtimestamp(seconds, _dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_MICROSECOND = _dt.timedelta(microseconds=1)
+
+
+def format_timestamp(micros: int) -> str:
+    """A time in microseconds since the POSIX epoch as the feed writes it: ISO 8601 in UTC
+    with microseconds and ``Z`` (integers, so that text and stored time convert exactly)."""
+    return (_EPOCH + micros * _MICROSECOND).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def microseconds(moment: _dt.datetime) -> int:
+    """An aware datetime as microseconds since the POSIX epoch (exact)."""
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def parse_timestamp(text: str) -> _dt.datetime:
