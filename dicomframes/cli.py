@@ -17,9 +17,7 @@ if TYPE_CHECKING:
 
 Command = Callable[[argparse.Namespace], int]
 
-DESCRIPTION = ("The dicomframes command: serve, search, upload, retrieve, harvest and a "
-               "quick-start demo. "
-               "Errors are one line on stderr (exit status 2); --debug adds the traceback.")
+DESCRIPTION = "The dicomframes command. Errors: one line on stderr (status 2); --debug: traceback."
 DEBUG_HELP = "on an error, print the traceback too"
 _MICROSECOND = dt.timedelta(microseconds=1)
 
@@ -130,29 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--in-place", action="store_true",
                      help="link the files instead of copying them (they must stay where they are)")
     imp.add_argument("--format", choices=("table", "csv"), default="table",
-                     help="outcome as a table (default) or CSV")
+                     help="print the failed and skipped files as a table (default), or every "
+                     "outcome row as CSV")
+    imp.add_argument("--report", metavar="PATH",
+                     help="CSV file that receives one outcome row per file (default: "
+                     "DATA/reports/import-<UTC time>.csv)")
     imp.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                      help="processes that parse the files (default: one per core)")
     imp.add_argument("--quiet", action="store_true", help="no progress line")
     imp.set_defaults(func=cmd_import)
 
-    harvest = sub.add_parser("harvest", help="write an archive as a Parquet dataset, or bring "
-                             "one up to date (--update)")
-    harvest.add_argument("url", metavar="URL", help="DICOMweb base URL")
-    harvest.add_argument("path", metavar="PATH", help="folder of the Parquet dataset")
-    harvest.add_argument("--level", choices=("studies", "series", "instances"),
-                         default="instances", help="one row per ... (default instances)")
-    harvest.add_argument("--metadata", action="store_true",
-                         help="the full WADO-RS metadata of every instance")
-    harvest.add_argument("--update", action="store_true",
-                         help="apply only what changed since the harvest in PATH (the "
-                         "server's change feed, else the studies' counts)")
-    harvest.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE",
-                         help="match an attribute, e.g. Modality=CT; repeat for several")
-    harvest.add_argument("--token-env", metavar="VAR",
-                         help="name of the environment variable that holds a bearer token")
-    harvest.add_argument("--quiet", action="store_true", help="no progress bar")
-    harvest.set_defaults(func=cmd_harvest)
+    from .client.harvest_command import add_harvest_command
+    add_harvest_command(sub)
+    check = sub.add_parser("check", help="compare every file of an archive with its index "
+                           "(start-up does not: it finishes only what was in flight)")
+    check.add_argument("--data", required=True, help="the archive folder")
+    check.add_argument("--repair", action="store_true",
+                       help="make them agree: drop rows whose file is gone or changed (a "
+                       "changed file goes to rejected/), index files without a row (stop the "
+                       "server on the folder first)")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="a one-minute tour on a temporary embedded server")
     demo.set_defaults(func=cmd_demo)
@@ -322,31 +318,116 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 1 if (df["status"] == FAILED).any() else 0
 
 
-def cmd_import(args: argparse.Namespace) -> int:
-    """Index FOLDER into the archive --data; print one outcome row per file that was not
-    stored, and a summary; 1 if any file failed."""
-    import time
+SHOWN_FAILURES = 50  # failed or skipped files printed in the table (all are in the report)
 
-    from .server.importer import FAILED, SKIPPED, import_folder, summary
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Index FOLDER into the archive --data. Every outcome row is written to the CSV report
+    as it comes (memory stays flat however many files); the failed and skipped files (the
+    first SHOWN_FAILURES) and a summary are printed; 1 if any file failed."""
+    import csv
+    import time
+    from pathlib import Path
+
+    from .server.importer import COLUMNS, FAILED, SKIPPED, run_import, summary_of
 
     start = time.monotonic()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = Path(args.report).expanduser() if args.report else \
+        Path(args.data).expanduser() / "reports" / f"import-{stamp}.csv"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    shown = ["source", "SOPInstanceUID", "status", "reason", "message"]
+    problems: list[dict[str, Any]] = []
+    more = 0
 
     def progress(done: int, total: int) -> None:
         rate = done / max(time.monotonic() - start, 1e-6)
         print(f"\r{done}/{total} files ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
 
-    df = import_folder(args.folder, args.data, args.in_place, workers=args.workers,
-                       progress=None if args.quiet else progress)
+    with open(report, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, COLUMNS)
+        writer.writeheader()
+        echo = csv.DictWriter(sys.stdout, shown, extrasaction="ignore") \
+            if args.format == "csv" else None
+        if echo is not None:
+            echo.writeheader()
+
+        def on_row(row: dict[str, Any]) -> None:
+            nonlocal more
+            writer.writerow(row)
+            if echo is not None:
+                echo.writerow(row)
+            elif row["status"] in (FAILED, SKIPPED):
+                if len(problems) < SHOWN_FAILURES:
+                    problems.append(row)
+                else:
+                    more += 1
+
+        counts = run_import(args.folder, args.data, args.in_place, on_row=on_row,
+                            workers=args.workers, progress=None if args.quiet else progress)
     if not args.quiet:
         print(file=sys.stderr)
-    shown = df if args.format == "csv" else df[df["status"].isin((FAILED, SKIPPED))]
-    if args.format == "csv" or len(shown):
-        _print_table(shown[["source", "SOPInstanceUID", "status", "reason", "message"]],
-                     args.format)
+    if problems:
+        import pandas as pd
+
+        _print_table(pd.DataFrame(problems, columns=shown), "table")
+        if more:
+            print(f"... and {more} more failed or skipped files")
     seconds = time.monotonic() - start
-    print(f"{summary(df)} in {seconds:.1f} s ({len(df) / max(seconds, 1e-6):.0f} files/s)",
+    total = sum(counts.values())
+    print(f"{summary_of(counts)} in {seconds:.1f} s ({total / max(seconds, 1e-6):.0f} "
+          f"files/s); one row per file in {report}",
           file=sys.stderr if args.format == "csv" else sys.stdout)
-    return 1 if (df["status"] == FAILED).any() else 0
+    return 1 if counts[FAILED] else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Compare every file of the archive --data with its index; print each difference and a
+    summary; with --repair make them agree. 1 if differences are left."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .server.repair import differences
+    from .server.storage import Archive
+
+    folder = Path(args.data).expanduser()
+    if not (folder / "index.sqlite3").is_file():
+        raise UsageError(f"{folder} is not an archive of the embedded server (no "
+                         "index.sqlite3)")
+    archive = Archive(folder)
+    try:
+        if args.repair and archive.recovery is None:
+            raise UsageError(f"a server uses {folder}: stop it before check --repair")
+        bar = None if args.quiet else tqdm(unit=" studies", file=sys.stderr, leave=False)
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+        found: dict[str, int] = {}
+
+        def show(difference: Any) -> None:
+            found[difference.kind] = found.get(difference.kind, 0) + 1
+            line = f"{difference.kind:9s}  {difference.path}  ({difference.detail})"
+            (bar.write if bar is not None else print)(line)
+
+        instances = archive.count()
+        if args.repair:
+            done = archive.reconcile(progress, show)
+        else:
+            for difference in differences(archive, progress):
+                show(difference)
+        if bar is not None:
+            bar.close()
+    finally:
+        archive.close()
+    summary = ", ".join(f"{n} {kind}" for kind, n in found.items()) or "no differences"
+    print(f"{instances} indexed instances checked against the files of {folder}: {summary}")
+    if args.repair and found:
+        print("repaired: " + ", ".join(f"{n} {k}" for k, n in done.items() if n))
+    return 1 if found and not args.repair else 0
 
 
 def _filters(pairs: list[str]) -> dict[str, str]:
@@ -387,15 +468,6 @@ _SEARCH_COLUMNS = {
     "instances": ["SeriesNumber", "InstanceNumber", "Rows", "Columns", "NumberOfFrames",
                   "SOPInstanceUID"],
 }
-
-
-def cmd_harvest(args: argparse.Namespace) -> int:
-    """Harvest URL into the Parquet dataset PATH (or update it); print the summary."""
-    client = _connect(args)
-    summary = client.harvest(args.path, args.level, args.metadata, update=args.update,
-                             progress=not args.quiet, **_filters(args.filter))
-    print(summary)
-    return 0
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:

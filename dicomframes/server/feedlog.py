@@ -30,16 +30,21 @@ INDEXES = (
 DROP = "DROP TABLE IF EXISTS changefeed"
 
 
+def feed_missing(db: sqlite3.Connection) -> bool:
+    """True when the index has no change feed table yet (a read only)."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                      "AND name = 'changefeed'").fetchone() is None
+
+
 def create_table(db: sqlite3.Connection) -> None:
     """Create the table; an archive indexed before it existed gets one create per stored
     instance (in the order they were stored, at their storage time), so that the feed and
     the archive agree from the start."""
-    known = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                       "AND name = 'changefeed'").fetchone()
+    missing = feed_missing(db)
     db.execute(TABLE)
     for statement in INDEXES:
         db.execute(statement)
-    if known is None:
+    if missing:
         db.execute("INSERT INTO changefeed (study, series, sop, action, ts) "
                    "SELECT StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, ?, "
                    "CAST(stored_at * 1000000 AS INTEGER) "

@@ -9,9 +9,10 @@ Layout of an archive folder::
 
 Every UID is checked with :func:`dicomframes.standard.uids.validate_uid` before it becomes part of a
 path. A stored file is written to ``tmp/``, flushed to disk, then renamed into place inside the
-index transaction that adds its row; a crash leaves either a temporary file (removed at start)
-or a complete file (whose row is restored at start). What the index holds is laid out by
-:mod:`.index`.
+index transaction that adds its row. The files about to be renamed are listed first in the
+journal of intents (:mod:`.journal`): a crash leaves either a temporary file (removed at start)
+or a complete file named by an open intent (whose row is restored at start), so start-up never
+walks the archive. What the index holds is laid out by :mod:`.index`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import threading
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,8 @@ from ..standard.pixellayout import (
 )
 from ..standard.stow import ALREADY_EXISTS, INVALID
 from ..standard.uids import validate_uid
+from . import feedlog
 from .budget import DEFAULT_MAX_INFLATED
-from .feedlog import DROP as DROP_FEED
-from .feedlog import create_table as create_feed_table
-from .feedlog import record_creates, record_deletes
 from .index import (
     DROP_TABLES,
     SCHEMA_VERSION,
@@ -53,8 +52,19 @@ from .index import (
     recount_study,
     schema,
 )
+from .journal import (
+    COMPARE_ALL,
+    Recovery,
+    close_intent,
+    empty_tmp,
+    open_intent,
+    open_intents,
+    predates_journal,
+    replay,
+)
+from .journal import create as create_journal
 from .parsers import CHUNK, IMPORT_CHUNK, Batch, Job, ParserPool
-from .repair import reconcile_archive
+from .repair import Difference, reconcile_archive, reject
 
 try:  # advisory lock so that only the first server on a folder cleans its tmp/
     import fcntl
@@ -62,10 +72,6 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
-
-#: The journal of committed deletions whose files may still exist (see :meth:`Archive.delete`);
-#: kept apart from the index tables, so that rebuilding the index never forgets it.
-PENDING_DELETIONS = "CREATE TABLE IF NOT EXISTS pending_deletions (path TEXT PRIMARY KEY)"
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,8 @@ class Archive:
         exclusive = self._take_lock()
         conn = self._conn()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        rebuilt = version not in (0, SCHEMA_VERSION)
+        if rebuilt:
             if not exclusive:
                 raise RuntimeError(f"the index of {self.root} has an older layout and another "
                                    "server uses it; stop that server first")
@@ -169,16 +176,23 @@ class Archive:
             log.warning("rebuilding the index of %s (layout %d -> %d)", self.root, version,
                         SCHEMA_VERSION)
             conn.executescript(DROP_TABLES)
-            conn.execute(DROP_FEED)  # the rebuild stores every file again: creates anew
+            conn.execute(feedlog.DROP)  # the rebuild stores every file again: creates anew
+        unjournaled = predates_journal(conn)
         conn.executescript(schema())
-        conn.execute(PENDING_DELETIONS)
-        with self.transaction() as tx:  # the change feed; an older archive's is filled in
-            create_feed_table(tx)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        create_journal(conn)
+        if feedlog.feed_missing(conn):  # the change feed; an older archive's is filled in
+            with self.transaction() as tx:
+                feedlog.create_table(tx)
+        if version != SCHEMA_VERSION:  # a start-up with nothing to do writes nothing (full disk)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         for lane in range(TEMP_LANES):
             (self.tmp / str(lane)).mkdir(exist_ok=True)
+        #: what start-up did (None: another server had the folder, it did nothing)
+        self.recovery: Recovery | None = None
         if exclusive:
-            self.reconcile()
+            if rebuilt or unjournaled:  # no journal to trust: compare every file, once
+                open_intent(conn, COMPARE_ALL, [], durable)
+            self.recovery = self.recover()
         if fcntl is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_SH)
 
@@ -343,6 +357,10 @@ class Archive:
         outcomes: list[Stored | StoreFailure] = []
         moved: list[tuple[Path, Path]] = []
         folders: set[Path] = set()
+        # write-ahead: which files may be renamed into files/ before the rows commit
+        finals = [self.path_of(p.study, p.series, p.sop).relative_to(self.root).as_posix()
+                  for p in prepared if not isinstance(p, StoreFailure)]
+        intent = open_intent(self.db, "store", finals, self.durable) if finals else None
         try:
             with self.transaction() as db:
                 ready = [p for p in prepared if not isinstance(p, StoreFailure)]
@@ -379,15 +397,20 @@ class Archive:
                     moved.append((final, temp))
                     outcomes.append(Stored(p.study, p.series, p.sop, p.sop_class))
                 stored = [o for o in outcomes if isinstance(o, Stored)]
-                record_creates(db, [(o.study, o.series, o.sop_instance) for o in stored])
+                feedlog.record_creates(db, [(o.study, o.series, o.sop_instance) for o in stored])
                 add_instance_counts(db, Counter(o.series for o in stored),
                                     Counter(o.study for o in stored))
                 for folder in folders:
                     self._fsync_dir(folder)
+                if intent is not None:  # done with the rows, atomically
+                    close_intent(db, intent)
         except BaseException:
             for final, temp in moved:  # nothing was committed: put the files back
                 with contextlib.suppress(OSError):
                     os.replace(final, temp)
+            if intent is not None:  # the next start-up would find nothing left to do
+                with contextlib.suppress(sqlite3.Error):
+                    close_intent(self.db, intent)
             raise
         return outcomes
 
@@ -448,7 +471,7 @@ class Archive:
         All or nothing across a crash: the rows go, and the files are listed in the
         ``pending_deletions`` journal, in one transaction; only after it commits are the files
         unlinked (and the journal emptied). A crash before the commit leaves everything; a crash
-        after it leaves files that the next start-up (:meth:`reconcile`) removes.
+        after it leaves files that the next start-up (:meth:`recover`) removes.
         """
         where = "StudyInstanceUID = ?"
         args: list[str] = [study]
@@ -465,7 +488,7 @@ class Archive:
                 return 0
             db.executemany("INSERT OR IGNORE INTO pending_deletions (path) VALUES (?)",
                            [(r[0],) for r in rows])
-            record_deletes(db, where, args)
+            feedlog.record_deletes(db, where, args)
             db.execute(f"DELETE FROM instance_data WHERE id IN (SELECT id FROM instances "
                        f"WHERE {where})", args)
             db.execute(f"DELETE FROM instances WHERE {where}", args)
@@ -530,17 +553,44 @@ class Archive:
 
     # -- start-up consistency ---------------------------------------------------------------
 
-    def reconcile(self) -> dict[str, int]:
-        """Make index and files agree after a crash or after files were changed behind the
-        server's back (see :func:`.repair.reconcile_archive`). Returns what was done."""
-        return reconcile_archive(self, self._restore)
+    def recover(self) -> Recovery:
+        """Start-up work, proportional to what was in flight when the archive was last used,
+        not to its size (see :mod:`.journal`): empty tmp/, finish committed deletions, and
+        finish the open intents of interrupted group commits. Run with the folder to itself.
+        Returns what was done, and which files of files/ were looked at."""
+        recovery = Recovery()
+        recovery.counts["temporary"] = empty_tmp(self.tmp)
+        # before the intents: files of committed deletions must not be restored
+        recovery.counts["deleted"] = self.finish_deletions()
+        replay(self.db, self.root, self._restore,
+               lambda path, why: reject(self, path, why), recovery)
+        for intent, kind, _paths in open_intents(self.db):
+            if kind == COMPARE_ALL:  # an index rebuilt or made before the journal
+                log.warning("comparing every file of %s with its index (once)", self.root)
+                self.reconcile()
+                close_intent(self.db, intent)
+        done = {k: v for k, v in recovery.counts.items() if v}
+        if done:
+            log.warning("start-up of %s finished interrupted work: %s", self.root, done)
+        return recovery
+
+    def reconcile(self, progress: Callable[[int, int], None] | None = None,
+                  on_difference: Callable[[Difference], None] | None = None
+                  ) -> dict[str, int]:
+        """Compare every file with the index and make them agree (files changed behind the
+        server's back; see :func:`.repair.reconcile_archive`): ``dicomframes check --repair``.
+        ``progress(studies done, studies)``; ``on_difference`` sees each difference found.
+        Returns what was done."""
+        return reconcile_archive(self, self._restore, progress, on_difference)
 
     def _restore(self, source: Path) -> str | None:
         """Index a file of files/ that has no row (a crash between rename and commit); None,
         or why it cannot be stored."""
         temp = self.temp_path(".restore")
         try:
-            os.link(source, temp)  # a second name in tmp/: store_file moves it into place
+            # a second name in tmp/ (of the link itself for an in-place import): store_file
+            # moves it into place
+            os.link(source, temp, follow_symlinks=False)
             stored = self.store_file(temp)
             if self.path_of(stored.study, stored.series, stored.sop_instance) != source:
                 source.unlink()  # it was in the wrong place
