@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "embedded server)")
     remote.add_argument("--token-env", metavar="VAR",
                         help="name of the environment variable that holds a bearer token")
+    remote.add_argument("--token-file", metavar="PATH",
+                        help="file that holds a bearer token, read again when it is refused")
 
     upload = sub.add_parser("upload", parents=[remote],
                             help="store files, folders, zip files or glob patterns (STOW-RS)")
@@ -91,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--study", help="post to /studies/STUDY (other studies are refused)")
     upload.add_argument("--skip-existing", action="store_true",
                         help="ask the server first and send only what it lacks (resume)")
-    upload.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+    upload.add_argument("--workers", type=int, help="parallel requests (default: 4 on a local "
+                        "link, more across a network, by the measured round trip)")
     upload.add_argument("--batch-size", type=int, default=100,
                         help="most instances per request (default 100)")
     upload.add_argument("--format", choices=("table", "csv"), default="table",
@@ -158,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--data", help="the archive folder to delete instead of the default one")
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(func=cmd_reset)
+
+    from .testing import remote as remote_like  # standard library only: cheap to import
+
+    imitation = sub.add_parser(
+        "remote", help="a remote-like archive on this machine: round trip, bandwidth cap, page "
+        "cap, 429s and expiring tokens in front of the embedded server (loopback only)")
+    remote_like.add_arguments(imitation)
+    imitation.set_defaults(func=remote_like.run_from_arguments)
 
     for command in sub.choices.values():  # --debug also after the command's name
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -232,7 +243,11 @@ def _connect(args: argparse.Namespace) -> Client:
     """Connect as the options say: --url, else env DICOMWEB_URL, else the embedded server."""
     from . import connect
 
-    token = _token_from(args.token_env) if args.token_env else None
+    token: Any = _token_from(args.token_env) if args.token_env else None
+    if token is None and getattr(args, "token_file", None):
+        from .client import TokenFile
+
+        token = TokenFile(args.token_file)
     return connect(args.url, token=token) if token else connect(args.url)
 
 

@@ -29,6 +29,7 @@ import pandas as pd
 from ..convert.arrow import conform, ordered_schema, schema_for, unify
 from ..standard.attributes import level_name
 from ..standard.dicomjson import gc_paused
+from .concurrency import cpu_default, throttled_so_far, workers_for
 from .mirror import pin_archive, update_dataset
 from .partitions import Partition, Reader, fetch_objects, plan_partitions
 from .parts import (
@@ -77,7 +78,9 @@ def fetch_partition(client: DicomwebClient, partition: Partition, level: str = "
 @dataclass(frozen=True)
 class HarvestSummary:
     """What a harvest did: rows and parts in the dataset, parts fetched by this run (the
-    others were done by an earlier run), HTTP requests, seconds and the dataset's folder."""
+    others were done by an earlier run), HTTP requests, seconds, the dataset's folder, the
+    requests the server throttled (429/503, each waited for and sent again), the requests
+    kept in flight, and how the dataset was brought up to date."""
 
     rows: int
     parts: int
@@ -85,6 +88,8 @@ class HarvestSummary:
     requests: int
     seconds: float
     path: str
+    throttled: int = 0
+    workers: int = 0
     #: how the dataset was brought up to date: "harvest" (fetched whole or resumed),
     #: "changefeed" (the server's change feed) or "counts" (studies' counts compared)
     method: str = "harvest"
@@ -94,8 +99,10 @@ class HarvestSummary:
     def __str__(self) -> str:
         how = "" if self.method == "harvest" else (
             f", updated by {self.method}: {self.changed_studies} studies fetched again")
+        throttled = f", {self.throttled} throttled" if self.throttled else ""
         return (f"{self.rows} rows in {self.parts} parts ({self.fetched} fetched now, "
-                f"{self.requests} requests, {self.seconds:.1f} s{how}) in {self.path}")
+                f"{self.requests} requests{throttled}, {self.seconds:.1f} s{how}) in "
+                f"{self.path}")
 
 
 def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "instances",
@@ -107,8 +114,10 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
 
     ``level``: "studies", "series" or "instances"; ``metadata=True`` writes the full WADO-RS
     metadata of every instance instead. ``workers`` partitions are fetched in parallel
-    (default: one per CPU, from 2 to 4: the typing of the rows holds this process's
-    interpreter lock, more requests in flight only wait); ``progress`` shows a tqdm bar.
+    (default: on a local link one per CPU, from 2 to 4, since the typing of the rows holds
+    this process's interpreter lock and more requests in flight only wait; across a network
+    more, to hide the round trip measured by the plan's requests, at most 8: see
+    :mod:`dicomframes.client.concurrency`); ``progress`` shows a tqdm bar.
     Rerun with the same arguments after an interruption: it continues where it stopped.
 
     ``update=True`` on a folder holding a complete harvest of the same server, level and
@@ -120,7 +129,9 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
-    workers = max(1, workers if workers is not None else min(4, max(2, os.cpu_count() or 1)))
+    throttled_before = throttled_so_far(client)
+    chosen = workers
+    workers = max(1, workers if workers is not None else workers_for(client, cpu_default(), 8))
     level = level_name(level)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,7 +148,8 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
         if applied is not None:
             return HarvestSummary(applied.rows, applied.parts, applied.written,
                                   reader.requests, round(time.perf_counter() - started, 3),
-                                  str(folder), applied.method, applied.studies)
+                                  str(folder), throttled_so_far(client) - throttled_before,
+                                  method=applied.method, changed_studies=applied.studies)
         state = {}  # the server's state cannot be compared with the recorded one
     if not state.get("pin") or state.get("updated"):
         # what is there is older than the pin (an updated dataset's parts follow no plan,
@@ -156,6 +168,8 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
             or not intact(folder, journal.done[p.key])]
     for partition in todo:  # fetched again: the journal's line no longer counts
         journal.done.pop(partition.key, None)
+    if chosen is None:  # the plan's requests measured the round trip
+        workers = workers_for(client, cpu_default(), 8)
     base = schema_for(row_level, metadata, includefield=filters.get("includefield"),
                       filters=[k for k in filters if k != "includefield"])
     schema = base
@@ -218,7 +232,8 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
                                if plan else [journal.done["empty"]])
     write_state(folder, {**state, "complete": True})
     return HarvestSummary(rows, parts, len(todo), reader.requests,
-                          round(time.perf_counter() - started, 3), str(folder))
+                          round(time.perf_counter() - started, 3), str(folder),
+                          throttled_so_far(client) - throttled_before, workers)
 
 
 def _bar(progress: bool, total: int, initial: int, level: str) -> Any:
