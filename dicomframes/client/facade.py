@@ -35,6 +35,7 @@ from ..standard.attributes import LEVELS
 from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
+from .changefeed import ChangeFeedCalls
 from .connections import new_session
 from .credentials import BearerTokenAuth, provider_for
 from .exchange import Exchange, Recorder, redact_url
@@ -66,7 +67,7 @@ def _setting(name: str, doc: str) -> Any:
                     lambda self, value: setattr(self.transport, name, value), doc=doc)
 
 
-class Client:
+class Client(ChangeFeedCalls):
     """A DICOMweb service at ``url``. Build it with :func:`connect`.
 
     Searches and metadata come back as pandas DataFrames, retrieves as pydicom Datasets,
@@ -496,9 +497,8 @@ class Client:
 
     def harvest(self, path: str | os.PathLike[str], level: str = "instances",
                 metadata: bool = False, **options: Any) -> HarvestSummary:
-        """Write the archive (or the part ``options``' filters select) at ``level`` as a
-        Parquet dataset in the folder ``path``; resumable, memory bounded, a few requests in
-        parallel. See :func:`dicomframes.client.harvest.harvest` for the options."""
+        """The archive (what ``options``' filters select) at ``level`` as Parquet in ``path``;
+        resumable; ``update=True`` applies the changes since (:func:`.harvest.harvest`)."""
         return harvest_archive(self, path, level, metadata, **options)
 
     def store(self, items: Any, study: str | None = None, **options: Any) -> pandas.DataFrame:
