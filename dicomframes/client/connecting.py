@@ -34,13 +34,15 @@ def connect(
     history_size: int = 20,
     progress: bool = True,
     deadline: float | None = 300.0,
+    server: str = "thread",
 ) -> Client:
     """Connect to a DICOMweb service and return a :class:`Client`.
 
     ``url``: the service root (``https://host/dicom-web``, ``https://host/v2``). When None, the
     environment variable ``DICOMWEB_URL`` is used (with ``DICOMWEB_TOKEN`` as bearer token when
     no token is given); without it, the embedded server is started on demand on the folder
-    ``DICOMFRAMES_DATA`` or ``~/.cache/dicomframes/archive`` and used.
+    ``DICOMFRAMES_DATA`` or ``~/.cache/dicomframes/archive`` and used (``server="process"``:
+    in a child process).
 
     Authentication: ``token`` (bearer: a string, a function returning one, or a credential
     with ``get_token(*scopes)`` such as ``DefaultAzureCredential()``, refreshed before it
@@ -69,7 +71,7 @@ def connect(
         else:
             from ..server import embedded  # the web server loads only when it is used
 
-            url = embedded().url
+            url = embedded(server).url
     return Client(url, token=token, scopes=scopes, auth=auth, session=session, timeout=timeout,
                   retries=retries, verify=verify, max_answer_bytes=max_answer_bytes,
                   max_decompression_ratio=max_decompression_ratio, backoff=backoff,

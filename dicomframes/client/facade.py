@@ -36,6 +36,7 @@ from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
 from .auth import split_url_credentials
+from .changefeed import ChangeFeedCalls
 from .connections import new_session
 from .credentials import BearerTokenAuth, provider_for
 from .exchange import Exchange, Recorder, redact_url
@@ -71,7 +72,7 @@ def _setting(name: str, doc: str) -> Any:
                     lambda self, value: setattr(self.transport, name, value), doc=doc)
 
 
-class Client:
+class Client(ChangeFeedCalls):
     """A DICOMweb service at ``url``. Build it with :func:`connect`.
 
     Searches and metadata come back as pandas DataFrames, retrieves as pydicom Datasets,
@@ -504,15 +505,10 @@ class Client:
     # ---- STOW-RS and DELETE -----------------------------------------------------------------
 
     def harvest(self, path: str | os.PathLike[str], level: str = "instances",
-                metadata: bool = False, *, workers: int | None = None, progress: bool = True,
-                rows_per_partition: int = 2000, page_size: int = 1000,
-                pause_gc: bool = False, **filters: Any) -> HarvestSummary:
-        """Write the archive (or the part QIDO ``filters`` select) at ``level`` as a Parquet
-        dataset in the folder ``path``; resumable, memory bounded, a few requests in
-        parallel. See :func:`dicomframes.client.harvest.harvest` for the parameters."""
-        return harvest_archive(self, path, level, metadata, workers=workers, progress=progress,
-                               rows_per_partition=rows_per_partition, page_size=page_size,
-                               pause_gc=pause_gc, **filters)
+                metadata: bool = False, **options: Any) -> HarvestSummary:
+        """The archive (what ``options``' filters select) at ``level`` as Parquet in ``path``;
+        resumable; ``update=True`` applies the changes since (:func:`.harvest.harvest`)."""
+        return harvest_archive(self, path, level, metadata, **options)
 
     def store(self, items: Any, study: str | None = None, *, batch_size: int = 100,
               batch_bytes: int = 64 << 20, workers: int = 4, skip_existing: bool = False,
