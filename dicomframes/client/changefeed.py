@@ -38,8 +38,7 @@ from ..errors import ChangeFeedUnavailable, DICOMwebError
 from ..standard.changefeed import ACTIONS, STATES, paging_of, parse_timestamp, version_of_path
 from .surface import DicomwebClient
 
-__all__ = ["ChangeFeedCalls", "FeedReader", "Moment", "changefeed", "changefeed_latest",
-           "entries_frame"]
+__all__ = ["FeedReader", "changefeed", "changefeed_latest"]
 
 #: A bound of a window: a Sequence (int) or a time (datetime, or ISO 8601 text).
 Moment = int | _dt.datetime | str | None

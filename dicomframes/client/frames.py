@@ -51,20 +51,7 @@ from .deadline import active, current
 from .metadata_cache import InstanceInfo, info_from_json
 from .surface import DicomwebClient
 
-__all__ = [
-    "FrameWriter",
-    "InstanceInfo",
-    "clear_cache",
-    "fetch_frames",
-    "fetch_stack",
-    "fetch_volume",
-    "fill_frames",
-    "instance_info",
-    "run_jobs",
-    "series_info",
-    "series_instances",
-    "slice_order",
-]
+__all__ = ["fetch_frames", "fetch_stack", "fetch_volume", "series_info", "slice_order"]
 
 Job = TypeVar("Job")
 

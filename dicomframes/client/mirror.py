@@ -51,7 +51,7 @@ from .parts import (
 from .qido import qido_params
 from .surface import DicomwebClient
 
-__all__ = ["Applied", "pin_archive", "study_counts", "update_dataset"]
+__all__ = []
 
 _STUDY_UID = tag_hex(tag_of("StudyInstanceUID"))
 _COUNTED = [tag_hex(tag_of(k)) for k in ("NumberOfStudyRelatedInstances",

@@ -25,9 +25,7 @@ from ..convert.arrow import conform, field_for, ordered_schema, require_pyarrow
 from ..convert.link import ATTRS_KEY, link_of
 from ..convert.tables import to_dataframe
 
-__all__ = ["JOURNAL", "MIRROR", "Journal", "arrow_table", "file_of", "finish_parts",
-           "frame_fields", "intact", "merge_schema", "read_state", "typed_frame", "write_part",
-           "write_state"]
+__all__ = []
 
 JOURNAL = "_harvest.jsonl"
 MIRROR = "_mirror.json"

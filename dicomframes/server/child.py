@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["ChildServer"]
+__all__ = []
 
 _CHILD = ("import sys\nfrom dicomframes.server.child import main\n"
           "raise SystemExit(main(sys.argv[1:]))\n")
