@@ -1,13 +1,15 @@
 """Frames into numpy: dicomframes against dicomweb-client and against the wire, one run.
 
     python benchmarks/frames.py                  # 200 frames of 512x512 uint16, both servers
-    python benchmarks/frames.py --only embedded  # skip Orthanc
+    python benchmarks/frames.py --only embedded  # the embedded server only (both set-ups)
     python benchmarks/frames.py --frames 50 --repeat 2
 
 The same pixels are stored twice in each server: as one multi-frame instance (200 frames) and as
 a series of 200 single-frame instances (with ImagePositionPatient). Servers: the embedded server
-(in a child process, so that it does not share the client's interpreter) and Orthanc
-(``dicomframes.testing.orthanc``), both on 127.0.0.1. For each server and layout:
+in a child process (``embedded``: it does not share the client's interpreter), the embedded
+server started in this process (``in-proc``: what ``dicomframes.connect()`` does by default;
+server and client share one interpreter lock) and Orthanc (``dicomframes.testing.orthanc``),
+all on 127.0.0.1. For each server and layout:
 
 * **dicomframes**: ``client.frames(study, series, sop)`` (multi-frame) and
   ``client.volume(study, series)`` (series). The metadata cache is cleared before every run, so
@@ -23,7 +25,8 @@ Time is the best of ``--repeat`` runs, the methods taking turns. MB/s counts pix
 (frames x rows x cols x 2). Peak memory: tracemalloc's peak during one more run of each client
 (numpy and bytes allocations are traced), divided by the size of the output array.
 Targets (issue 4): dicomframes at least 1.5x dicomweb-client, at least 70% of the raw download,
-peak memory at most 1.3x the output array.
+peak memory at most 1.3x the output array; issue 19 asks for 90% of the raw download in both
+embedded set-ups.
 """
 
 from __future__ import annotations
@@ -235,9 +238,10 @@ def report(rows: list[dict]) -> None:
         vs_dwc_cold = t["dwc + metadata"] / t["dicomframes cold"]
         vs_raw = t["raw requests"] / t["dicomframes"]
         peak = row["peaks"]["dicomframes"] / row["nbytes"]
-        verdict = " ".join(
-            f"{name}:{'ok' if good else 'MISSED'}" for name, good in
-            (("speed", vs_dwc >= 1.5), ("wire", vs_raw >= 0.7), ("memory", peak <= 1.3)))
+        checks = [("speed", vs_dwc >= 1.5), ("wire", vs_raw >= 0.7), ("memory", peak <= 1.3)]
+        if row["server"] != "orthanc":
+            checks.append(("wire90", vs_raw >= 0.9))
+        verdict = " ".join(f"{name}:{'ok' if good else 'MISSED'}" for name, good in checks)
         print(f"  {row['server']:9} {row['layout']:16} warm {vs_dwc:5.2f}x dwc, cold "
               f"{vs_dwc_cold:5.2f}x dwc, {vs_raw:4.2f} of raw, peak {peak:4.2f}x  {verdict}  "
               f"(wire {row['wire'] / mb:.0f} MB)")
@@ -249,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--cols", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", choices=("embedded", "orthanc"))
+    parser.add_argument("--only", choices=("embedded", "orthanc"),
+                        help="embedded: the embedded server in a child process and in this one")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
 
@@ -278,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             storage.mkdir()
             with embedded_in_child(storage) as (url, _):
                 rows += bench_server("embedded", url, None, layouts, paths, args.repeat)
+            with dicomframes.serve(folder / "in-process") as server:
+                rows += bench_server("in-proc", server.url, None, layouts, paths, args.repeat)
         if args.only in (None, "orthanc"):
             with orthanc_server() as (url, auth):
                 rows += bench_server("orthanc", url, auth, layouts, paths, args.repeat)

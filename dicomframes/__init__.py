@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 # Registers the ``df.dicom`` accessor, so DataFrames read back from CSV or Parquet have it too.
 from . import accessor as _accessor  # noqa: F401
+
+# Registers the ``image.dicom`` accessor of the DataArrays ``client.image`` returns.
+from . import imaging as _imaging  # noqa: F401
 from .errors import (
+    AnswerTooLarge,
+    ArchiveNotWritable,
     BadRequest,
     Conflict,
     ConnectionFailed,
@@ -21,18 +26,29 @@ from .errors import (
     DicomFramesError,
     DICOMwebError,
     EmptyResponse,
+    Forbidden,
+    GantryTilt,
+    GeometryError,
+    GeometryWarning,
+    InsecureServer,
     InsufficientStorage,
     InvalidResponse,
+    IrregularSpacing,
     MethodNotAllowed,
+    MissingGeometry,
     MultipartError,
     MultipartTruncated,
     NameNotResolved,
     NotAcceptable,
     NotFound,
+    PartialContent,
     PortInUse,
     RedirectRefused,
     ResponseTruncated,
+    ServiceUnavailable,
     TLSFailed,
+    TooManyRequests,
+    Unauthorized,
     UnsupportedMediaType,
 )
 
@@ -43,6 +59,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnswerTooLarge",
+    "ArchiveNotWritable",
     "BadRequest",
     "Client",
     "Conflict",
@@ -54,19 +72,30 @@ __all__ = [
     "DecoderMissing",
     "DicomFramesError",
     "EmptyResponse",
+    "Forbidden",
+    "GantryTilt",
+    "GeometryError",
+    "GeometryWarning",
+    "InsecureServer",
     "InsufficientStorage",
     "InvalidResponse",
+    "IrregularSpacing",
     "MethodNotAllowed",
+    "MissingGeometry",
     "MultipartError",
     "MultipartTruncated",
     "NameNotResolved",
     "NotAcceptable",
     "NotFound",
+    "PartialContent",
     "PortInUse",
     "RedirectRefused",
     "ResponseTruncated",
     "Server",
+    "ServiceUnavailable",
     "TLSFailed",
+    "TooManyRequests",
+    "Unauthorized",
     "UnsupportedMediaType",
     "__version__",
     "connect",

@@ -9,13 +9,14 @@ Client's public methods.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pydicom
 
-from .convert.link import ATTRS_KEY, TableLink, client_for, link_of
+from .convert.link import ATTRS_KEY, TableLink, link_of
 from .convert.rows import is_missing
 from .convert.tables import STRING_DTYPE, to_dataframe
 from .errors import DicomFramesError
@@ -24,9 +25,11 @@ from .standard.paths import ResourcePath
 from .standard.tags import UnknownAttribute, tag_of
 
 if TYPE_CHECKING:
+    import xarray as xr
+
     from .client import Client
 
-__all__ = ["DicomAccessor"]
+__all__ = ["DicomAccessor", "linked_client"]
 
 # StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID: the UID columns, top level first.
 _UID_COLUMNS = tuple(UID_KEYWORDS[level] for level in LEVELS)
@@ -43,12 +46,34 @@ def _url_uids(url: Any) -> tuple[str | None, str | None, str | None]:
     return (path.study, path.series, path.instance)
 
 
+def linked_client(obj: Any) -> Client | None:
+    """The Client of a DataFrame or Series: the one that made it, else (read back from a file,
+    its link keeps only the URL) a new ``dicomframes.connect(url)`` without credentials, kept
+    on the object; None when it has no link. Never another client's credentials."""
+    link = link_of(obj)
+    if link is None:
+        return None
+    if link.client is not None:
+        return link.client
+    if link.url is None:
+        return None
+    # the HTTP client loads on first use, not with ``import dicomframes``
+    from .client import connect
+
+    client = connect(link.url)
+    attrs = getattr(obj, "attrs", None)
+    if isinstance(attrs, dict):
+        attrs[ATTRS_KEY] = TableLink(client, link.vrs)
+    return client
+
+
 @pd.api.extensions.register_dataframe_accessor("dicom")
 class DicomAccessor:
     """``df.dicom``: follow-up DICOMweb calls for the rows of a dicomframes DataFrame.
 
     ``studies.dicom.series()``, ``series.dicom.instances()``, ``instances.dicom.metadata()``,
-    ``instances.dicom.frames()``, ``df.dicom.retrieve()`` and ``df.dicom.delete()`` call the
+    ``instances.dicom.frames()``, ``series.dicom.images()``, ``df.dicom.retrieve()`` and
+    ``df.dicom.delete()`` call the
     :class:`~dicomframes.client.Client` that made the DataFrame with the UIDs of its rows
     (columns StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, or the RetrieveURL column
     when a server leaves a UID out). DataFrames made elsewhere (read from a CSV, say) get a
@@ -63,27 +88,17 @@ class DicomAccessor:
         """The Client of this DataFrame (raises if there is none).
 
         The one that made it; for a DataFrame read back from Parquet or Feather (its attrs
-        keep only the server's URL), a live client of that URL in this process, else a new
-        ``dicomframes.connect(url)`` (without credentials: set one with
-        ``df.dicom.use(client)`` for a server that needs them).
+        keep only the server's URL), a new ``dicomframes.connect(url)`` without credentials,
+        even when a client of that URL with credentials exists in this process: set that one
+        with ``df.dicom.use(client)`` for a server that needs them.
         """
-        link = link_of(self._df)
-        if link is not None and link.client is not None:
-            return link.client
-        url = link.url if link is not None else None
-        client = client_for(url)
-        if client is None and url is not None:
-            # the HTTP client loads on first use, not with ``import dicomframes``
-            from .client import connect
-
-            client = connect(url)
+        client = linked_client(self._df)
         if client is None:
             raise DicomFramesError(
                 "this DataFrame has no dicomframes client: it was not made by a Client, or "
                 "the link was lost (e.g. read back from a CSV file); set one with "
                 "df.dicom.use(dicomframes.connect(...))"
             )
-        self._df.attrs[ATTRS_KEY] = TableLink(client, link.vrs if link else {})
         return client
 
     @client.setter
@@ -250,7 +265,8 @@ class DicomAccessor:
     def frames(
         self, frame: int | None = None, *, stack: bool = True, order: str = "slice", **options: Any
     ) -> np.ndarray | list[np.ndarray]:
-        """Pixel data of the instance rows.
+        """Pixel data of the instance rows: the stored values (``images()`` gives them in
+        modality units with their geometry).
 
         ``stack=True`` (default) gives one array: the instances fetched concurrently and ordered
         along the slice normal (ImagePositionPatient), else by InstanceNumber (``order="given"``
@@ -266,6 +282,29 @@ class DicomAccessor:
         from .client.frames import fetch_stack
 
         return fetch_stack(client, uids, frame=frame, order=order, **options)
+
+    def images(self, *, units: str = "modality", progress: bool = True,
+               **options: Any) -> Iterator[xr.DataArray]:
+        """One :meth:`Client.image <dicomframes.client.Client.image>` DataArray per series of
+        the rows (series or instance rows; instance rows give the image of those instances),
+        fetched lazily, one at a time as the iterator is advanced, with a progress bar
+        (``progress``). ``units`` and ``options`` (``workers``) as for ``client.image``."""
+        client = self.client
+        by_series: dict[tuple[str, str], list[str] | None]
+        if self._depth() >= 3:
+            listed: dict[tuple[str, str], list[str]] = {}
+            for study, series, sop in self._instance_uids("images"):
+                listed.setdefault((study, series), []).append(sop)
+            by_series = dict(listed.items())
+        else:
+            by_series = {(study, series): None for study, series in self._uids(2, "images")}
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(by_series), desc="images", unit=" series",
+                  disable=not progress) as bar:
+            for (study, series), sops in by_series.items():
+                yield client.image(study, series, instances=sops, units=units, **options)
+                bar.update(1)
 
     def retrieve(self, **options: Any) -> list[pydicom.Dataset]:
         """WADO-RS retrieve of the rows (instances, series or studies) as pydicom Datasets."""

@@ -133,11 +133,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     token = args.token
     if args.token_env:
-        token = os.environ.get(args.token_env)
-        if not token:
-            raise UsageError(f"environment variable {args.token_env} is not set")
+        token = _token_from(args.token_env)
     elif token is None:
         token = os.environ.get(TOKEN_ENV) or None
+        if token is not None:
+            token = _token_from(TOKEN_ENV)
+    elif not token.strip():
+        raise UsageError("--token is empty or only whitespace; give a real token")
     try:
         workers = default_workers() if args.parse_workers is None else args.parse_workers
         server = serve(args.data, host=args.host, port=args.port, token=token,
@@ -161,15 +163,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token_from(variable: str) -> str:
+    """The bearer token in the environment variable ``variable``; one unset, empty or holding
+    only whitespace is refused (a server would start that nobody could use)."""
+    token = os.environ.get(variable)
+    if not token:
+        raise UsageError(f"environment variable {variable} is not set")
+    if not token.strip():
+        raise UsageError(f"environment variable {variable} holds only whitespace, not a token; "
+                         f"put the token in it (e.g. export {variable}=$(openssl rand -hex 24))")
+    return token
+
+
 def _connect(args: argparse.Namespace) -> Client:
     """Connect as the options say: --url, else env DICOMWEB_URL, else the embedded server."""
     from . import connect
 
-    token = None
-    if args.token_env:
-        token = os.environ.get(args.token_env)
-        if not token:
-            raise UsageError(f"environment variable {args.token_env} is not set")
+    token = _token_from(args.token_env) if args.token_env else None
     return connect(args.url, token=token) if token else connect(args.url)
 
 

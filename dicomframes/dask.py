@@ -6,14 +6,16 @@ dicomframes[dask]``).
   (:func:`dicomframes.client.harvest.plan_partitions`);
 - :func:`read_metadata` -- the same for the full WADO-RS metadata of every instance;
 - :func:`series_array` -- a lazy ``dask.array`` of a series' frames in slice order, one chunk per
-  instance, so that a volume larger than memory can be reduced on a cluster.
+  instance, so that a volume larger than memory can be reduced on a cluster;
+- :func:`series_image` -- ``client.image`` as a lazy DataArray: the same coordinates, attrs and
+  modality values, backed by a dask array in chunks of several slices.
 
 Only the plan (a few QIDO requests, or one metadata request for a series) is made here; every
 partition and chunk is fetched by the worker that computes it, with its own client built from
 a :class:`Connection`: the URL and credentials in a small picklable object whose ``repr`` and
 ``str`` hide the credentials and which takes no part in naming the tasks. Task names are
-``dicomweb-<level>-<hash>`` and ``dicomweb-series-<hash>``, the hash taken over the URL, the
-filters and the plan, never a secret.
+``dicomweb-<level>-<hash>``, ``dicomweb-series-<hash>`` and ``dicomweb-image-<hash>``, the
+hash taken over the URL, the filters and the plan, never a secret.
 
 Any Dask scheduler runs these collections: the default one (threads), or a distributed cluster
 once a ``distributed.Client`` is connected to it (``Client(LocalCluster(...))`` or
@@ -43,6 +45,7 @@ from . import errors
 from .client import Client
 from .client.frames import series_info, slice_order
 from .client.harvest import fetch_partition
+from .client.images import ImagePlan, fill_slices, image_array, plan_image
 from .client.partitions import Partition, plan_partitions
 from .convert.arrow import empty_frame, schema_for, unify
 from .standard.attributes import PLURAL, level_name
@@ -50,8 +53,13 @@ from .standard.paths import ResourcePath
 
 if TYPE_CHECKING:
     import pandas
+    import xarray
 
-__all__ = ["Connection", "SeriesFrames", "read_dicomweb", "read_metadata", "series_array"]
+__all__ = ["Connection", "SeriesFrames", "read_dicomweb", "read_metadata", "series_array",
+           "series_image"]
+
+#: Bytes of output per chunk of :func:`series_image` (several slices, never one per task).
+IMAGE_CHUNK_BYTES = 32 * 2**20
 
 #: Clients kept per worker process (one per distinct connection), the oldest closed first.
 _MAX_CLIENTS = 8
@@ -325,7 +333,8 @@ def series_array(url: str, study: str, series: str, *, token: str | None = None,
                  auth: Any = None, verify: bool | str = True,
                  timeout: float | tuple[float, float] | None = 30.0) -> da.Array:
     """The frames of a series as a lazy ``dask.array``, shape ``(frames, rows, columns[,
-    samples])`` in slice order (as ``client.volume`` stacks them), one chunk per instance.
+    samples])`` in slice order (as ``client.volume`` stacks them: stored values, no geometry;
+    :func:`series_image` gives modality values and geometry), one chunk per instance.
 
     Shape and dtype come from the series metadata (one request, made here); each chunk is
     fetched by the worker that needs it, so ``series_array(...).mean().compute()`` on a cluster
@@ -350,3 +359,42 @@ def series_array(url: str, study: str, series: str, *, token: str | None = None,
     name = "dicomweb-series-" + tokenize(source)
     return da.from_array(source, chunks=chunks, name=name, asarray=False, fancy=False,
                          lock=False, meta=np.empty((0,) * source.ndim, dtype=desc.dtype))
+
+
+def _image_chunk(connection: Connection, plan: ImagePlan, start: int, stop: int) -> np.ndarray:
+    """Slices ``start:stop`` of an image plan, fetched by the worker that runs the task."""
+    out = np.empty((stop - start, *plan.frame_shape), dtype=plan.dtype)
+    fill_slices(worker_client(connection), plan, out, start, workers=2)
+    return out
+
+
+def series_image(url: str, study: str, series: str, *, instances: Sequence[str] | None = None,
+                 units: str = "modality", slices_per_chunk: int | None = None,
+                 token: str | None = None, auth: Any = None, verify: bool | str = True,
+                 timeout: float | tuple[float, float] | None = 30.0) -> xarray.DataArray:
+    """:meth:`Client.image <dicomframes.client.Client.image>` as a lazy DataArray: the same
+    dims, coordinates (mm), attrs and values, backed by a dask array.
+
+    The metadata is read here (one request) to plan order, geometry and rescale, and any
+    geometry warning is given here; each chunk (``slices_per_chunk`` slices, by default about
+    32 MB of output) is fetched and rescaled by the worker that computes it.
+    """
+    connection = Connection(url, token=token, auth=auth, verify=verify, timeout=timeout)
+    with connection.client(progress=False) as client:
+        plan = plan_image(client, study, series, instances=instances, units=units)
+    itemsize = np.dtype(plan.dtype).itemsize * int(np.prod(plan.frame_shape))
+    per_chunk = int(slices_per_chunk or max(1, IMAGE_CHUNK_BYTES // itemsize))
+    if per_chunk < 1:
+        raise ValueError(f"slices_per_chunk must be at least 1, got {slices_per_chunk}")
+    name = "dicomweb-image-" + tokenize(
+        connection, study, series, units, [(s.sop, s.frame) for s in plan.slices], per_chunk)
+    total = len(plan.slices)
+    blocks = []
+    for index, start in enumerate(range(0, total, per_chunk)):
+        stop = min(total, start + per_chunk)
+        task = dask.delayed(_image_chunk, pure=True)(connection, plan, start, stop,
+                                                     dask_key_name=f"{name}-{index}")
+        blocks.append(da.from_delayed(task, shape=(stop - start, *plan.frame_shape),
+                                      dtype=np.dtype(plan.dtype)))
+    return image_array(plan, da.concatenate(blocks, axis=0))
+

@@ -1,4 +1,4 @@
-"""Exceptions (and one warning) raised by dicomframes. They carry what a user needs to act,
+"""Exceptions (and warnings) raised by dicomframes. They carry what a user needs to act,
 never a credential."""
 
 from __future__ import annotations
@@ -9,13 +9,49 @@ from typing import Any
 
 
 class DicomFramesError(Exception):
-    """Base class of every error raised by dicomframes."""
+    """Base class of every error raised by dicomframes.
+
+    Every error pickles with its attributes (it can cross a process pool or a Dask worker):
+    it is rebuilt from its message and attributes, not by calling ``__init__`` again.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore, (type(self), self.args), dict(self.__dict__)
+
+
+def _restore(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """An unpickled error: its class and message; pickle then sets its attributes."""
+    return cls.__new__(cls, *args)
 
 
 class PartialContent(UserWarning):
     """A retrieve answered 206 Partial Content: the server left some instances out (its
     ``Warning`` header, quoted in the message, usually says which and why). What arrived is
     given; the warning says it is not everything."""
+
+
+class GeometryError(DicomFramesError, ValueError):
+    """Slices that cannot form one volume (different orientation, size or pixel spacing, two at
+    one position); the message names two of them."""
+
+
+class GeometryWarning(UserWarning):
+    """A volume whose geometry is not a plain regular grid; the message says what and how the
+    answer deals with it."""
+
+
+class IrregularSpacing(GeometryWarning):
+    """Uneven slice spacing (the message names the largest gap); coordinates keep the true
+    slice positions, the spacing and affine use the mean."""
+
+
+class GantryTilt(GeometryWarning):
+    """Slices stacked off their normal (a gantry tilt): the grid is sheared."""
+
+
+class MissingGeometry(GeometryWarning):
+    """Position, orientation or pixel spacing are missing: slices ordered by InstanceNumber
+    and spacings taken from what is there (or 1 mm)."""
 
 
 class MultipartError(DicomFramesError):
@@ -66,10 +102,6 @@ class ConnectionFailed(DicomFramesError):
         note = f" ({hint})" if hint else ""
         super().__init__(f"{method} {url}: {self.cause}{tries}{note}")
 
-    def __reduce__(self) -> tuple[type[ConnectionFailed], tuple[str, str, str, str, str, int]]:
-        return type(self), (self.method, self.url, self.cause, self.hint, self.detail,
-                            self.attempts)
-
 
 class ConnectionRefused(ConnectionFailed):
     """Nothing listens at the URL's host and port (is the server running, the port right?)."""
@@ -113,10 +145,6 @@ class DeadlineExceeded(ConnectionTimedOut):
                     "larger deadline= to connect(), or use client.time_limit(seconds)")
         super().__init__(method, url, cause, hint, detail, attempts)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.method, self.url, self.cause, self.hint, self.detail,
-                            self.attempts, self.deadline)
-
 
 class ResponseTruncated(DicomFramesError):
     """An answer was cut short: fewer bytes than its Content-Length, a connection that broke
@@ -134,9 +162,6 @@ class ResponseTruncated(DicomFramesError):
         self.expected = expected
         self.received = received
         super().__init__(f"{method} {url}: {message}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.method, self.url, self.message, self.expected, self.received)
 
 
 class MultipartTruncated(ResponseTruncated, MultipartError):
@@ -167,9 +192,21 @@ class InvalidResponse(DicomFramesError):
             shown += f", body starts {text!r}"
         super().__init__(f"{method} {url}: {message}{shown})")
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.method, self.url, self.message, self.content_type,
-                            self.preview)
+
+class AnswerTooLarge(InvalidResponse):
+    """An answer larger than the client accepts: more bytes than ``max_answer_bytes``, a
+    compressed body that inflates more than ``max_decompression_ratio`` times, or JSON too
+    large to parse in the memory this process may use. Nothing of it is returned.
+
+    Attributes (besides those of :class:`InvalidResponse`): ``limit`` (the limit passed, in
+    its own unit) and ``received`` (bytes read or decoded when it was stopped, None if none).
+    """
+
+    def __init__(self, method: str, url: str, message: str, limit: float | None = None,
+                 received: int | None = None, content_type: str = "") -> None:
+        self.limit = limit
+        self.received = received
+        super().__init__(method, url, message, content_type)
 
 
 class RedirectRefused(DicomFramesError):
@@ -189,9 +226,6 @@ class RedirectRefused(DicomFramesError):
             f"{method} {url}: the server redirected ({status}) to another origin, {location}; "
             "not followed, so the request body and credentials stay with the server they "
             "were meant for (use the new URL in connect() if you trust it)")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.method, self.url, self.location, self.status)
 
 
 class PortInUse(DicomFramesError, OSError):
@@ -243,9 +277,6 @@ class InsecureServer(DicomFramesError, ValueError):
                          "(--token-env VAR or DICOMFRAMES_SERVER_TOKEN), or --insecure if you "
                          "really mean it")
 
-    def __reduce__(self) -> tuple[type[InsecureServer], tuple[str]]:
-        return type(self), (self.host,)
-
 
 class DICOMwebError(DicomFramesError):
     """A DICOMweb server answered with an error status.
@@ -278,6 +309,15 @@ class BadRequest(DICOMwebError):
     """400: the server could not understand the request (e.g. an unsupported query key)."""
 
 
+class Unauthorized(DICOMwebError):
+    """401: the server wants credentials, or refused the ones sent (check the token or the
+    user and password given to ``connect``)."""
+
+
+class Forbidden(DICOMwebError):
+    """403: the credentials were accepted but do not allow this call."""
+
+
 class NotFound(DICOMwebError):
     """404: no such study, series, instance or frame."""
 
@@ -298,17 +338,31 @@ class UnsupportedMediaType(DICOMwebError):
     """415: the server does not accept this Content-Type."""
 
 
+class TooManyRequests(DICOMwebError):
+    """429: the server asks the client to slow down (its ``Retry-After`` header, in
+    ``headers``, says for how long); raised once the retries are spent."""
+
+
+class ServiceUnavailable(DICOMwebError):
+    """503: the server cannot answer now (overloaded or starting); raised once the retries
+    are spent."""
+
+
 class InsufficientStorage(DICOMwebError):
     """507: the server is out of storage (disk full); resending will not help."""
 
 
 _BY_STATUS: dict[int, type[DICOMwebError]] = {
     400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     405: MethodNotAllowed,
     406: NotAcceptable,
     409: Conflict,
     415: UnsupportedMediaType,
+    429: TooManyRequests,
+    503: ServiceUnavailable,
     507: InsufficientStorage,
 }
 

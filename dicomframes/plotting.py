@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .convert.link import client_for, link_of
+from .accessor import linked_client
 from .standard.lut import apply_modality_lut, apply_window, first_number
 
 if TYPE_CHECKING:
@@ -64,9 +64,8 @@ def _value(row: Any, key: str) -> Any:
 def _client_of(obj: Any, client: Any) -> Any:
     if client is not None:
         return client
-    link = link_of(obj)
-    # the client that made the table, else (a table read back from a file) a live one for its URL
-    found = None if link is None else link.client or client_for(link.url)
+    # the client that made the table, else (a table read back from a file) a new one for its URL
+    found = linked_client(obj)
     if found is None:
         raise ValueError("no client to fetch pixels with: pass client=..., or use a DataFrame "
                          "returned by a dicomframes Client (it remembers its client)")

@@ -141,7 +141,7 @@ def test_converters_have_no_http_or_server() -> None:
 #: What users import, at the top of the package; everything else lives in a layer's folder.
 TOP_LEVEL = {"dicomframes", "dicomframes.__main__", "dicomframes.errors",
              "dicomframes.accessor", "dicomframes.plotting", "dicomframes.dask",
-             "dicomframes.cli"}
+             "dicomframes.cli", "dicomframes.imaging"}
 
 
 def test_top_level_holds_only_what_users_import() -> None:

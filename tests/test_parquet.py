@@ -84,8 +84,9 @@ def test_no_credential_in_files_and_the_accessor_works_after_reading(client, tmp
     metadata = pq.read_schema(tmp_path / "s.parquet").metadata
     assert json.loads(metadata[b"PANDAS_ATTRS"])["dicomframes"]["url"] == client.url
     back = pd.read_parquet(tmp_path / "s.parquet")
-    assert back.dicom.client is client  # the live client of that URL
-    series = back.dicom.series()
+    # a new client of that URL, without the token of the live one (never borrowed)
+    assert back.dicom.client is not client and "no auth" in repr(back.dicom.client)
+    series = back.dicom.use(client).dicom.series()
     assert sorted(series["SeriesInstanceUID"]) == sorted(client.search_series()[
         "SeriesInstanceUID"])
     # a harvest's folder keeps no credential either

@@ -3,11 +3,15 @@
 ================  ==============================================================================
 module            job
 ================  ==============================================================================
-transport         the HTTP session, authentication, caret-keeping adapter, retries, timeouts
+transport         authentication, retries, timeouts, error statuses as typed errors
+connections       the session's connections: ``^`` kept raw in queries, watched by deadlines
+limits            what an answer may be: size, inflation, JSON size and depth, header lines
 exchange          exchange records: history, curl, transcripts, redaction, body summaries
 qido              QIDO-RS query parameters, the query string and paging
 facade            the :class:`Client` (every DICOMweb call) and :func:`connect`
 frames            frames and volumes streamed into numpy arrays
+metadata_cache    pixel metadata of instances and series, cached on each client
+images            client.image: a series as an xarray DataArray in physical units
 surface           the Protocol of the Client calls the helper modules make
 discover          finding the files to upload and reading their headers
 batches           one STOW-RS request: batching, the streamed body, each outcome

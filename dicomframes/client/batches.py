@@ -28,6 +28,7 @@ from ..standard.stow import (
 )
 from ..standard.uids import validate_uid
 from .discover import ALREADY_STORED, STORED, Instance, short_error
+from .failures import not_done
 from .surface import DicomwebClient as Client
 
 __all__ = [
@@ -221,12 +222,14 @@ def post_batch(
         "Accept": DICOM_JSON,
     }
     status: int | None
+    answered: Mapping[str, str] = {}
     try:
         summary = (f"({len(instances)} DICOM part{'s' if len(instances) != 1 else ''}, "
                    f"{sum(i.size for i in instances) / 1e6:.1f} MB, streamed)")
         response = client.request("POST", _stow_path(study), headers=headers, data=body,
                                   summary=summary)
         status, answer, text = response.status_code, response.content, ""
+        answered = response.headers
     except DICOMwebError as exc:
         status, text = exc.status, exc.message
         answer = getattr(exc, "body", None) or exc.message
@@ -252,8 +255,9 @@ def post_batch(
                 post_batch(client, [inst], study, part_type=part_type, on_bytes=on_bytes,
                            split_on_error=False)
             return status
-        if status < 300:
-            message = f"HTTP {status} without a STOW-RS answer: outcome unknown"
+        if status < 400:  # a redirect to a login page, an HTML page: not a STOW-RS answer
+            why = not_done(status, answered, answer if isinstance(answer, bytes) else b"")
+            message = f"{why or f'HTTP {status} without a STOW-RS answer'}: outcome unknown"
         else:
             message = f"HTTP {status}: {short_error(Exception(text)) if text else 'no details'}"
         for inst in instances:

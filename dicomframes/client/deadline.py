@@ -16,12 +16,15 @@ import itertools
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["Deadline", "active", "current"]
 
 _local = threading.local()
+# The deadline each connection serves now, kept here rather than on urllib3's objects.
+_serving: weakref.WeakKeyDictionary[Any, Deadline] = weakref.WeakKeyDictionary()
 
 
 class Deadline:
@@ -52,7 +55,7 @@ class Deadline:
         call: a connection handed to another call meanwhile is left alone). Called when the
         connection is given a request and once it is connected: its socket is kept here, as
         the connection forgets it when the server says ``Connection: close``."""
-        connection.dicomframes_deadline = self
+        _serving[connection] = self
         sock = getattr(connection, "sock", None)
         if sock is None:
             return
@@ -68,7 +71,7 @@ class Deadline:
             self.expired = True
             connections, self.connections = self.connections, []
         for connection, sock in connections:
-            if getattr(connection, "dicomframes_deadline", None) is self:
+            if _serving.get(connection) is self:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 

@@ -8,6 +8,7 @@ Nothing here sends a request.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import html
 import json
@@ -17,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import requests
 
@@ -32,6 +33,7 @@ __all__ = [
     "human_size",
     "redact_headers",
     "redact_url",
+    "secret_forms",
     "summarize_parts",
 ]
 
@@ -337,15 +339,35 @@ def body_summary(data: Any, headers: Mapping[str, str]) -> str | None:
     return f"({ctype or 'body'} streamed{size})"
 
 
+def secret_forms(secret: str) -> list[str]:
+    """``secret`` as a server may echo it: literal, percent-encoded, and base64 (standard and
+    URL-safe alphabets, with and without padding), the longest first so none is left half
+    replaced."""
+    raw = secret.encode("utf-8")
+    forms = {secret, quote(secret, safe=""), quote_plus(secret, safe="")}
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode("ascii")
+        forms.update((text, text.rstrip("=")))
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
 class Recorder:
     """The last exchanges (``history``), the files of active traces, and the secrets that
-    are replaced by ``***`` in whatever is shown."""
+    are replaced by ``***`` in whatever is shown (in each form of :func:`secret_forms`)."""
 
     def __init__(self, history_size: int, secrets: Sequence[str] = ()) -> None:
         self.history: deque[Exchange] = deque(maxlen=history_size)
         self.trace_files: list[IO[str]] = []
-        self.secrets = [s for s in secrets if s]
+        self.secrets: list[str] = []
         self._lock = threading.Lock()
+        for secret in secrets:
+            self.add_secret(secret)
+
+    def add_secret(self, secret: str) -> None:
+        """Replace ``secret`` (each of its forms) by ``***`` from now on."""
+        if secret:
+            forms = set(self.secrets) | set(secret_forms(secret))
+            self.secrets = sorted(forms, key=len, reverse=True)
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret replaced by ``***``."""

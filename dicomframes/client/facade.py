@@ -15,7 +15,6 @@ parts), and ``with client.trace(): ...`` prints each exchange as it completes.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 from collections import deque
@@ -36,17 +35,23 @@ from ..standard.attributes import LEVELS
 from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
+from .connections import new_session
 from .exchange import Exchange, Recorder, redact_url
+from .failures import not_done
 from .frames import fetch_frames, fetch_volume
 from .harvest import HarvestSummary
 from .harvest import harvest as harvest_archive
+from .images import fetch_image
+from .limits import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_DECOMPRESSION_RATIO
+from .metadata_cache import MetadataCache
 from .qido import Pager, qido_params
 from .store import store as store_items
-from .transport import BearerAuth, Transport, new_session
+from .transport import BearerAuth, Transport
 
 if TYPE_CHECKING:
     import numpy
     import pandas
+    import xarray
 
 __all__ = ["Client", "connect"]
 
@@ -71,7 +76,8 @@ class Client:
     QIDO page when paging), ``max_pages`` (hard cap on pages of one search), ``progress``
     (show a tqdm bar for searches of more than one page), ``history`` (last exchanges),
     ``capabilities`` (quirks learned from the server's answers, e.g. ``{"delete": False}``),
-    ``deadline`` (seconds one whole call may take). An answer cut short, one that is not what
+    ``deadline`` (seconds one whole call may take), ``max_answer_bytes`` and
+    ``max_decompression_ratio`` (see :func:`connect`). An answer cut short, one that is not what
     was asked for, or a call past its deadline raises :class:`dicomframes.ResponseTruncated`,
     :class:`dicomframes.InvalidResponse` or :class:`dicomframes.DeadlineExceeded`: never
     partial or empty data.
@@ -94,6 +100,8 @@ class Client:
         history_size: int = 20,
         progress: bool = True,
         deadline: float | None = 300.0,
+        max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
+        max_decompression_ratio: float | None = DEFAULT_MAX_DECOMPRESSION_RATIO,
     ) -> None:
         parts = urlsplit(str(url).strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -121,10 +129,12 @@ class Client:
             session.verify = verify
         secrets = [token] if token else []
         auth_password = getattr(auth, "password", None)
-        if isinstance(auth_password, str) and len(auth_password) >= 4:
-            secrets.append(auth_password)
-            user = str(getattr(auth, "username", ""))
-            secrets.append(base64.b64encode(f"{user}:{auth_password}".encode()).decode())
+        if isinstance(auth_password, str) and auth_password:
+            # "user:password" as sent in a Basic header (its base64 form) is always masked;
+            # the password alone only when long enough not to mask ordinary words.
+            secrets.append(f"{getattr(auth, 'username', '')}:{auth_password}")
+            if len(auth_password) >= 4:
+                secrets.append(auth_password)
         self._recorder = Recorder(history_size, secrets)
         # With a caller's session its own verify setting applies unless we were told otherwise.
         self.transport = Transport(
@@ -132,10 +142,13 @@ class Client:
             verify=None if (not self._own_session and verify is True) else verify,
             timeout=timeout, retries=max(0, int(retries)), backoff=backoff,
             max_retry_wait=max_retry_wait, deadline=deadline,
+            max_answer_bytes=max_answer_bytes, max_decompression_ratio=max_decompression_ratio,
         )
         self.page_size = page_size
         self.max_pages = max_pages
         self.progress = progress
+        #: pixel metadata of the series and instances read (see client.metadata_cache)
+        self.metadata_cache = MetadataCache()
 
     session = _setting("session", "the requests.Session that carries every call")
     timeout = _setting("timeout", "seconds to connect and for each read (or a pair)")
@@ -144,6 +157,10 @@ class Client:
     max_retry_wait = _setting("max_retry_wait", "the longest wait a Retry-After may impose")
     capabilities = _setting("capabilities", "quirks learned from the server's answers")
     deadline = _setting("deadline", "seconds a whole call may take (None: no limit)")
+    max_answer_bytes = _setting("max_answer_bytes", "the most bytes of one answer (or one "
+                                "part of a multipart answer) read into memory (None: no limit)")
+    max_decompression_ratio = _setting("max_decompression_ratio", "the most a compressed "
+                                       "answer may inflate (None: no limit)")
 
     @contextlib.contextmanager
     def time_limit(self, seconds: float | None) -> Iterator[Client]:
@@ -381,7 +398,8 @@ class Client:
         convert_color: bool = False,
         out: numpy.ndarray | None = None,
     ) -> numpy.ndarray:
-        """Pixel frames of an instance as a numpy array (WADO-RS ``.../frames/{list}``).
+        """Pixel frames of an instance as a numpy array (WADO-RS ``.../frames/{list}``): the
+        stored values, no rescale and no geometry (:meth:`image` gives those).
 
         ``frames`` is a 1-based frame number (-> one frame, shape ``(rows, columns[, samples])``),
         a list of them, or None for every frame (-> ``(n, rows, columns[, samples])``).
@@ -396,11 +414,32 @@ class Client:
 
     def volume(self, study: str, series: str, **options: Any) -> numpy.ndarray:
         """Every frame of a series stacked in slice order, shape
-        ``(frames, rows, columns[, samples])``; ``options`` as in
+        ``(frames, rows, columns[, samples])``, the stored values as they are (no rescale, no
+        geometry: :meth:`image` gives those); ``options`` as in
         :func:`dicomframes.client.frames.fetch_volume` (``transfer_syntax``, ``workers``...).
         """
         with self.transport.call():  # metadata and every instance: one deadline
             return fetch_volume(self, study, series, **options)
+
+    def image(self, study: str, series: str, *, instances: Sequence[str] | None = None,
+              units: str = "modality", workers: int | None = None) -> xarray.DataArray:
+        """A series (or ``instances`` of it) as a volume in physical units and patient space.
+
+        Returns an ``xarray.DataArray`` with dims ``("z", "y", "x")`` (``"sample"`` last for
+        colour), slices in order along the slice normal; coordinates in mm from the first
+        voxel (``z`` the true slice positions, even when uneven); values in modality units
+        (``units="modality"``: Rescale Slope/Intercept or the Modality LUT, per frame when
+        given per frame; HU for CT; float32 unless nothing needs rescaling) or as stored
+        (``units="stored"``). Attrs, all JSON values: ``spacing`` (x, y, z), ``origin`` (LPS),
+        ``direction`` (9 numbers, row-major) and ``affine`` (16 numbers, row-major 4x4: voxel
+        index x, y, z -> LPS mm) as SimpleITK gives them, ``Modality``, ``units``, UIDs and
+        window. ``image.dicom`` exports it (NIfTI, SimpleITK). Bad geometry raises
+        :class:`dicomframes.errors.GeometryError` or warns (IrregularSpacing, GantryTilt,
+        MissingGeometry). See :func:`dicomframes.client.images.fetch_image`.
+        """
+        with self.transport.call():  # metadata and every instance: one deadline
+            return fetch_image(self, study, series, instances=instances, units=units,
+                               workers=workers)
 
     def rendered(
         self,
@@ -464,7 +503,10 @@ class Client:
         See :func:`dicomframes.client.store.store` for the options (batching, parallel requests,
         progress, resume).
         """
-        return store_items(self, items, study=study, **options)
+        try:
+            return store_items(self, items, study=study, **options)
+        finally:
+            self.metadata_cache.forget()  # a series may have grown, an instance changed
 
     def delete(
         self, study: str, series: str | None = None, instance: str | None = None
@@ -473,10 +515,14 @@ class Client:
 
         A server without DICOMweb DELETE (Orthanc answers 405) raises
         :class:`dicomframes.MethodNotAllowed` saying so; a missing item raises NotFound.
+        Success is only 200, 202 or 204 without a web page: a redirect (e.g. to a login page),
+        an HTML page or another status raises :class:`dicomframes.InvalidResponse` saying what
+        came back.
         """
         path = str(ResourcePath(study, series, instance))
+        self.metadata_cache.forget(study, series, instance)
         try:
-            self.request("DELETE", path)
+            response = self.request("DELETE", path)
         except errors.MethodNotAllowed as exc:
             self.capabilities["delete"] = False
             allow = exc.headers.get("Allow") or exc.headers.get("allow")
@@ -490,6 +536,9 @@ class Client:
                 + "; delete through the server's own API instead",
                 exc.headers,
             ) from None
+        why = not_done(response.status_code, response.headers, response.content)
+        if why is not None:
+            raise self.transport.invalid(response, why)
         self.capabilities["delete"] = True
 
 
@@ -502,6 +551,8 @@ def connect(
     timeout: float | tuple[float, float] | None = 30.0,
     retries: int = 3,
     verify: bool | str = True,
+    max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
+    max_decompression_ratio: float | None = DEFAULT_MAX_DECOMPRESSION_RATIO,
     **options: Any,
 ) -> Client:
     """Connect to a DICOMweb service and return a :class:`Client`.
@@ -516,6 +567,11 @@ def connect(
     ``AuthorizedSession``). TLS certificates are verified unless ``verify=False``.
     ``timeout`` (seconds) applies to connecting and to each read; ``retries`` is the number of
     retries on 429/503 and on connection errors, for idempotent calls only (never POST).
+    ``max_answer_bytes`` (512 MiB by default, None for no limit) is the most bytes of one
+    answer, or of one part of a multipart answer, read into memory; ``max_decompression_ratio``
+    (500 by default) the most a gzip or deflate answer may inflate once past 8 MiB. Past either,
+    reading stops and the call raises :class:`dicomframes.AnswerTooLarge` naming the URL and
+    the limit; so does a JSON answer too large for the memory the process may use.
     Other keyword ``options`` go to :class:`Client` (``page_size``, ``max_pages``,
     ``backoff``, ``history_size``, ``progress``, ``deadline``: the seconds one whole call
     may take, every page and retry of it, 300 by default, None for no limit; past it the call
@@ -532,4 +588,5 @@ def connect(
 
             url = embedded().url
     return Client(url, token=token, auth=auth, session=session, timeout=timeout,
-                  retries=retries, verify=verify, **options)
+                  retries=retries, verify=verify, max_answer_bytes=max_answer_bytes,
+                  max_decompression_ratio=max_decompression_ratio, **options)

@@ -7,10 +7,12 @@ Nothing here sends a request.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import re
 import socket
 import ssl
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +21,11 @@ import urllib3.exceptions
 
 from .. import errors
 
-__all__ = ["connection_failure", "not_dicom_json", "server_message"]
+__all__ = ["MAX_HEADERS", "connection_failure", "malformed_head", "not_dicom_json", "not_done",
+           "server_message"]
+
+MAX_HEADERS = 100
+"""Python's http.client refuses an answer with more header lines than this."""
 
 _TAG_LENGTH = 8
 
@@ -78,6 +84,32 @@ def not_dicom_json(data: Any, checked: int = 1000) -> str | None:
     return None
 
 
+def not_done(status: int, headers: Mapping[str, str], body: bytes,
+             done: frozenset[int] = frozenset({200, 202, 204})) -> str | None:
+    """What came back instead of "done" for a call that changes the archive (DELETE, STOW),
+    or None when ``status`` is one of ``done`` and the body, if any, is not a web page.
+
+    A redirect (a login page, a loop), an HTML or text page with 200, or another 2xx status
+    are not "done": the caller must not be told the change happened."""
+    ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    kind = ctype.split(";", 1)[0].strip().lower()
+    if 300 <= status < 400:
+        location = next((v for k, v in headers.items() if k.lower() == "location"), "")
+        where = f" to {location[:200]}" if location else ""
+        return (f"the server answered {status}, a redirect{where} (a login page?), not a "
+                "confirmation; nothing is known to have changed")
+    if status not in done:
+        return f"the server answered {status}, which does not say the change was made"
+    if body.strip() and (kind in ("text/html", "application/xhtml+xml") or (
+            not kind and body.lstrip()[:15].lower().startswith((b"<!doctype", b"<html")))):
+        return (f"the server answered {status} with an HTML page (a login or error page?), not "
+                "a DICOMweb answer; nothing is known to have changed")
+    if body.strip() and kind and not (kind.endswith("json") or kind.endswith("xml")):
+        return (f"the server answered {status} with {kind}, not a DICOMweb answer; nothing is "
+                "known to have changed")
+    return None
+
+
 # ---- connection failures as one sentence -------------------------------------------------------
 
 
@@ -96,6 +128,19 @@ def _chain(exc: BaseException) -> list[BaseException]:
             if isinstance(inner, BaseException):
                 todo.append(inner)
     return found
+
+
+def malformed_head(exc: BaseException) -> str | None:
+    """Why the HTTP parser refused an answer's header (more than :data:`MAX_HEADERS` lines, a
+    line over 64 KiB), or None when ``exc`` is another failure: a server that sends such a
+    header sends it again, so it is an invalid answer, not a connection to retry."""
+    for inner in _chain(exc):
+        if isinstance(inner, http.client.LineTooLong):
+            return f"the answer's header has a line longer than the HTTP parser takes ({inner})"
+        if isinstance(inner, http.client.HTTPException) and "headers" in str(inner):
+            return (f"the answer has more header lines than the HTTP parser takes "
+                    f"({MAX_HEADERS}): {inner}")
+    return None
 
 
 def _seconds(timeout: Any, index: int) -> str:

@@ -5,8 +5,9 @@
 :func:`fetch_volume`. What happens on the wire:
 
 1. The attributes decoding needs (a :class:`~dicomframes.standard.pixeldesc.PixelDescription`,
-   plus position, orientation and instance number for ordering) come from the instance's or series'
-   ``/metadata`` once and are cached per client (:func:`instance_info`, :func:`series_info`).
+   plus position, orientation and instance number for ordering) come from the instance's or
+   series' ``/metadata`` once and are cached on the client
+   (:mod:`dicomframes.client.metadata_cache`, which says when the cache is checked).
 2. ``GET .../frames/1,2,...`` asks for ``transfer-syntax=*`` (whatever the server stores, no
    server-side transcoding, usually the fewest bytes); each part is decoded by its own
    Content-Type into its slot of an array allocated before the first byte arrives.
@@ -28,25 +29,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import warnings
-import weakref
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .. import errors
 from ..convert.pixels import decode_frame, missing_decoder
-from ..standard.dicomjson import first_value, python_value
+from ..standard.attributes import NUMBER_OF_SERIES_INSTANCES
+from ..standard.dicomjson import first_value
 from ..standard.mediatypes import OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.pixeldesc import PixelDescription
+from ..standard.tags import tag_hex
 from ..standard.transfer_syntax import is_native, syntax_for_media_type
 from .deadline import active, current
+from .metadata_cache import InstanceInfo, info_from_json
 from .surface import DicomwebClient as Client
 
 __all__ = [
@@ -55,10 +56,15 @@ __all__ = [
     "fetch_frames",
     "fetch_stack",
     "fetch_volume",
+    "fill_frames",
     "instance_info",
+    "run_jobs",
     "series_info",
+    "series_instances",
     "slice_order",
 ]
+
+Job = TypeVar("Job")
 
 log = logging.getLogger(__name__)
 
@@ -66,118 +72,21 @@ log = logging.getLogger(__name__)
 FRAMES_PER_REQUEST = 256
 #: Instances fetched at once by :func:`fetch_volume`.
 DEFAULT_WORKERS = 4
-_CACHE_ENTRIES = 8192
 _FRAMES_UNAVAILABLE = (400, 406, 415, 500, 501)
 
 
-@dataclass(frozen=True)
-class InstanceInfo:
-    """What fetching and ordering an instance's frames needs, read once from its metadata."""
-
-    study: str
-    series: str
-    sop: str
-    desc: PixelDescription
-    stored_syntax: str | None = None
-    position: tuple[float, ...] | None = None
-    orientation: tuple[float, ...] | None = None
-    instance_number: int | None = None
-
-    @property
-    def number_of_frames(self) -> int:
-        """NumberOfFrames (1 when absent)."""
-        return self.desc.number_of_frames
+# ---- metadata, cached on the client (see dicomframes.client.metadata_cache) -----------------
 
 
-def _floats(obj: Mapping[str, Any], tag: str, n: int) -> tuple[float, ...] | None:
-    """The ``n`` numbers of a coordinates attribute (ImagePositionPatient...), else None."""
-    element = obj.get(tag) or obj.get(tag.lower())
-    value = python_value(dict(element), int(tag, 16)) if isinstance(element, Mapping) else None
-    if not isinstance(value, list) or len(value) != n:
-        return None
-    try:
-        return tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-
-
-def info_from_json(obj: Mapping[str, Any], study: str | None = None,
-                   series: str | None = None) -> InstanceInfo | None:
-    """An :class:`InstanceInfo` from one DICOM JSON metadata object; None for an instance
-    without pixels (no Rows/Columns, e.g. a structured report)."""
-    try:
-        desc = PixelDescription.from_json(obj)
-    except ValueError:
-        return None
-    sop = first_value(obj, "00080018")
-    study = first_value(obj, "0020000D") or study
-    series = first_value(obj, "0020000E") or series
-    if not sop or not study or not series:
-        return None
-    number = first_value(obj, "00200013")
-    stored = first_value(obj, "00020010")
-    return InstanceInfo(
-        study=str(study),
-        series=str(series),
-        sop=str(sop),
-        desc=desc,
-        stored_syntax=str(stored) if stored else None,
-        position=_floats(obj, "00200032", 3),
-        orientation=_floats(obj, "00200037", 6),
-        instance_number=int(number) if isinstance(number, int | float) else None,
-    )
-
-
-# ---- the per-client metadata cache ---------------------------------------------------------
-
-
-class _Cache:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.instances: OrderedDict[tuple[str, str, str], InstanceInfo] = OrderedDict()
-        self.series: OrderedDict[tuple[str, str], tuple[InstanceInfo, ...]] = OrderedDict()
-
-    def put(self, info: InstanceInfo) -> None:
-        key = (info.study, info.series, info.sop)
-        with self.lock:
-            self.instances[key] = info
-            self.instances.move_to_end(key)
-            while len(self.instances) > _CACHE_ENTRIES:
-                self.instances.popitem(last=False)
-
-    def get(self, key: tuple[str, str, str]) -> InstanceInfo | None:
-        with self.lock:
-            info = self.instances.get(key)
-            if info is not None:
-                self.instances.move_to_end(key)
-            return info
-
-
-_CACHES: weakref.WeakKeyDictionary[Any, _Cache] = weakref.WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
-
-
-def _cache_of(client: Client) -> _Cache:
-    with _CACHES_LOCK:
-        cache = _CACHES.get(client)
-        if cache is None:
-            cache = _CACHES[client] = _Cache()
-        return cache
-
-
-def clear_cache(client: Client | None = None) -> None:
-    """Forget cached pixel metadata (of one client, or of all)."""
-    with _CACHES_LOCK:
-        if client is None:
-            _CACHES.clear()
-        else:
-            _CACHES.pop(client, None)
+def clear_cache(client: Client) -> None:
+    """Forget the pixel metadata ``client`` has cached."""
+    client.metadata_cache.forget()
 
 
 def instance_info(client: Client, study: str, series: str, instance: str, *,
                   refresh: bool = False) -> InstanceInfo:
     """Pixel metadata of one instance: one ``.../metadata`` request, then cached."""
-    cache = _cache_of(client)
+    cache = client.metadata_cache
     key = (study, series, instance)
     if not refresh:
         found = cache.get(key)
@@ -197,29 +106,65 @@ def instance_info(client: Client, study: str, series: str, instance: str, *,
     return info
 
 
-def series_info(client: Client, study: str, series: str, *,
-                refresh: bool = False) -> tuple[InstanceInfo, ...]:
+def _instance_count(client: Client, study: str, series: str) -> int | None:
+    """The series' NumberOfSeriesRelatedInstances from one QIDO-RS search (None: not given)."""
+    try:
+        found = client.search_json(
+            "series", ResourcePath(study).search("series"), SeriesInstanceUID=series,
+            includefield=["NumberOfSeriesRelatedInstances"], limit=1)
+    except errors.DICOMwebError:  # a server that cannot answer this: read the metadata again
+        return None
+    if not found:
+        return 0
+    count = first_value(found[0], tag_hex(NUMBER_OF_SERIES_INSTANCES))
+    return int(count) if isinstance(count, int | float) else None
+
+
+def series_info(client: Client, study: str, series: str, *, refresh: bool = False,
+                check: bool = True) -> tuple[InstanceInfo, ...]:
     """Pixel metadata of every image instance of a series: one ``.../metadata`` request,
-    then cached (``refresh=True`` asks again, e.g. after instances were added)."""
-    cache = _cache_of(client)
-    key = (study, series)
+    then cached. A cached series is checked first (``check``, see the module docstring);
+    ``refresh=True`` reads it again in any case."""
+    cache = client.metadata_cache
     if not refresh:
-        with cache.lock:
-            found = cache.series.get(key)
-        if found is not None:
-            return found
+        kept = cache.get_series(study, series)
+        if kept is not None and (not check or _instance_count(client, study, series) == kept[1]):
+            return kept[0]
     infos = []
-    for obj in client.metadata_json(study, series):
+    objs = client.metadata_json(study, series)
+    for obj in objs:
         info = info_from_json(obj, study, series)
         if info is not None:
             cache.put(info)
             infos.append(info)
     result = tuple(infos)
-    with cache.lock:
-        cache.series[key] = result
-        while len(cache.series) > _CACHE_ENTRIES // 16:
-            cache.series.popitem(last=False)
+    cache.put_series(study, series, result, len(objs))
     return result
+
+
+def series_instances(client: Client, study: str, series: str,
+                     instances: Sequence[str] | None = None, *,
+                     refresh: bool = False) -> list[InstanceInfo]:
+    """The image instances of a series (all, or ``instances`` of it in that order); raises
+    :class:`~dicomframes.errors.EmptyResponse` naming the URL when there are none or one
+    asked for is not there."""
+    series_url = ResourcePath(study, series).url(client.url)
+    infos = list(series_info(client, study, series, refresh=refresh))
+    if instances is not None:
+        wanted = list(dict.fromkeys(str(s) for s in instances))
+        by_sop = {i.sop: i for i in infos}
+        if any(s not in by_sop for s in wanted):
+            infos = list(series_info(client, study, series, refresh=True))
+            by_sop = {i.sop: i for i in infos}
+        missing = [s for s in wanted if s not in by_sop]
+        if missing:
+            raise errors.EmptyResponse("GET", series_url + "/metadata",
+                                       f"no image instance {missing[0]} in this series")
+        infos = [by_sop[s] for s in wanted]
+    if not infos:
+        raise errors.EmptyResponse("GET", series_url + "/metadata",
+                                   "the series has no image instances")
+    return infos
 
 
 # ---- ordering ------------------------------------------------------------------------------
@@ -354,7 +299,7 @@ def _fill(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.nd
         _stream_into(client, info, numbers, out, None, convert_color, transcoded=True)
 
 
-def _fill_batched(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
+def fill_frames(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
                   transfer_syntax: str | None, convert_color: bool) -> None:
     for start in range(0, len(numbers), FRAMES_PER_REQUEST):
         batch = numbers[start:start + FRAMES_PER_REQUEST]
@@ -405,11 +350,11 @@ def fetch_frames(
     if len(unique) == len(numbers):
         target = info.desc.new_array(len(numbers)) if out is None else out.reshape(
             info.desc.output_shape(len(numbers)))
-        _fill_batched(client, info, numbers, target, transfer_syntax, convert_color)
+        fill_frames(client, info, numbers, target, transfer_syntax, convert_color)
         result = target if out is None else out
     else:
         fetched = info.desc.new_array(len(unique))
-        _fill_batched(client, info, unique, fetched, transfer_syntax, convert_color)
+        fill_frames(client, info, unique, fetched, transfer_syntax, convert_color)
         where = {n: i for i, n in enumerate(unique)}
         picked = fetched[[where[n] for n in numbers]]
         if out is not None:
@@ -443,20 +388,30 @@ def _stack(client: Client, infos: Sequence[InstanceInfo], frame: int | None,
         slots.append((info, numbers, out[offset:offset + len(numbers)]))
         offset += len(numbers)
 
-    deadline = current()  # the caller's deadline holds in the worker threads too
-
     def run(slot: tuple[InstanceInfo, list[int], np.ndarray]) -> None:
         info, numbers, target = slot
-        with contextlib.nullcontext() if deadline is None else active(None, deadline):
-            _fill_batched(client, info, numbers, target, transfer_syntax, convert_color)
+        fill_frames(client, info, numbers, target, transfer_syntax, convert_color)
 
-    workers = max(1, min(workers or DEFAULT_WORKERS, len(slots)))
+    run_jobs(slots, run, workers)
+    return out
+
+
+def run_jobs(jobs: Sequence[Job], run: Callable[[Job], None], workers: int | None) -> None:
+    """``run(job)`` for each job, ``workers`` (default DEFAULT_WORKERS) at a time in threads
+    that keep the caller's deadline; the first failure cancels the rest and is raised."""
+    deadline = current()  # the caller's deadline holds in the worker threads too
+
+    def one(job: Job) -> None:
+        with contextlib.nullcontext() if deadline is None else active(None, deadline):
+            run(job)
+
+    workers = max(1, min(workers or DEFAULT_WORKERS, len(jobs)))
     if workers == 1:
-        for slot in slots:
-            run(slot)
-        return out
+        for job in jobs:
+            one(job)
+        return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dicomframes") as pool:
-        futures = [pool.submit(run, slot) for slot in slots]
+        futures = [pool.submit(one, job) for job in jobs]
         try:
             for future in futures:
                 future.result()
@@ -464,7 +419,6 @@ def _stack(client: Client, infos: Sequence[InstanceInfo], frame: int | None,
             for future in futures:
                 future.cancel()
             raise
-    return out
 
 
 def fetch_volume(
@@ -481,26 +435,13 @@ def fetch_volume(
     """Every frame of a series (or of ``instances`` of it) stacked in slice order, shape
     ``(frames, rows, columns[, samples])`` (see :meth:`Client.volume`).
 
-    The series metadata is read once (cached); instances are fetched ``workers`` at a time,
+    Values are the stored ones (no rescale; :meth:`Client.image` gives modality values with
+    their geometry). The series metadata is read once (cached on the client, checked before
+    it is trusted); instances are fetched ``workers`` at a time,
     each streaming into its own slice of one preallocated array. Instances must share frame
     shape and dtype; instances without pixels are left out.
     """
-    series_url = ResourcePath(study, series).url(client.url)
-    infos = list(series_info(client, study, series, refresh=refresh))
-    if instances is not None:
-        wanted = list(dict.fromkeys(str(s) for s in instances))
-        by_sop = {i.sop: i for i in infos}
-        if any(s not in by_sop for s in wanted):
-            infos = list(series_info(client, study, series, refresh=True))
-            by_sop = {i.sop: i for i in infos}
-        missing = [s for s in wanted if s not in by_sop]
-        if missing:
-            raise errors.EmptyResponse("GET", series_url + "/metadata",
-                                       f"no image instance {missing[0]} in this series")
-        infos = [by_sop[s] for s in wanted]
-    if not infos:
-        raise errors.EmptyResponse("GET", series_url + "/metadata",
-                                   "the series has no image instances")
+    infos = series_instances(client, study, series, instances, refresh=refresh)
     return _stack(client, slice_order(infos), None, transfer_syntax, convert_color, workers)
 
 

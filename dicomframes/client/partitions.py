@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DICOMwebError
-from ..standard import dicomjson
 from ..standard.attributes import DEFAULT_TAGS, UID_KEYWORDS, level_name, level_of_tag
 from ..standard.mediatypes import DICOM_JSON
 from ..standard.paths import ResourcePath
 from ..standard.tags import tag_hex, tag_of
+from .exchange import redact_url
+from .limits import parse_json
 from .qido import qido_params
 from .surface import DicomwebClient
 
@@ -110,7 +111,8 @@ class Reader:
             self.requests += 1
         if response.status_code == 204 or not response.content.strip():
             return []
-        data = dicomjson.loads(response.content)
+        data = parse_json(response.content, "GET", redact_url(response.url or ""),
+                          response.headers.get("Content-Type", ""))
         return [data] if isinstance(data, dict) else data
 
     def page(self, path: str, params: Mapping[str, str], offset: int = 0,

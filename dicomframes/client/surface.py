@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import requests
 
 from ..standard import multipart
+from .metadata_cache import MetadataCache
 
 if TYPE_CHECKING:
     import pandas
@@ -25,6 +26,7 @@ class DicomwebClient(Protocol):
 
     url: str
     capabilities: dict[str, Any]
+    metadata_cache: MetadataCache
 
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 headers: Mapping[str, str] | None = None, data: Any = None,
@@ -41,6 +43,10 @@ class DicomwebClient(Protocol):
     def metadata_json(self, study: str, series: str | None = None,
                       instance: str | None = None) -> list[dict]:
         """DICOM JSON metadata (see :meth:`Client.metadata_json`)."""
+        ...
+
+    def search_json(self, level: str, path: str | None = None, **filters: Any) -> list[dict]:
+        """DICOM JSON objects of a search (see :meth:`Client.search_json`)."""
         ...
 
     def retrieve(self, study: str, series: str | None = None, instance: str | None = None,

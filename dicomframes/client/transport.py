@@ -1,4 +1,4 @@
-"""HTTP transport: the session, authentication, the caret-keeping adapter, retries, timeouts.
+"""HTTP transport: authentication, retries, timeouts, typed errors, bounded answers.
 
 :class:`Transport` sends one request to the service (a path relative to the base URL or an
 absolute URL), retries idempotent calls on 429/503 and connection errors with backoff
@@ -21,21 +21,27 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .. import errors
-from ..standard import dicomjson, multipart
+from ..standard import multipart
 from .bodies import FileBody, body_files
 from .deadline import Deadline, active, current
 from .exchange import Exchange, PartInfo, Recorder, body_summary, redact_url
-from .failures import connection_failure, not_dicom_json, server_message
+from .failures import connection_failure, malformed_head, not_dicom_json, server_message
+from .limits import (
+    ACCEPT_ENCODING,
+    DEFAULT_MAX_ANSWER_BYTES,
+    DEFAULT_MAX_DECOMPRESSION_RATIO,
+    BoundingHook,
+    bound_error_body,
+    check_limits,
+    next_part,
+    parse_json,
+)
 from .qido import query_string
 
-__all__ = ["IDEMPOTENT", "RETRY_STATUSES", "BearerAuth", "Transport", "connection_failure",
-           "new_session"]
+__all__ = ["IDEMPOTENT", "RETRY_STATUSES", "BearerAuth", "Transport", "connection_failure"]
 
 log = logging.getLogger("dicomframes.client")
 
@@ -43,7 +49,7 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "PUT"})
 RETRY_STATUSES = frozenset({429, 503})
 
 
-# ---- authentication and the caret-keeping adapter -------------------------------------------
+# ---- authentication ------------------------------------------------------------------------
 
 
 class BearerAuth(AuthBase):
@@ -62,72 +68,6 @@ class BearerAuth(AuthBase):
         return "BearerAuth(***)"
 
     __str__ = __repr__
-
-
-def _keep_caret(url: str) -> str:
-    """Undo the percent-encoding of ``^`` in the query part of a request target.
-
-    requests and urllib3 always encode ``^``; Orthanc compares query values without decoding
-    them, so a person-name filter such as ``Doe^John`` must travel raw. We never encode ``^``
-    ourselves, so every ``%5E`` in the query came from that re-encoding. In a percent-encoded
-    string each ``%`` starts a triplet, so a literal ``%5E`` typed by a user (sent as ``%255E``)
-    is not touched.
-    """
-    head, sep, query = url.partition("?")
-    if not sep or "%5E" not in query:
-        return url
-    return head + sep + query.replace("%5E", "^")
-
-
-class _KeepCaretMixin:
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        deadline = current()
-        if deadline is not None:  # its watchdog shuts this connection down when time is up
-            deadline.watch(self)
-        return super().request(method, _keep_caret(url), *args, **kwargs)  # type: ignore[misc]
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        deadline = current()
-        if deadline is not None:
-            deadline.watch(self)
-
-
-class _KeepCaretHTTPConnection(_KeepCaretMixin, HTTPConnection):
-    pass
-
-
-class _KeepCaretHTTPSConnection(_KeepCaretMixin, HTTPSConnection):
-    pass
-
-
-class _KeepCaretHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _KeepCaretHTTPConnection
-
-
-class _KeepCaretHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _KeepCaretHTTPSConnection
-
-
-class _KeepCaretAdapter(HTTPAdapter):
-    """An HTTPAdapter whose connections send ``^`` in query strings unencoded (see above)."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _KeepCaretHTTPPool,
-            "https": _KeepCaretHTTPSPool,
-        }
-
-
-def new_session() -> requests.Session:
-    """A requests Session whose connections keep ``^`` raw in query strings."""
-    session = requests.Session()
-    adapter = _KeepCaretAdapter(pool_connections=4, pool_maxsize=16)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
 
 
 # ---- small helpers ---------------------------------------------------------------------------
@@ -172,6 +112,8 @@ class Transport:
     be changed at any time; ``capabilities`` collects quirks learned from the server's answers.
     ``timeout`` bounds connecting and each read; ``deadline`` bounds a whole call (every retry,
     page and byte of it) and raises :class:`~dicomframes.errors.DeadlineExceeded`.
+    ``max_answer_bytes`` and ``max_decompression_ratio`` bound every answer's body as it is
+    read (see :mod:`dicomframes.client.limits`).
     """
 
     def __init__(
@@ -187,7 +129,10 @@ class Transport:
         backoff: float = 0.5,
         max_retry_wait: float = 60.0,
         deadline: float | None = 300.0,
+        max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
+        max_decompression_ratio: float | None = DEFAULT_MAX_DECOMPRESSION_RATIO,
     ) -> None:
+        check_limits(max_answer_bytes, max_decompression_ratio)
         self.base_url = base_url
         self.session = session
         self.recorder = recorder
@@ -198,7 +143,16 @@ class Transport:
         self.backoff = backoff
         self.max_retry_wait = max_retry_wait
         self.deadline = deadline
+        self.max_answer_bytes = max_answer_bytes
+        self.max_decompression_ratio = max_decompression_ratio
         self.capabilities: dict[str, Any] = {}
+        self._bound = BoundingHook(self._max_answer_bytes, self._max_decompression_ratio)
+
+    def _max_answer_bytes(self) -> int | None:
+        return self.max_answer_bytes
+
+    def _max_decompression_ratio(self) -> float | None:
+        return self.max_decompression_ratio
 
     def url_for(self, path: str) -> str:
         """The absolute URL of ``path`` (relative to the base URL, or already absolute)."""
@@ -263,7 +217,9 @@ class Transport:
         described = summary if summary is not None else body_summary(data, headers)
         described = None if described is None else self.recorder.scrub(described)
         can_retry = method in IDEMPOTENT and _replayable(data)
-        kwargs: dict[str, Any] = {"stream": True}
+        kwargs: dict[str, Any] = {"stream": True, "hooks": {"response": [self._bound]}}
+        if not any(name.lower() == "accept-encoding" for name in headers):
+            headers["Accept-Encoding"] = ACCEPT_ENCODING  # the encodings inflated and counted
         if self.auth is not None:
             kwargs["auth"] = self.auth
         if self.verify is not None:
@@ -290,6 +246,10 @@ class Transport:
                 if limit.passed():
                     self.recorder.finish(exchange)
                     raise self.deadline_error(method, shown_url, limit, attempt) from None
+                refused = malformed_head(exc)
+                if refused is not None:  # the same server sends the same header again
+                    self.recorder.finish(exchange)
+                    raise errors.InvalidResponse(method, shown_url, refused) from None
                 failure = connection_failure(exc, method, shown_url, attempts=attempt,
                                              timeout=self.timeout, detail=exchange.error)
                 # A name that does not resolve or a certificate refused will not change.
@@ -397,7 +357,8 @@ class Transport:
             raise self.deadline_error(method, shown_url, limit)
         try:
             content = self.recorder.scrub_bytes(response.content)
-        except _BODY_ERRORS:
+        except (*_BODY_ERRORS, errors.InvalidResponse):  # broken, or too large to keep
+            response.close()
             content = b""
         message = self.recorder.scrub(server_message(content))
         raise errors.error_for(
@@ -407,9 +368,11 @@ class Transport:
 
     def _read_preview(self, response: requests.Response, exchange: Exchange) -> None:
         """Keep what can be read of an error answer's body (a broken one is left out)."""
+        bound_error_body(response)
         try:
             content = response.content
-        except _BODY_ERRORS:
+        except (*_BODY_ERRORS, errors.InvalidResponse):
+            response.close()
             return
         exchange.keep_body(self.recorder.scrub_bytes(content))
 
@@ -423,6 +386,10 @@ class Transport:
         expected = int(declared) if declared.isdigit() else None
         try:
             content = response.content
+        except errors.InvalidResponse as exc:  # too large, or a corrupt compressed body
+            response.close()
+            exchange.error = str(exc)
+            raise
         except _BODY_ERRORS as exc:
             response.close()
             exchange.error = self.recorder.scrub(f"body cut short: {type(exc).__name__}: {exc}")
@@ -447,7 +414,7 @@ class Transport:
         the first bytes of its body, secrets scrubbed."""
         try:
             preview = response.content[:200]
-        except _BODY_ERRORS:
+        except (*_BODY_ERRORS, errors.InvalidResponse):
             preview = b""
         return errors.InvalidResponse(
             response.request.method or "GET", redact_url(response.url or ""), message,
@@ -460,10 +427,9 @@ class Transport:
         content = response.content
         if response.status_code == 204 or not content.strip():
             return []
-        try:
-            data = dicomjson.loads(content)
-        except ValueError as exc:
-            raise self.invalid(response, f"the answer is not valid JSON ({exc})") from None
+        data = parse_json(content, response.request.method or "GET",
+                          redact_url(response.url or ""),
+                          response.headers.get("Content-Type", ""), self.recorder.scrub_bytes)
         why = not_dicom_json(data)
         if why is not None:
             raise self.invalid(response, f"expected DICOM JSON, got {why}")
@@ -526,6 +492,7 @@ class Transport:
                     exchange.parts.append(PartInfo(dict(part.headers), len(part.content)))
                     if limit.passed():
                         raise self.deadline_error("GET", exchange.url, limit)
+                    next_part(response)  # max_answer_bytes bounds each part
                     yield part, part.transfer_syntax or response_ts
             except _BODY_ERRORS as exc:
                 if limit.passed():

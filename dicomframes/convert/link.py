@@ -4,44 +4,21 @@
 JSON-serialisable facts (``{"url": ..., "vrs": {...}}``: the server's base URL, never a
 credential, and the VRs the JSON gave that differ from the dictionary's), so that pandas can
 write ``attrs`` into Parquet and Feather files. The live client travels next to those facts as
-an attribute that JSON never sees. A DataFrame read back from a file has only the facts; the
-``df.dicom`` accessor then finds a live client for that URL in :func:`client_for` (clients that
-made DataFrames in this process register themselves) or connects to it.
+an attribute that JSON never sees. A DataFrame read back from a file has only the facts: the
+``df.dicom`` accessor then connects to its URL anew, without credentials, and never borrows
+another client's (``df.dicom.use(client)`` gives it one). No registry of clients is kept here.
 
 The client is only carried here, never imported: this module knows nothing of HTTP.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import weakref
 from typing import Any
 
-__all__ = ["ATTRS_KEY", "TableLink", "client_for", "link_of", "remember"]
+__all__ = ["ATTRS_KEY", "TableLink", "link_of"]
 
 #: The key of ``DataFrame.attrs`` (and ``Series.attrs``) that holds the link.
 ATTRS_KEY = "dicomframes"
-
-# Live clients by base URL (weak: a client no DataFrame or user holds goes away).
-_LIVE: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-_LIVE_LOCK = threading.Lock()
-
-
-def remember(client: Any) -> None:
-    """Register ``client`` as the live client of its URL (for DataFrames read from files)."""
-    url = getattr(client, "url", None)
-    if isinstance(url, str) and url:
-        with _LIVE_LOCK, contextlib.suppress(TypeError):  # TypeError: no weak reference
-            _LIVE[url] = client
-
-
-def client_for(url: str | None) -> Any:
-    """The live client registered for ``url`` (None when there is none)."""
-    if not url:
-        return None
-    with _LIVE_LOCK:
-        return _LIVE.get(url.rstrip("/"))
 
 
 class TableLink(dict):
@@ -60,8 +37,6 @@ class TableLink(dict):
             url = found if isinstance(found, str) else None
         super().__init__(url=url, vrs=dict(vrs or {}))
         self.client = client
-        if client is not None:
-            remember(client)
 
     @property
     def vrs(self) -> dict[str, str]:

@@ -133,7 +133,10 @@ def _addresses(host: str) -> list[str]:
 
 def check_exposure(host: str, token: str | None, insecure: bool) -> None:
     """Refuse (:class:`~dicomframes.errors.InsecureServer`) to serve on an address other hosts
-    can reach without a token, unless ``insecure``; then log a warning."""
+    can reach without a token, unless ``insecure``; then log a warning. A token of only
+    whitespace is refused (ValueError): no client could send it, so nobody could be served."""
+    if token is not None and not token.strip():
+        raise ValueError("the bearer token is empty or only whitespace; give a real token")
     addresses = _addresses(host)
     if addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses):
         return

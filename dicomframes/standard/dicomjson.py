@@ -579,15 +579,15 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def loads(body: bytes | str) -> Any:
+def loads(body: bytes | str, fast: bool = True) -> Any:
     """Parse a DICOM JSON body, with the garbage collector paused: by orjson when it is
-    installed (the ``parquet`` extra; about 1.6 times faster on QIDO answers), else by
-    ``json.loads``, which also takes what orjson refuses (NaN, integers beyond 64 bits)."""
+    installed and ``fast`` (the ``parquet`` extra; about 1.6 times faster on QIDO answers),
+    else by ``json.loads``, which also takes what orjson refuses (NaN, integers beyond 64 bits)
+    and refuses deep nesting with a RecursionError where orjson may crash the process."""
     with gc_paused():
-        if _orjson is not None:
+        if _orjson is not None and fast:
             try:
                 return _orjson.loads(body)
             except _orjson.JSONDecodeError:
                 pass  # json gives the same answer, or the usual error message
         return json.loads(body)
-
