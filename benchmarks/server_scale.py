@@ -12,8 +12,9 @@ same files in requests of ``--batch``; the QIDO page at offset 90% of the archiv
 at offset 0 (both ``limit=--page``, median of ``--repeat`` requests). The embedded server runs
 as ``dicomframes serve`` does, with its parser processes (one per CPU, at most 4), started
 before the clock starts, as Orthanc is. The archive for QIDO is built with
-:func:`dicomframes.server.import_folder`, whose files/s is printed with one process and with one
-parser process per CPU (as ``dicomframes import`` runs), copying and in place.
+:func:`dicomframes.server.import_folder`; ``dicomframes import`` is timed end to end as a user
+runs it (a child process, copying and in place), next to the in-process call and the command's
+fixed start-up cost (an import of an empty folder). ``--only import`` times just that.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -122,6 +124,48 @@ def page_time(session: requests.Session, url: str, offset: int, page: int,
     return statistics.median(times)
 
 
+def _command(*args: str) -> float:
+    """Wall time of ``python -m dicomframes ARGS`` in a child process, as a user runs it."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "dicomframes", *args], capture_output=True,
+                          text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"dicomframes {args[0]} failed: {done.stderr[-500:]}")
+    return seconds
+
+
+def import_rates(files: Path, work: Path, count: int) -> None:
+    """Files/s of ``dicomframes import`` timed end to end as a user runs it (a child process:
+    interpreter, imports, parser processes, progress line, report), next to the in-process
+    :func:`import_folder` the benchmark used to time, and the fixed cost of the command (an
+    import of an empty folder) that separates the two."""
+    from dicomframes.server import import_folder
+
+    workers = os.cpu_count() or 1  # as `dicomframes import` runs by default
+    empty = work / "empty"
+    empty.mkdir(exist_ok=True)
+    fixed = min(_command("import", str(empty), "--data", str(work / f"fixed{n}"))
+                for n in range(3))
+    print(f"dicomframes import of an empty folder (start-up, exit): {fixed:.2f} s")
+    for in_place in (False, True):
+        how = ["--in-place"] if in_place else []
+        name = "--in-place" if in_place else "(copy)    "
+        target = work / "import-command"
+        shutil.rmtree(target, ignore_errors=True)
+        wall = _command("import", str(files), "--data", str(target), *how)
+        shutil.rmtree(target, ignore_errors=True)
+        start = time.perf_counter()
+        outcome = import_folder(files, target, in_place=in_place, workers=workers)
+        inside = time.perf_counter() - start
+        shutil.rmtree(target, ignore_errors=True)
+        if int((outcome["status"] == "stored").sum()) != count:
+            raise RuntimeError("the import did not store every file")
+        print(f"dicomframes import {name} command {count / wall:7.0f} files/s "
+              f"(in-process {count / inside:7.0f}; command without its start-up "
+              f"{count / max(wall - fixed, 1e-6):7.0f})")
+
+
 def bench_qido(work: Path, count: int, page: int, repeat: int) -> None:
     """Import ``count`` generated files, then time QIDO pages at offset 0 and 90%."""
     from dicomframes.server import import_folder
@@ -130,24 +174,9 @@ def bench_qido(work: Path, count: int, page: int, repeat: int) -> None:
     write_files(work / "qido-files", count)
     print(f"wrote {count} files in {time.perf_counter() - start:.1f} s")
     archive = work / "qido-archive"
-    workers = os.cpu_count() or 1  # as `dicomframes import` runs by default
-    for processes in sorted({1, workers}):
-        for in_place in (False, True):
-            target = archive if (processes, in_place) == (workers, False) else \
-                work / f"import-{processes}-{in_place}"
-            shutil.rmtree(target, ignore_errors=True)
-            start = time.perf_counter()
-            outcome = import_folder(work / "qido-files", target, in_place=in_place,
-                                    workers=processes)
-            seconds = time.perf_counter() - start
-            stored = int((outcome["status"] == "stored").sum())
-            if stored != count:
-                raise RuntimeError(f"import stored {stored} of {count}")
-            how = "--in-place" if in_place else "(copy)    "
-            print(f"dicomframes import {how} {processes} process{'es' if processes > 1 else ''}"
-                  f"{'' if processes > 1 else '  '}  {count / seconds:8.0f} files/s")
-            if target != archive:
-                shutil.rmtree(target, ignore_errors=True)
+    import_rates(work / "qido-files", work, count)
+    shutil.rmtree(archive, ignore_errors=True)
+    import_folder(work / "qido-files", archive, workers=os.cpu_count() or 1)
     deep = count * 9 // 10
     with embedded_in_child(archive) as (url, _pid):
         session = requests.Session()
@@ -168,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks the options ask for."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="500 STOW, 10,000 for QIDO")
-    parser.add_argument("--only", choices=("stow", "qido"))
+    parser.add_argument("--only", choices=("stow", "qido", "import"))
+    parser.add_argument("--files", type=int, default=20_000, help="files for --only import")
     parser.add_argument("--stow", type=int, default=2000, help="instances to STOW")
     parser.add_argument("--batch", type=int, default=100, help="instances per STOW request")
     parser.add_argument("--archive", type=int, default=100_000, help="instances for QIDO")
@@ -183,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench_stow(work, args.stow, args.batch)
         if args.only in (None, "qido"):
             bench_qido(work, args.archive, args.page, args.repeat)
+        if args.only == "import":
+            write_files(work / "import-files", args.files)
+            import_rates(work / "import-files", work, args.files)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

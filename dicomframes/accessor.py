@@ -8,6 +8,7 @@ Client's public methods.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -72,8 +73,8 @@ class DicomAccessor:
     """``df.dicom``: follow-up DICOMweb calls for the rows of a dicomframes DataFrame.
 
     ``studies.dicom.series()``, ``series.dicom.instances()``, ``instances.dicom.metadata()``,
-    ``instances.dicom.frames()``, ``series.dicom.images()``, ``df.dicom.retrieve()`` and
-    ``df.dicom.delete()`` call the
+    ``instances.dicom.frames()``, ``series.dicom.images()``, ``df.dicom.retrieve()``,
+    ``df.dicom.download(folder)`` and ``df.dicom.delete()`` call the
     :class:`~dicomframes.client.Client` that made the DataFrame with the UIDs of its rows
     (columns StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, or the RetrieveURL column
     when a server leaves a UID out). DataFrames made elsewhere (read from a CSV, say) get a
@@ -314,6 +315,23 @@ class DicomAccessor:
         for uids in self._uids(depth, "retrieve"):
             out.extend(client.retrieve(*uids, **options))
         return out
+
+    def download(self, folder: str | os.PathLike[str], *, workers: int | None = None,
+                 progress: bool = True) -> pd.DataFrame:
+        """Bring the rows' studies, series or instances to ``folder``, one DICOM file per
+        instance as ``folder/StudyInstanceUID/SeriesInstanceUID/SOPInstanceUID.dcm``.
+
+        Resumable (run it again after an interruption: what is on disk is not fetched again),
+        several series at a time (``workers``; default by the measured round trip), with a
+        progress bar. Returns one row per series with the instances ``expected`` (the series'
+        count on the server, or the instance rows asked for), ``on_disk``, ``fetched`` now and
+        ``complete``; an incomplete series warns (``IncompleteDownload``) with the counts.
+        """
+        from .client.download import download_selection
+
+        depth = self._depth()
+        return download_selection(self.client, folder, depth, self._uids(depth, "download"),
+                                  workers=workers, progress=progress)
 
     def delete(self) -> None:
         """Delete the rows' instances, series or studies from the server (not in PS3.18;

@@ -23,6 +23,16 @@ DEBUG_HELP = "on an error, print the traceback too"
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
+def _size(text: str) -> int:
+    """A size option (``512M``, ``2G``, bytes); the server's parser, imported when used."""
+    from .server.budget import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with one sub-command per task."""
     parser = argparse.ArgumentParser(prog="dicomframes", description=DESCRIPTION)
@@ -52,6 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse the searches the Azure DICOM service refuses (wildcards, "
                        "attributes it does not search) and answer 204 to a search without "
                        "matches, to test code meant for Azure")
+    limits = serve.add_argument_group("limits (README: Limits)")
+    limits.add_argument("--memory-budget", metavar="SIZE", type=_size,
+                        help="memory the requests running at once may use to decode, render "
+                        "and transcode, e.g. 512M or 2G; past it they wait, then get 503 "
+                        "(default 768M)")
+    limits.add_argument("--max-connections", type=int, metavar="N",
+                        help="open connections at once (default 256, or a quarter of the "
+                        "open-file limit)")
+    limits.add_argument("--connections-per-client", type=int, metavar="N",
+                        help="open connections from one client address (default 32)")
+    limits.add_argument("--min-body-rate", type=int, metavar="BYTES",
+                        help="bytes per second a request body must average after 10 s "
+                        "(default 1024)")
+    limits.add_argument("--max-inflated", metavar="SIZE", type=_size,
+                        help="size a deflated upload may inflate to (default 256M)")
     serve.set_defaults(func=cmd_serve)
 
     remote = argparse.ArgumentParser(add_help=False)
@@ -59,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "embedded server)")
     remote.add_argument("--token-env", metavar="VAR",
                         help="name of the environment variable that holds a bearer token")
+    remote.add_argument("--token-file", metavar="PATH",
+                        help="file that holds a bearer token, read again when it is refused")
 
     upload = sub.add_parser("upload", parents=[remote],
                             help="store files, folders, zip files or glob patterns (STOW-RS)")
@@ -67,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--study", help="post to /studies/STUDY (other studies are refused)")
     upload.add_argument("--skip-existing", action="store_true",
                         help="ask the server first and send only what it lacks (resume)")
-    upload.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+    upload.add_argument("--workers", type=int, help="parallel requests (default: 4 on a local "
+                        "link, more across a network, by the measured round trip)")
     upload.add_argument("--batch-size", type=int, default=100,
                         help="most instances per request (default 100)")
     upload.add_argument("--format", choices=("table", "csv"), default="table",
@@ -104,11 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--in-place", action="store_true",
                      help="link the files instead of copying them (they must stay where they are)")
     imp.add_argument("--format", choices=("table", "csv"), default="table",
-                     help="outcome as a table (default) or CSV")
+                     help="print the failed and skipped files as a table (default), or every "
+                     "outcome row as CSV")
+    imp.add_argument("--report", metavar="PATH",
+                     help="CSV file that receives one outcome row per file (default: "
+                     "DATA/reports/import-<UTC time>.csv)")
     imp.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                      help="processes that parse the files (default: one per core)")
     imp.add_argument("--quiet", action="store_true", help="no progress line")
     imp.set_defaults(func=cmd_import)
+
+    check = sub.add_parser("check", help="compare every file of an archive with its index "
+                           "(start-up does not: it finishes only what was in flight)")
+    check.add_argument("--data", required=True, help="the archive folder")
+    check.add_argument("--repair", action="store_true",
+                       help="make them agree: drop rows whose file is gone or changed (a "
+                       "changed file goes to rejected/), index files without a row (stop the "
+                       "server on the folder first)")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="a one-minute tour on a temporary embedded server")
     demo.set_defaults(func=cmd_demo)
@@ -118,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--data", help="the archive folder to delete instead of the default one")
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(func=cmd_reset)
+
+    from .testing import remote as remote_like  # standard library only: cheap to import
+
+    imitation = sub.add_parser(
+        "remote", help="a remote-like archive on this machine: round trip, bandwidth cap, page "
+        "cap, 429s and expiring tokens in front of the embedded server (loopback only)")
+    remote_like.add_arguments(imitation)
+    imitation.set_defaults(func=remote_like.run_from_arguments)
 
     for command in sub.choices.values():  # --debug also after the command's name
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -144,6 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers = default_workers() if args.parse_workers is None else args.parse_workers
         server = serve(args.data, host=args.host, port=args.port, token=token,
                        insecure=args.insecure, cors=args.cors, parse_workers=max(0, workers),
+                       limits=_limits(args),
                        profile="azure" if args.azure_strict else "default")
     except ValueError as exc:  # a malformed --cors origin
         raise UsageError(str(exc)) from None
@@ -163,6 +214,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _limits(args: argparse.Namespace) -> Any:
+    """The server's :class:`~dicomframes.server.Limits`: the defaults, with the options given."""
+    from dataclasses import replace
+
+    from .server import Limits
+
+    given = {"memory_budget": args.memory_budget, "max_connections": args.max_connections,
+             "connections_per_client": args.connections_per_client,
+             "min_body_rate": args.min_body_rate, "max_inflated": args.max_inflated}
+    return replace(Limits(), **{k: v for k, v in given.items() if v is not None})
+
+
 def _token_from(variable: str) -> str:
     """The bearer token in the environment variable ``variable``; one unset, empty or holding
     only whitespace is refused (a server would start that nobody could use)."""
@@ -179,7 +242,11 @@ def _connect(args: argparse.Namespace) -> Client:
     """Connect as the options say: --url, else env DICOMWEB_URL, else the embedded server."""
     from . import connect
 
-    token = _token_from(args.token_env) if args.token_env else None
+    token: Any = _token_from(args.token_env) if args.token_env else None
+    if token is None and getattr(args, "token_file", None):
+        from .client import TokenFile
+
+        token = TokenFile(args.token_file)
     return connect(args.url, token=token) if token else connect(args.url)
 
 
@@ -265,31 +332,116 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 1 if (df["status"] == FAILED).any() else 0
 
 
-def cmd_import(args: argparse.Namespace) -> int:
-    """Index FOLDER into the archive --data; print one outcome row per file that was not
-    stored, and a summary; 1 if any file failed."""
-    import time
+SHOWN_FAILURES = 50  # failed or skipped files printed in the table (all are in the report)
 
-    from .server.importer import FAILED, SKIPPED, import_folder, summary
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Index FOLDER into the archive --data. Every outcome row is written to the CSV report
+    as it comes (memory stays flat however many files); the failed and skipped files (the
+    first SHOWN_FAILURES) and a summary are printed; 1 if any file failed."""
+    import csv
+    import time
+    from pathlib import Path
+
+    from .server.importer import COLUMNS, FAILED, SKIPPED, run_import, summary_of
 
     start = time.monotonic()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = Path(args.report).expanduser() if args.report else \
+        Path(args.data).expanduser() / "reports" / f"import-{stamp}.csv"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    shown = ["source", "SOPInstanceUID", "status", "reason", "message"]
+    problems: list[dict[str, Any]] = []
+    more = 0
 
     def progress(done: int, total: int) -> None:
         rate = done / max(time.monotonic() - start, 1e-6)
         print(f"\r{done}/{total} files ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
 
-    df = import_folder(args.folder, args.data, args.in_place, workers=args.workers,
-                       progress=None if args.quiet else progress)
+    with open(report, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, COLUMNS)
+        writer.writeheader()
+        echo = csv.DictWriter(sys.stdout, shown, extrasaction="ignore") \
+            if args.format == "csv" else None
+        if echo is not None:
+            echo.writeheader()
+
+        def on_row(row: dict[str, Any]) -> None:
+            nonlocal more
+            writer.writerow(row)
+            if echo is not None:
+                echo.writerow(row)
+            elif row["status"] in (FAILED, SKIPPED):
+                if len(problems) < SHOWN_FAILURES:
+                    problems.append(row)
+                else:
+                    more += 1
+
+        counts = run_import(args.folder, args.data, args.in_place, on_row=on_row,
+                            workers=args.workers, progress=None if args.quiet else progress)
     if not args.quiet:
         print(file=sys.stderr)
-    shown = df if args.format == "csv" else df[df["status"].isin((FAILED, SKIPPED))]
-    if args.format == "csv" or len(shown):
-        _print_table(shown[["source", "SOPInstanceUID", "status", "reason", "message"]],
-                     args.format)
+    if problems:
+        import pandas as pd
+
+        _print_table(pd.DataFrame(problems, columns=shown), "table")
+        if more:
+            print(f"... and {more} more failed or skipped files")
     seconds = time.monotonic() - start
-    print(f"{summary(df)} in {seconds:.1f} s ({len(df) / max(seconds, 1e-6):.0f} files/s)",
+    total = sum(counts.values())
+    print(f"{summary_of(counts)} in {seconds:.1f} s ({total / max(seconds, 1e-6):.0f} "
+          f"files/s); one row per file in {report}",
           file=sys.stderr if args.format == "csv" else sys.stdout)
-    return 1 if (df["status"] == FAILED).any() else 0
+    return 1 if counts[FAILED] else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Compare every file of the archive --data with its index; print each difference and a
+    summary; with --repair make them agree. 1 if differences are left."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .server.repair import differences
+    from .server.storage import Archive
+
+    folder = Path(args.data).expanduser()
+    if not (folder / "index.sqlite3").is_file():
+        raise UsageError(f"{folder} is not an archive of the embedded server (no "
+                         "index.sqlite3)")
+    archive = Archive(folder)
+    try:
+        if args.repair and archive.recovery is None:
+            raise UsageError(f"a server uses {folder}: stop it before check --repair")
+        bar = None if args.quiet else tqdm(unit=" studies", file=sys.stderr, leave=False)
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+        found: dict[str, int] = {}
+
+        def show(difference: Any) -> None:
+            found[difference.kind] = found.get(difference.kind, 0) + 1
+            line = f"{difference.kind:9s}  {difference.path}  ({difference.detail})"
+            (bar.write if bar is not None else print)(line)
+
+        instances = archive.count()
+        if args.repair:
+            done = archive.reconcile(progress, show)
+        else:
+            for difference in differences(archive, progress):
+                show(difference)
+        if bar is not None:
+            bar.close()
+    finally:
+        archive.close()
+    summary = ", ".join(f"{n} {kind}" for kind, n in found.items()) or "no differences"
+    print(f"{instances} indexed instances checked against the files of {folder}: {summary}")
+    if args.repair and found:
+        print("repaired: " + ", ".join(f"{n} {k}" for k, n in done.items() if n))
+    return 1 if found and not args.repair else 0
 
 
 def _filters(pairs: list[str]) -> dict[str, str]:

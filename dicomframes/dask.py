@@ -43,6 +43,7 @@ from requests.auth import HTTPBasicAuth
 
 from . import errors
 from .client import Client
+from .client.credentials import TokenProvider, check_picklable, provider_for
 from .client.frames import series_info, slice_order
 from .client.harvest import fetch_partition
 from .client.images import ImagePlan, fill_slices, image_array, plan_image
@@ -55,8 +56,8 @@ if TYPE_CHECKING:
     import pandas
     import xarray
 
-__all__ = ["Connection", "SeriesFrames", "read_dicomweb", "read_metadata", "series_array",
-           "series_image"]
+__all__ = ["Connection", "RowsMissing", "SeriesFrames", "read_dicomweb", "read_metadata",
+           "series_array", "series_image"]
 
 #: Bytes of output per chunk of :func:`series_image` (several slices, never one per task).
 IMAGE_CHUNK_BYTES = 32 * 2**20
@@ -74,11 +75,16 @@ class Connection:
 
     __slots__ = ("_secret", "timeout", "url", "verify")
 
-    def __init__(self, url: str, *, token: str | None = None, auth: Any = None,
+    def __init__(self, url: str, *, token: Any = None, auth: Any = None,
                  verify: bool | str = True,
-                 timeout: float | tuple[float, float] | None = 30.0) -> None:
+                 timeout: float | tuple[float, float] | None = 30.0,
+                 scopes: str | Sequence[str] = ()) -> None:
         if token is not None and auth is not None:
             raise ValueError("give either token= or auth=, not both")
+        if token is not None and not isinstance(token, str):
+            # a token function or credential: each worker asks it for its own tokens
+            token = provider_for(token, scopes)
+            check_picklable(token.source, "the token function or credential")
         parts = urlsplit(str(url).strip())
         netloc = parts.netloc
         if "@" in netloc:
@@ -110,7 +116,7 @@ class Connection:
             return "no credentials"
         kind, value = self._secret
         if kind == "token":
-            return "bearer token"
+            return value.kind if isinstance(value, TokenProvider) else "bearer token"
         return "basic auth" if isinstance(value, tuple) else type(value).__name__
 
     def __repr__(self) -> str:
@@ -131,8 +137,11 @@ class Connection:
     def identity(self) -> str:
         """A digest of everything, secret included, that tells connections apart in one
         process (kept in memory only, to share one client between tasks)."""
+        secret: Any = self._secret
+        if secret is not None and isinstance(secret[1], TokenProvider):
+            secret = ("token", id(secret[1]))  # the same provider object: the same client
         return hashlib.sha256(pickle.dumps(
-            (self.url, self.verify, self.timeout, self._secret))).hexdigest()
+            (self.url, self.verify, self.timeout, secret))).hexdigest()
 
     def client(self, **options: Any) -> Client:
         """A new :class:`~dicomframes.client.Client` for this service (``options`` go to it)."""
@@ -170,8 +179,41 @@ def load_partition(partition: Partition, connection: Connection, level: str, met
                    schema: Any) -> pandas.DataFrame:
     """One partition with exactly the columns of ``schema``, fetched where this runs (a Dask
     worker): the task of :func:`read_dicomweb` and :func:`read_metadata`."""
-    return fetch_partition(worker_client(connection), partition, level=level, metadata=metadata,
-                           schema=schema)
+    frame = fetch_partition(worker_client(connection), partition, level=level,
+                            metadata=metadata, schema=schema)
+    _check_planned(partition, frame, connection)
+    return frame
+
+
+class RowsMissing(UserWarning):
+    """A partition has fewer studies or rows than planned: some were deleted (or changed)
+    between planning the collection and computing it."""
+
+
+def _check_planned(partition: Partition, frame: pandas.DataFrame,
+                   connection: Connection) -> None:
+    """Warn (on the client too, from a distributed worker) when planned studies or rows are
+    missing from a computed partition."""
+    found = (set(frame["StudyInstanceUID"].dropna().astype(str))
+             if "StudyInstanceUID" in frame.columns else set())
+    gone = [uid for uid in partition.study_uids if uid not in found]
+    filtered = any(key != "includefield" for key, _ in partition.params)  # counts say more
+    short = not filtered and partition.rows is not None and len(frame) < partition.rows
+    if not gone and not short:
+        return
+    planned = f"{partition.rows} rows" if partition.rows is not None else "rows"
+    message = (f"{connection.url}: partition {partition.key} has {len(frame)} of {planned} "
+               f"planned; {len(gone)} of {len(partition.study_uids)} studies are gone since "
+               "the collection was planned (deleted meanwhile?); plan again for a consistent "
+               "read")
+    try:
+        from distributed import warn
+    except ImportError:  # pragma: no cover - distributed is part of the dask extra
+        import warnings
+
+        warnings.warn(message, RowsMissing, stacklevel=3)
+        return
+    warn(message, RowsMissing)
 
 
 def _sample(partitions: Sequence[Partition], studies: int) -> Partition | None:
@@ -219,8 +261,8 @@ def _frame(level: str, metadata: bool, connection: Connection,
                            meta=meta, label=label, enforce_metadata=False)
 
 
-def read_dicomweb(url: str, level: str = "instances", *, token: str | None = None,
-                  auth: Any = None, verify: bool | str = True,
+def read_dicomweb(url: str, level: str = "instances", *, token: Any = None,
+                  scopes: str | Sequence[str] = (), auth: Any = None, verify: bool | str = True,
                   timeout: float | tuple[float, float] | None = 30.0,
                   columns: Sequence[str] | None = None, sample_studies: int = 4,
                   rows_per_partition: int = 5000, **filters: Any) -> dd.DataFrame:
@@ -237,16 +279,21 @@ def read_dicomweb(url: str, level: str = "instances", *, token: str | None = Non
     the server sends for ``sample_studies`` studies fetched here to learn them; other columns
     a worker meets are left out.
 
-    ``token`` (bearer) or ``auth`` (a ``(user, password)`` tuple or a picklable requests auth
-    object) travel to the workers inside a :class:`Connection`, never printed.
+    ``token`` (bearer: a string, or a picklable zero-argument token function or credential
+    with ``get_token(*scopes)``, each worker then asking it for fresh tokens; one that does not
+    pickle raises TypeError here) or ``auth`` (a ``(user, password)`` tuple or a picklable
+    requests auth object) travel to the workers inside a :class:`Connection`, never printed.
+    Rows planned here that a worker no longer finds (studies deleted meanwhile) give a
+    :class:`RowsMissing` warning with the counts.
     """
-    connection = Connection(url, token=token, auth=auth, verify=verify, timeout=timeout)
+    connection = Connection(url, token=token, auth=auth, verify=verify, timeout=timeout,
+                            scopes=scopes)
     return _frame(level, False, connection, columns, sample_studies, rows_per_partition,
                   filters)
 
 
-def read_metadata(url: str, *, token: str | None = None, auth: Any = None,
-                  verify: bool | str = True,
+def read_metadata(url: str, *, token: Any = None, scopes: str | Sequence[str] = (),
+                  auth: Any = None, verify: bool | str = True,
                   timeout: float | tuple[float, float] | None = 30.0,
                   columns: Sequence[str] | None = None, sample_studies: int = 4,
                   rows_per_partition: int = 5000, **filters: Any) -> dd.DataFrame:
@@ -257,7 +304,8 @@ def read_metadata(url: str, *, token: str | None = None, auth: Any = None,
     found in the metadata of ``sample_studies`` studies spread over the archive, fetched here
     to learn them; name in ``columns`` any attribute that only rare studies hold.
     """
-    connection = Connection(url, token=token, auth=auth, verify=verify, timeout=timeout)
+    connection = Connection(url, token=token, auth=auth, verify=verify, timeout=timeout,
+                            scopes=scopes)
     return _frame("instances", True, connection, columns, sample_studies,
                   rows_per_partition, filters)
 
@@ -329,8 +377,8 @@ class SeriesFrames:
         return out[0] if single else out
 
 
-def series_array(url: str, study: str, series: str, *, token: str | None = None,
-                 auth: Any = None, verify: bool | str = True,
+def series_array(url: str, study: str, series: str, *, token: Any = None,
+                 scopes: str | Sequence[str] = (), auth: Any = None, verify: bool | str = True,
                  timeout: float | tuple[float, float] | None = 30.0) -> da.Array:
     """The frames of a series as a lazy ``dask.array``, shape ``(frames, rows, columns[,
     samples])`` in slice order (as ``client.volume`` stacks them: stored values, no geometry;
@@ -340,7 +388,8 @@ def series_array(url: str, study: str, series: str, *, token: str | None = None,
     fetched by the worker that needs it, so ``series_array(...).mean().compute()`` on a cluster
     never holds the volume in one place. The instances must share frame shape and dtype.
     """
-    connection = Connection(url, token=token, auth=auth, verify=verify, timeout=timeout)
+    connection = Connection(url, token=token, auth=auth, verify=verify, timeout=timeout,
+                            scopes=scopes)
     with connection.client(progress=False) as client:
         infos = slice_order(series_info(client, study, series))
     if not infos:
@@ -370,7 +419,8 @@ def _image_chunk(connection: Connection, plan: ImagePlan, start: int, stop: int)
 
 def series_image(url: str, study: str, series: str, *, instances: Sequence[str] | None = None,
                  units: str = "modality", slices_per_chunk: int | None = None,
-                 token: str | None = None, auth: Any = None, verify: bool | str = True,
+                 token: Any = None, scopes: str | Sequence[str] = (), auth: Any = None,
+                 verify: bool | str = True,
                  timeout: float | tuple[float, float] | None = 30.0) -> xarray.DataArray:
     """:meth:`Client.image <dicomframes.client.Client.image>` as a lazy DataArray: the same
     dims, coordinates (mm), attrs and values, backed by a dask array.
@@ -379,7 +429,8 @@ def series_image(url: str, study: str, series: str, *, instances: Sequence[str] 
     geometry warning is given here; each chunk (``slices_per_chunk`` slices, by default about
     32 MB of output) is fetched and rescaled by the worker that computes it.
     """
-    connection = Connection(url, token=token, auth=auth, verify=verify, timeout=timeout)
+    connection = Connection(url, token=token, auth=auth, verify=verify, timeout=timeout,
+                            scopes=scopes)
     with connection.client(progress=False) as client:
         plan = plan_image(client, study, series, instances=instances, units=units)
     itemsize = np.dtype(plan.dtype).itemsize * int(np.prod(plan.frame_shape))

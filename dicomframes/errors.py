@@ -348,6 +348,30 @@ class ServiceUnavailable(DICOMwebError):
     are spent."""
 
 
+class Throttled(TooManyRequests):
+    """429 Too Many Requests (or 503 with Retry-After) and the client could not wait as long
+    as asked: retries used up, a wait longer than ``max_retry_wait`` or past the call's
+    deadline. Every thread of the client paused meanwhile. A :class:`TooManyRequests`; its
+    ``status`` says which answer it was.
+
+    Attributes besides those of :class:`DICOMwebError`: ``wait`` (seconds the server asked
+    for, None when it gave no Retry-After) and ``attempts`` (requests sent).
+    """
+
+    def __init__(self, status: int, method: str, url: str, message: str = "",
+                 headers: Mapping[str, str] | None = None, body: bytes = b"",
+                 wait: float | None = None, attempts: int = 1) -> None:
+        self.wait = wait
+        self.attempts = attempts
+        asked = ("no Retry-After" if wait is None
+                 else f"the server asked to wait {wait:.3g} s")
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        said = f"{message}; " if message else ""
+        super().__init__(status, method, url, f"{said}throttled{tries} ({asked})",
+                         headers, body)
+        self.message = message
+
+
 class InsufficientStorage(DICOMwebError):
     """507: the server is out of storage (disk full); resending will not help."""
 

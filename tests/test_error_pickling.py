@@ -34,7 +34,7 @@ def sample_arguments(cls: type[BaseException]) -> dict[str, Any]:
         "hint": "check this", "detail": "library words", "attempts": 3, "deadline": 12.5,
         "expected": 100, "received": 42, "content_type": "text/html", "preview": b"<html>",
         "location": "http://elsewhere:1/x", "host": "0.0.0.0", "port": 11112,
-        "path": "/read/only", "reason": "read-only file system", "limit": 1024,
+        "path": "/read/only", "reason": "read-only file system", "limit": 1024, "wait": 9.5,
     }
     wanted = inspect.signature(cls.__init__).parameters
     if cls.__init__ is BaseException.__init__ or list(wanted) == ["self", "args", "kwargs"]:

@@ -17,11 +17,16 @@ discover          finding the files to upload and reading their headers
 batches           one STOW-RS request: batching, the streamed body, each outcome
 store             bulk STOW-RS: parallel requests, progress, resume, the outcome table
 download          retrieving instances into a folder of Part-10 files
+credentials       bearer tokens that refresh: strings, token functions, TokenCredentials
+throttle          429/503 pause every thread of a client (Retry-After, backoff with jitter)
+concurrency       requests in flight by the measured round trip, without oversubscribing CPU
 ================  ==============================================================================
 """
 
+from .credentials import AZURE_DICOM_SCOPE, TokenFile
 from .exchange import Exchange, PartInfo
 from .facade import Client, connect
 from .qido import qido_params
 
-__all__ = ["Client", "Exchange", "PartInfo", "connect", "qido_params"]
+__all__ = ["AZURE_DICOM_SCOPE", "Client", "Exchange", "PartInfo", "TokenFile", "connect",
+           "qido_params"]

@@ -30,6 +30,7 @@ from ..standard.uids import validate_uid
 from .discover import ALREADY_STORED, STORED, Instance, short_error
 from .failures import not_done
 from .surface import DicomwebClient as Client
+from .throttle import resend
 
 __all__ = [
     "NOT_ACKNOWLEDGED",
@@ -213,21 +214,25 @@ def post_batch(
     """
     boundary = new_boundary()
     length = _content_length(instances, boundary, part_type)
-    body: _Body = (
-        _SizedBody(instances, boundary, part_type, on_bytes, length=length)
-        if length is not None else _Body(instances, boundary, part_type, on_bytes)
-    )
     headers = {
         "Content-Type": related_content_type(boundary, DICOM),
         "Accept": DICOM_JSON,
     }
+    summary = (f"({len(instances)} DICOM part{'s' if len(instances) != 1 else ''}, "
+               f"{sum(i.size for i in instances) / 1e6:.1f} MB, streamed)")
+
+    def send() -> Any:  # a new body each time: a throttled or refused one is sent again
+        body: _Body = (
+            _SizedBody(instances, boundary, part_type, on_bytes, length=length)
+            if length is not None else _Body(instances, boundary, part_type, on_bytes)
+        )
+        return client.request("POST", _stow_path(study), headers=headers, data=body,
+                               summary=summary)
+
     status: int | None
     answered: Mapping[str, str] = {}
     try:
-        summary = (f"({len(instances)} DICOM part{'s' if len(instances) != 1 else ''}, "
-                   f"{sum(i.size for i in instances) / 1e6:.1f} MB, streamed)")
-        response = client.request("POST", _stow_path(study), headers=headers, data=body,
-                                  summary=summary)
+        response = resend(client, send)
         status, answer, text = response.status_code, response.content, ""
         answered = response.headers
     except DICOMwebError as exc:

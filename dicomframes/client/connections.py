@@ -20,6 +20,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from .concurrency import POOL_SIZE
 from .deadline import current
 
 __all__ = ["URLLIB3_MAJOR", "new_session"]
@@ -88,7 +89,7 @@ class _KeepCaretAdapter(HTTPAdapter):
 def new_session() -> requests.Session:
     """A requests Session whose connections keep ``^`` raw in query strings."""
     session = requests.Session()
-    adapter = _KeepCaretAdapter(pool_connections=4, pool_maxsize=16)
+    adapter = _KeepCaretAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

@@ -369,6 +369,11 @@ class Recorder:
             forms = set(self.secrets) | set(secret_forms(secret))
             self.secrets = sorted(forms, key=len, reverse=True)
 
+    def remember(self, secret: str) -> None:
+        """Scrub ``secret`` too from now on (e.g. a token just refreshed)."""
+        if secret and secret not in self.secrets:
+            self.secrets.append(secret)
+
     def scrub(self, text: str) -> str:
         """``text`` with every secret replaced by ``***``."""
         for secret in self.secrets:

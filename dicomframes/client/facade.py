@@ -36,6 +36,7 @@ from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
 from .connections import new_session
+from .credentials import BearerTokenAuth, provider_for
 from .exchange import Exchange, Recorder, redact_url
 from .failures import not_done
 from .frames import fetch_frames, fetch_volume
@@ -46,7 +47,7 @@ from .limits import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_DECOMPRESSION_RATIO
 from .metadata_cache import MetadataCache
 from .qido import Pager, qido_params
 from .store import store as store_items
-from .transport import BearerAuth, Transport
+from .transport import Transport
 
 if TYPE_CHECKING:
     import numpy
@@ -87,7 +88,8 @@ class Client:
         self,
         url: str,
         *,
-        token: str | None = None,
+        token: Any = None,
+        scopes: str | Sequence[str] = (),
         auth: Any = None,
         session: requests.Session | None = None,
         timeout: float | tuple[float, float] | None = 30.0,
@@ -117,9 +119,9 @@ class Client:
                 user, _, password = userinfo.partition(":")
                 auth = HTTPBasicAuth(unquote(user), unquote(password))
         self.url: str = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        self._token = token
-        if token is not None:
-            auth = BearerAuth(token)
+        self._token = None if token is None else provider_for(token, scopes)
+        if self._token is not None:
+            auth = BearerTokenAuth(self._token)
         elif isinstance(auth, tuple):
             auth = HTTPBasicAuth(*auth)
         self._auth = auth
@@ -127,7 +129,7 @@ class Client:
         if session is None:
             session = new_session()
             session.verify = verify
-        secrets = [token] if token else []
+        secrets = [token] if isinstance(token, str) else []
         auth_password = getattr(auth, "password", None)
         if isinstance(auth_password, str) and auth_password:
             # "user:password" as sent in a Basic header (its base64 form) is always masked;
@@ -136,6 +138,8 @@ class Client:
             if len(auth_password) >= 4:
                 secrets.append(auth_password)
         self._recorder = Recorder(history_size, secrets)
+        if self._token is not None:  # each new token is scrubbed from what is recorded
+            self._token.on_token = self._recorder.remember
         # With a caller's session its own verify setting applies unless we were told otherwise.
         self.transport = Transport(
             self.url, session, self._recorder, auth=auth,
@@ -179,7 +183,7 @@ class Client:
 
     def __repr__(self) -> str:
         if self._token is not None:
-            how = "bearer token"
+            how = self._token.kind
         elif isinstance(self._auth, HTTPBasicAuth):
             how = "basic auth"
         elif self._auth is not None:
@@ -319,7 +323,7 @@ class Client:
         offset = int(filters.pop("offset", 0) or 0)
         params = qido_params(filters)
         pager = Pager(lambda page: self._fetch_page(path, page), level, self.page_size,
-                      self.max_pages, self.progress, self.url)
+                      self.max_pages, self.progress, self.url, self.capabilities)
         with self.transport.call():  # one deadline for every page
             return pager.search(params, None if limit is None else int(limit), offset)
 
@@ -545,7 +549,8 @@ class Client:
 def connect(
     url: str | None = None,
     *,
-    token: str | None = None,
+    token: Any = None,
+    scopes: str | Sequence[str] = (),
     auth: Any = None,
     session: requests.Session | None = None,
     timeout: float | tuple[float, float] | None = 30.0,
@@ -562,9 +567,12 @@ def connect(
     no token is given); without it, the embedded server is started on demand on the folder
     ``DICOMFRAMES_DATA`` or ``~/.cache/dicomframes/archive`` and used.
 
-    Authentication: ``token`` (bearer), ``auth`` (a ``(user, password)`` tuple for basic auth or
-    any requests auth object), or ``session`` (a ready ``requests.Session`` such as Google's
-    ``AuthorizedSession``). TLS certificates are verified unless ``verify=False``.
+    Authentication: ``token`` (bearer: a string, a function returning one, or a credential
+    with ``get_token(*scopes)`` such as ``DefaultAzureCredential()``, refreshed before it
+    expires and once after a 401; ``scopes``: e.g. ``client.AZURE_DICOM_SCOPE``; see
+    :mod:`dicomframes.client.credentials`), ``auth`` (a ``(user, password)`` tuple for basic
+    auth or any requests auth object), or ``session`` (a ready ``requests.Session`` such as
+    Google's ``AuthorizedSession``). TLS certificates are verified unless ``verify=False``.
     ``timeout`` (seconds) applies to connecting and to each read; ``retries`` is the number of
     retries on 429/503 and on connection errors, for idempotent calls only (never POST).
     ``max_answer_bytes`` (512 MiB by default, None for no limit) is the most bytes of one
@@ -587,6 +595,6 @@ def connect(
             from ..server import embedded  # the web server loads only when it is used
 
             url = embedded().url
-    return Client(url, token=token, auth=auth, session=session, timeout=timeout,
+    return Client(url, token=token, scopes=scopes, auth=auth, session=session, timeout=timeout,
                   retries=retries, verify=verify, max_answer_bytes=max_answer_bytes,
                   max_decompression_ratio=max_decompression_ratio, **options)

@@ -46,6 +46,7 @@ from ..standard.paths import ResourcePath
 from ..standard.pixeldesc import PixelDescription
 from ..standard.tags import tag_hex
 from ..standard.transfer_syntax import is_native, syntax_for_media_type
+from .concurrency import workers_for
 from .deadline import active, current
 from .metadata_cache import InstanceInfo, info_from_json
 from .surface import DicomwebClient as Client
@@ -392,7 +393,7 @@ def _stack(client: Client, infos: Sequence[InstanceInfo], frame: int | None,
         info, numbers, target = slot
         fill_frames(client, info, numbers, target, transfer_syntax, convert_color)
 
-    run_jobs(slots, run, workers)
+    run_jobs(slots, run, workers or workers_for(client, DEFAULT_WORKERS, 16))
     return out
 
 
@@ -437,9 +438,10 @@ def fetch_volume(
 
     Values are the stored ones (no rescale; :meth:`Client.image` gives modality values with
     their geometry). The series metadata is read once (cached on the client, checked before
-    it is trusted); instances are fetched ``workers`` at a time,
-    each streaming into its own slice of one preallocated array. Instances must share frame
-    shape and dtype; instances without pixels are left out.
+    it is trusted); instances are fetched ``workers`` at a time (default: 4 on a local link,
+    more across a network to hide the measured round trip, at most 16), each streaming into
+    its own slice of one preallocated array. Instances must share frame shape and dtype;
+    instances without pixels are left out.
     """
     infos = series_instances(client, study, series, instances, refresh=refresh)
     return _stack(client, slice_order(infos), None, transfer_syntax, convert_color, workers)

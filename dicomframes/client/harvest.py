@@ -41,6 +41,7 @@ from ..convert.link import link_of
 from ..convert.tables import to_dataframe
 from ..standard.attributes import level_name
 from ..standard.dicomjson import gc_paused
+from .concurrency import cpu_default, throttled_so_far, workers_for
 from .partitions import Partition, Reader, fetch_objects, plan_partitions
 from .surface import DicomwebClient
 
@@ -82,7 +83,9 @@ def fetch_partition(client: DicomwebClient, partition: Partition, level: str = "
 @dataclass(frozen=True)
 class HarvestSummary:
     """What a harvest did: rows and parts in the dataset, parts fetched by this run (the
-    others were done by an earlier run), HTTP requests, seconds and the dataset's folder."""
+    others were done by an earlier run), HTTP requests, seconds, the dataset's folder, the
+    requests the server throttled (429/503, each waited for and sent again) and the requests
+    kept in flight."""
 
     rows: int
     parts: int
@@ -90,10 +93,13 @@ class HarvestSummary:
     requests: int
     seconds: float
     path: str
+    throttled: int = 0
+    workers: int = 0
 
     def __str__(self) -> str:
+        throttled = f", {self.throttled} throttled" if self.throttled else ""
         return (f"{self.rows} rows in {self.parts} parts ({self.fetched} fetched now, "
-                f"{self.requests} requests, {self.seconds:.1f} s) in {self.path}")
+                f"{self.requests} requests{throttled}, {self.seconds:.1f} s) in {self.path}")
 
 
 def _write(table: Any, target: Path) -> None:
@@ -171,15 +177,19 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
 
     ``level``: "studies", "series" or "instances"; ``metadata=True`` writes the full WADO-RS
     metadata of every instance instead. ``workers`` partitions are fetched in parallel
-    (default: one per CPU, from 2 to 4: the typing of the rows holds this process's
-    interpreter lock, more requests in flight only wait); ``progress`` shows a tqdm bar.
+    (default: on a local link one per CPU, from 2 to 4, since the typing of the rows holds
+    this process's interpreter lock and more requests in flight only wait; across a network
+    more, to hide the round trip measured by the plan's requests, at most 8: see
+    :mod:`dicomframes.client.concurrency`); ``progress`` shows a tqdm bar.
     Rerun with the same arguments after an interruption: it continues where it stopped.
     Returns a :class:`HarvestSummary`.
     """
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
-    workers = max(1, workers if workers is not None else min(4, max(2, os.cpu_count() or 1)))
+    throttled_before = throttled_so_far(client)
+    chosen = workers
+    workers = max(1, workers if workers is not None else workers_for(client, cpu_default(), 8))
     level = level_name(level)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -198,6 +208,8 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
             or not _intact(folder, journal.done[p.key])]
     for partition in todo:  # fetched again: the journal's line no longer counts
         journal.done.pop(partition.key, None)
+    if chosen is None:  # the plan's requests measured the round trip
+        workers = workers_for(client, cpu_default(), 8)
     row_level = "instance" if metadata else level
     base = schema_for(row_level, metadata, includefield=filters.get("includefield"),
                       filters=[k for k in filters if k != "includefield"])
@@ -260,7 +272,8 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
     rows, parts = _finish(folder, schema, [journal.done[k] for k in sorted(keys)]
                           if plan else [journal.done["empty"]])
     return HarvestSummary(rows, parts, len(todo), reader.requests,
-                          round(time.perf_counter() - started, 3), str(folder))
+                          round(time.perf_counter() - started, 3), str(folder),
+                          throttled_so_far(client) - throttled_before, workers)
 
 
 def _fields(frame: pd.DataFrame) -> list[Any]:

@@ -33,7 +33,7 @@ from ..standard.paths import ResourcePath
 from ..standard.tags import tag_hex, tag_of
 from .exchange import redact_url
 from .limits import parse_json
-from .qido import qido_params
+from .qido import qido_params, refused_limit
 from .surface import DicomwebClient
 
 __all__ = [
@@ -118,12 +118,23 @@ class Reader:
     def page(self, path: str, params: Mapping[str, str], offset: int = 0,
              limit: int | None = None) -> list[dict]:
         """One page of a search."""
-        query = {**params, "limit": str(limit or self.limit)}
+        asked = limit or self.limit
+        query = {**params, "limit": str(asked)}
         if offset:
             query["offset"] = str(offset)
-        rows = self.get(path, query)
+        while True:
+            try:
+                rows = self.get(path, query)
+                break
+            except DICOMwebError as exc:  # a limit the server refuses (Azure: over 200)
+                smaller = refused_limit(exc, int(query["limit"]))
+                if smaller is None:
+                    raise
+                with self._lock:
+                    self.cap = smaller if self.cap is None else min(self.cap, smaller)
+                query["limit"] = str(smaller)
         with self._lock:
-            if len(rows) >= int(query["limit"]):
+            if len(rows) >= asked:  # (a limit lowered above says nothing of the one asked)
                 self.limit_ok = True
             self.max_seen = max(self.max_seen, len(rows))
         return rows

@@ -9,12 +9,14 @@ quirks. No HTTP here: the pager is given the function that fetches one page.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from .. import errors
 from ..standard import tags
 from ..standard.attributes import UID_KEYWORDS
 from ..standard.dicomjson import first_value
@@ -150,6 +152,20 @@ def query_string(params: Mapping[str, Any]) -> str:
 
 # ---- paging ---------------------------------------------------------------------------------
 
+
+def refused_limit(error: Exception, asked: int) -> int | None:
+    """The page size to ask instead when a server refused ``limit=asked`` (a 400 that names
+    ``limit``, as the Azure DICOM service answers a limit over 200): the largest number below
+    ``asked`` its message names (Azure: "between 1 and 200"), else 100; None when the error is
+    about something else."""
+    if not isinstance(error, errors.DICOMwebError) or error.status != 400 or asked <= 1:
+        return None
+    if "limit" not in error.message.lower():
+        return None
+    named = [int(n) for n in re.findall(r"\d+", error.message) if 1 < int(n) < asked]
+    return max(named) if named else min(100, asked - 1)
+
+
 Page = list[dict]
 
 
@@ -171,29 +187,46 @@ class Pager:
     max_pages: int
     progress: bool = False
     server: str = "the server"
+    capabilities: dict[str, Any] | None = None  # the client's: "page_cap" once learned
 
     def search(self, params: Mapping[str, str], limit: int | None = None,
                offset: int = 0) -> Page:
-        """Every row of the search (at most ``limit``), starting at ``offset``."""
+        """Every row of the search (at most ``limit``), starting at ``offset``.
+
+        A page shorter than asked ends the search, unless its length is a round number (a
+        multiple of 50) and the server's page cap is not known yet: then the next page tells
+        whether the server caps ``limit`` there (as the Azure DICOM service does at 200), and
+        the cap is kept in the client's ``capabilities["page_cap"]``.
+        """
         if limit is None and not offset and self._one_uid(params):
             return self.fetch(dict(params))
-        if limit is not None:
-            if limit < 0:
-                raise ValueError(f"limit must not be negative, got {limit}")
-            if limit <= self.page_size:  # one request, exactly as asked
-                return self.fetch(self._page(params, limit, offset))
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        known = self.capabilities if self.capabilities is not None else {}
+        page_size = min(self.page_size, int(known.get("page_cap") or self.page_size))
         results: Page = []
         seen: set[str] = set()
         bar = None
         pages = 0
+        candidate = None
+        if limit is not None and limit <= page_size:  # one request, exactly as asked
+            rows, limit = self._get(params, limit, offset, known)
+            if not self._may_be_capped(len(rows), limit, known):
+                return rows
+            results, offset, pages, candidate = self._fresh(rows, seen), offset + len(rows), \
+                1, len(rows)  # maybe cut by a cap: the next page tells
         try:
             while True:
-                want = self.page_size if limit is None else min(self.page_size,
-                                                                limit - len(results))
+                page_size = min(self.page_size, int(known.get("page_cap") or self.page_size))
+                want = page_size if limit is None else min(page_size, limit - len(results))
                 if want <= 0:
                     break
-                rows = self.fetch(self._page(params, want, offset))
+                rows, want = self._get(params, want, offset, known)
                 pages += 1
+                if candidate is not None and rows:  # rows after a short page: a cap
+                    known["page_cap"] = candidate
+                    want = min(want, candidate)
+                candidate = None
                 fresh = self._fresh(rows, seen)
                 if rows and not fresh:
                     self._warn(f"the server at {self.server} answered offset={offset} with rows "
@@ -205,7 +238,11 @@ class Pager:
                 if bar is not None:
                     bar.update(len(fresh))
                 if len(rows) != want:
-                    break  # short page: the end; longer than asked: server ignores limit
+                    # short page: the end (or a cap, to be checked); longer than asked: the
+                    # server ignores limit
+                    if not self._may_be_capped(len(rows), want, known):
+                        break
+                    candidate = len(rows)
                 if pages >= self.max_pages:
                     self._warn(f"search stopped after {pages} pages ({len(results)} results, "
                                "more remain): raise client.max_pages to fetch more, or pass "
@@ -217,6 +254,25 @@ class Pager:
             if bar is not None:
                 bar.close()
         return results
+
+    def _get(self, params: Mapping[str, str], want: int, offset: int,
+             known: dict[str, Any]) -> tuple[Page, int]:
+        """One page, and the ``limit`` it was asked with: a server that refuses ``want`` as
+        too large is asked again with the size it accepts (learned as its page cap)."""
+        while True:
+            try:
+                return self.fetch(self._page(params, want, offset)), want
+            except errors.DICOMwebError as exc:
+                smaller = refused_limit(exc, want)
+                if smaller is None:
+                    raise
+                known["page_cap"] = want = smaller
+
+    @staticmethod
+    def _may_be_capped(count: int, asked: int, known: Mapping[str, Any]) -> bool:
+        """Whether a page of ``count`` rows, fewer than ``asked``, may be cut by a page cap
+        not learned yet (caps are round numbers)."""
+        return 0 < count < asked and count % 50 == 0 and "page_cap" not in known
 
     def _one_uid(self, params: Mapping[str, str]) -> bool:
         """Whether ``params`` ask for one UID of the search's own level (at most one match)."""

@@ -60,6 +60,10 @@ class DicomwebClient(Protocol):
         """Retrieve instances one by one (see :meth:`Client.iter_retrieve`)."""
         ...
 
+    def search_series(self, study: str | None = None, **filters: Any) -> pandas.DataFrame:
+        """Search series (see :meth:`Client.search_series`)."""
+        ...
+
     def search_instances(self, study: str | None = None, series: str | None = None,
                          **filters: Any) -> pandas.DataFrame:
         """Search instances (see :meth:`Client.search_instances`)."""

@@ -10,12 +10,10 @@ Nothing here knows about DataFrames or pixels.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import logging
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -26,6 +24,7 @@ from requests.auth import AuthBase
 from .. import errors
 from ..standard import multipart
 from .bodies import FileBody, body_files
+from .concurrency import LatencyMeter
 from .deadline import Deadline, active, current
 from .exchange import Exchange, PartInfo, Recorder, body_summary, redact_url
 from .failures import connection_failure, malformed_head, not_dicom_json, server_message
@@ -40,6 +39,7 @@ from .limits import (
     parse_json,
 )
 from .qido import query_string
+from .throttle import Throttle, backoff_delay, retry_after_seconds
 
 __all__ = ["IDEMPOTENT", "RETRY_STATUSES", "BearerAuth", "Transport", "connection_failure"]
 
@@ -71,22 +71,6 @@ class BearerAuth(AuthBase):
 
 
 # ---- small helpers ---------------------------------------------------------------------------
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - datetime.now(when.tzinfo)).total_seconds())
 
 
 def _replayable(data: Any) -> bool:
@@ -146,6 +130,8 @@ class Transport:
         self.max_answer_bytes = max_answer_bytes
         self.max_decompression_ratio = max_decompression_ratio
         self.capabilities: dict[str, Any] = {}
+        self.throttle = Throttle()  # 429/503 pause every thread of this client
+        self.latency = LatencyMeter()  # the round trip, to size the requests in flight
         self._bound = BoundingHook(self._max_answer_bytes, self._max_decompression_ratio)
 
     def _max_answer_bytes(self) -> int | None:
@@ -225,10 +211,15 @@ class Transport:
         if self.verify is not None:
             kwargs["verify"] = self.verify
         attempt = 0
+        renewed = False
         while True:
             attempt += 1
             if limit.passed():
                 raise self.deadline_error(method, shown_url, limit, attempt - 1)
+            closed = self.throttle.wait(limit.remaining())
+            if closed is not None:  # another request was told to wait past this deadline
+                raise errors.Throttled(429, method, shown_url, "the client is paused by an "
+                                       "earlier 429/503", wait=closed, attempts=attempt - 1)
             started = time.perf_counter()
             exchange = Exchange(method, shown_url, self.recorder.scrub_headers(headers),
                                 described, attempt=attempt, scrubber=self.recorder.scrub,
@@ -268,17 +259,26 @@ class Transport:
                 raise connection_failure(exc, method, shown_url, attempts=attempt,
                                          timeout=self.timeout) from exc
             self._answered(exchange, response, started)
-            if response.status_code in RETRY_STATUSES and can_retry and (
-                attempt <= self.retries
-            ):
-                delay = self._retry_delay(response, attempt)
-                self._read_preview(response, exchange)
-                self.recorder.record(exchange)
-                self.recorder.finish(exchange)
-                log.info("%s %s -> %s; retrying in %.1f s", method, shown_url,
-                         response.status_code, delay)
-                self._sleep(delay, limit)
-                continue
+            status = response.status_code
+            if status == 401 and not renewed and self._renew(response):
+                renewed = True  # a new token, once per request: a second 401 is an error
+                if _replayable(data):
+                    self._again(response, exchange)
+                    continue
+            if status in RETRY_STATUSES:
+                asked = retry_after_seconds(response.headers.get("Retry-After"))
+                delay = asked if asked is not None else backoff_delay(self.backoff, attempt)
+                self.throttle.close_for(delay)
+                left = limit.remaining()
+                retryable = _replayable(data) and (can_retry or status == 429)
+                if (retryable and attempt <= self.retries and delay <= self.max_retry_wait
+                        and (left is None or delay <= left)):
+                    self._again(response, exchange)
+                    log.info("%s %s -> %s; retrying in %.1f s", method, shown_url, status,
+                             delay)
+                    continue  # the wait happens at the top, where every thread waits
+                if status == 429 or asked is not None:
+                    self._throttled(response, exchange, method, shown_url, asked, attempt)
             break
         self.recorder.record(exchange)
         if response.status_code >= 400:
@@ -339,15 +339,35 @@ class Transport:
     def _answered(self, exchange: Exchange, response: requests.Response,
                   started: float) -> None:
         exchange.elapsed = time.perf_counter() - started
+        self.latency.add(exchange.elapsed)
         exchange.status = response.status_code
         exchange.reason = response.reason or ""
         exchange.request_headers = self.recorder.scrub_headers(response.request.headers)
         exchange.response_headers = self.recorder.scrub_headers(response.headers)
 
-    def _retry_delay(self, response: requests.Response, attempt: int) -> float:
-        wait = _retry_after(response.headers.get("Retry-After"))
-        delay = self.backoff * 2 ** (attempt - 1) if wait is None else wait
-        return min(delay, self.max_retry_wait)
+    def _renew(self, response: requests.Response) -> bool:
+        """After a 401: ask the auth for a new token (credentials that cannot refresh: no)."""
+        refresh = getattr(self.auth, "refresh", None)
+        return bool(callable(refresh) and refresh(response.request))
+
+    def _again(self, response: requests.Response, exchange: Exchange) -> None:
+        """Close an answer that will be asked again, keeping its exchange."""
+        self._read_preview(response, exchange)
+        self.recorder.record(exchange)
+        self.recorder.finish(exchange)
+
+    def _throttled(self, response: requests.Response, exchange: Exchange, method: str,
+                   shown_url: str, asked: float | None, attempts: int) -> None:
+        self._again(response, exchange)
+        try:
+            content = self.recorder.scrub_bytes(response.content)
+        except (*_BODY_ERRORS, errors.InvalidResponse):  # broken, or too large to keep
+            response.close()
+            content = b""
+        raise errors.Throttled(response.status_code, method, shown_url,
+                               self.recorder.scrub(server_message(content)),
+                               exchange.response_headers, content, wait=asked,
+                               attempts=attempts)
 
     def _raise(self, response: requests.Response, exchange: Exchange, method: str,
                shown_url: str, limit: Deadline) -> None:

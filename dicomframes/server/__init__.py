@@ -17,7 +17,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .runner import DEFAULT_MAX_REQUEST_BYTES, TOKEN_ENV, Limits, Server
+from .budget import Limits
+from .runner import DEFAULT_MAX_REQUEST_BYTES, TOKEN_ENV, Server
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "TOKEN_ENV", "Limits", "Server", "default_archive",
            "embedded", "serve"]

@@ -33,6 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..standard.mediatypes import DICOM_JSON
 from ..standard.stow import OUT_OF_RESOURCES, Failed, stow_response
+from .budget import CLIENT, Limits, MemoryBudget
+from .connections import ConnectionBoard
 from .cors import with_cors
 from .negotiation import require_json
 from .query import QueryError, parse_query, search
@@ -48,11 +50,12 @@ log = logging.getLogger(__name__)
 class DICOMwebApp:
     """Route handlers bound to one archive."""
 
-    def __init__(self, archive: Archive, max_request_bytes: int) -> None:
+    def __init__(self, archive: Archive, max_request_bytes: int,
+                 budget: MemoryBudget) -> None:
         self.archive = archive
         self.stow = StowRoutes(archive, max_request_bytes)
-        self.wado = WadoRoutes(archive)
-        self.render = RenderRoutes(archive)
+        self.wado = WadoRoutes(archive, budget)
+        self.render = RenderRoutes(archive, budget)
 
     # -- QIDO-RS ----------------------------------------------------------------------------
 
@@ -131,8 +134,8 @@ class DICOMwebApp:
 
 async def _on_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPProblem)
-    return PlainTextResponse(exc.message + "\n", status_code=exc.status,
-                             headers={"Connection": "close"} if exc.close else None)
+    headers = {**exc.headers, **({"Connection": "close"} if exc.close else {})}
+    return PlainTextResponse(exc.message + "\n", status_code=exc.status, headers=headers)
 
 
 def storage_problem(exc: BaseException) -> str | None:
@@ -174,13 +177,20 @@ async def _on_crash(request: Request, exc: Exception) -> Response:
 
 
 class Guard:
-    """ASGI wrapper of the app: the bearer token every request needs (when one is set), and
-    the read timeout of request bodies (408 and ``Connection: close`` when a body stops
-    arriving, e.g. one shorter than its Content-Length)."""
+    """ASGI wrapper of the app: the bearer token every request needs (when one is set), the
+    pace of request bodies (408 and ``Connection: close`` when a body pauses longer than
+    ``body_timeout`` seconds, or, after ``body_grace`` seconds, has come slower than
+    ``min_body_rate`` bytes per second on average: a body trickled a byte at a time cannot
+    hold a connection), and the end of each answer, told to the connection ``board``."""
 
-    def __init__(self, app: ASGIApp, token: str | None, body_timeout: float | None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, body_timeout: float | None,
+                 min_body_rate: float = 0.0, body_grace: float = 0.0,
+                 board: ConnectionBoard | None = None) -> None:
         self.app = app
         self.body_timeout = body_timeout
+        self.min_body_rate = min_body_rate
+        self.body_grace = body_grace
+        self.board = board
         # only a digest is kept: no repr or traceback shows the token
         self._digest = hashlib.sha256(token.encode("utf-8")).digest() if token else None
 
@@ -205,6 +215,10 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        client = scope.get("client")
+        CLIENT.set(str(client[0]) if client else "")  # whose turn the budget counts
+        if self.board is not None:
+            send = self._telling_board(send, client)
         if not self.authorized(scope.get("headers", [])):
             response = PlainTextResponse(
                 "this server needs Authorization: Bearer <token> (connect(url, token=...))\n",
@@ -214,21 +228,46 @@ class Guard:
             return
         await self.app(scope, self._timed(receive) if self.body_timeout else receive, send)
 
+    def _telling_board(self, send: Send, client: Any) -> Send:
+        board = self.board
+        assert board is not None
+
+        async def telling(message: Message) -> None:
+            await send(message)
+            if message.get("type") == "http.response.body" and not message.get("more_body"):
+                board.answered(client)
+
+        return telling
+
     def _timed(self, receive: Receive) -> Receive:
-        timeout = self.body_timeout
+        timeout = float(self.body_timeout or 0)
+        rate, grace = self.min_body_rate, self.body_grace
         done = False
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        received = 0
 
         async def timed() -> Message:
-            nonlocal done
+            nonlocal done, received
             if done:
                 return await receive()
+            wait = timeout
+            if rate > 0:  # the moment the average rate would fall below the minimum
+                wait = min(wait, start + grace + received / rate - loop.time())
             try:
-                async with asyncio.timeout(timeout):
+                if wait <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(wait):
                     message = await receive()
             except TimeoutError:
+                if wait < timeout:
+                    raise HTTPProblem(408, f"the request body came slower than {rate:g} bytes "
+                                      f"per second ({received} bytes in "
+                                      f"{loop.time() - start:.0f} s)", close=True) from None
                 raise HTTPProblem(408, f"the request body stopped arriving: nothing for "
                                   f"{timeout:g} s (is it shorter than its Content-Length?)",
                                   close=True) from None
+            received += len(message.get("body", b""))
             if message.get("type") != "http.request" or not message.get("more_body"):
                 done = True
             return message
@@ -239,7 +278,8 @@ class Guard:
 def create_app(archive: Archive, *, max_request_bytes: int = 2 << 30,
                token: str | None = None, body_timeout: float | None = 30.0,
                host_names: tuple[str, ...] = (),
-               cors_origins: tuple[str, ...] | list[str] | None = None) -> ASGIApp:
+               cors_origins: tuple[str, ...] | list[str] | None = None,
+               limits: Limits | None = None, board: ConnectionBoard | None = None) -> ASGIApp:
     """The ASGI app serving ``archive`` at ``/``, ``/v1`` and ``/v2``.
 
     ``token``: every request must carry ``Authorization: Bearer <token>`` (else 401).
@@ -249,9 +289,13 @@ def create_app(archive: Archive, *, max_request_bytes: int = 2 << 30,
     ``cors_origins``: browser origins (``scheme://host[:port]``) allowed to call the server
     (CORS, off when empty; preflights answered, ``Authorization`` allowed when ``token`` is
     set; ValueError for a malformed origin). The CORS layer wraps the token check, so that a
-    401 is readable by the page.
+    401 is readable by the page. ``limits``: the body pace and the memory budget
+    (:class:`.budget.Limits`; ``body_timeout`` wins over its own); ``board``: the
+    connections to tell when an answer is done (:mod:`.connections`).
     """
-    handlers = DICOMwebApp(archive, max_request_bytes)
+    limits = limits or Limits()
+    budget = MemoryBudget(limits.memory_budget, limits.memory_wait, limits.work_per_client)
+    handlers = DICOMwebApp(archive, max_request_bytes, budget)
     routes = handlers.routes()
     app = Starlette(routes=[Mount("/v1", routes=routes), Mount("/v2", routes=routes), *routes],
                     exception_handlers={HTTPProblem: _on_problem, OSError: _on_storage_error,
@@ -259,5 +303,7 @@ def create_app(archive: Archive, *, max_request_bytes: int = 2 << 30,
                                         Exception: _on_crash})
     app.state.archive = archive
     app.state.host_names = tuple(name.lower() for name in host_names)
-    return with_cors(Guard(app, token, body_timeout), cors_origins,
+    app.state.budget = budget
+    guard = Guard(app, token, body_timeout, limits.min_body_rate, limits.body_grace, board)
+    return with_cors(guard, cors_origins,
                      authorization=token is not None)

@@ -13,6 +13,7 @@ an interrupted import keeps every batch it finished and a rerun skips them ("alr
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,7 +76,8 @@ class _Pending:
             temp = archive.temp_path(".import")
             self.temps.append(temp)
             self.placed.append(n)
-            self.batch.add(Job(temp, source=source, link=in_place))
+            self.batch.add(Job(temp, source=source, link=in_place,
+                               max_inflated=archive.max_inflated))
         self.batch.flush()  # before the next batch's jobs: the workers take them in order
 
     def store(self, archive: Archive) -> list[dict[str, Any]]:
@@ -85,6 +87,62 @@ class _Pending:
             for n, outcome in zip(self.placed, outcomes, strict=True):
                 self.rows[n] = _row(self.sources[n], outcome)
         return [self.rows[n] for n in range(len(self.sources))]
+
+
+def count_files(folder: Path, skip: Path | None = None) -> int:
+    """How many files :func:`walk` gives (a walk that keeps no names: for a progress total)."""
+    return sum(1 for _ in walk(folder, skip))
+
+
+def _batches(paths: Iterator[Path], size: int) -> Iterator[list[Path]]:
+    while batch := list(itertools.islice(paths, size)):
+        yield batch
+
+
+def run_import(folder: str | os.PathLike[str], data: str | os.PathLike[str] | Archive,
+               in_place: bool = False, *, on_row: Callable[[dict[str, Any]], None] | None = None,
+               batch_size: int = BATCH, workers: int = 1,
+               progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Index every DICOM file under ``folder`` (recursively) into the archive ``data``, in
+    memory that does not grow with the folder: the files are walked as they are stored, and
+    each outcome row (a dict of :data:`COLUMNS`) goes to ``on_row`` (e.g. a CSV writer), never
+    into a list. Returns how many files had each status. The options are
+    :func:`import_folder`'s; ``progress(done, total)`` costs one more walk (to count)."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder")
+    archive = data if isinstance(data, Archive) else Archive(
+        data, parse_workers=workers if workers > 1 else 0)
+    counts = dict.fromkeys((STORED, ALREADY_STORED, SKIPPED, FAILED), 0)
+    total = count_files(root, archive.root) if progress is not None else 0
+    done = 0
+
+    def finish(batch: _Pending) -> None:
+        nonlocal done
+        for row in batch.store(archive):
+            counts[row["status"]] += 1
+            if on_row is not None:
+                on_row(row)
+        done += len(batch.sources)
+        if progress is not None:
+            progress(done, max(total, done))
+
+    try:
+        step = max(1, batch_size)
+        pending: _Pending | None = None
+        for sources in _batches(walk(root, skip=archive.root), step):
+            if pending is None and archive.parsers is not None and len(sources) > step // 4:
+                archive.parsers.start(wait=True)
+            following = _Pending(archive, sources, in_place)
+            if pending is not None:  # stored while the workers copy and parse the next one
+                finish(pending)
+            pending = following
+        if pending is not None:
+            finish(pending)
+    finally:
+        if not isinstance(data, Archive):
+            archive.close()
+    return counts
 
 
 def import_folder(folder: str | os.PathLike[str], data: str | os.PathLike[str] | Archive,
@@ -100,34 +158,12 @@ def import_folder(folder: str | os.PathLike[str], data: str | os.PathLike[str] |
     the last one is being stored. Returns one row per file (columns :data:`COLUMNS`):
     ``status`` is "stored", "already stored" (that SOPInstanceUID was in the archive, or
     earlier in the folder), "skipped" (a DICOMDIR) or "failed" with the PS3.4 ``reason`` code
-    and a ``message`` (not DICOM, truncated, missing UIDs...).
+    and a ``message`` (not DICOM, truncated, missing UIDs...). The table holds a row per
+    file: for a very large folder, :func:`run_import` streams the rows instead.
     """
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder")
-    archive = data if isinstance(data, Archive) else Archive(
-        data, parse_workers=workers if workers > 1 else 0)
-    try:
-        sources = list(walk(root, skip=archive.root))
-        if archive.parsers is not None and len(sources) > batch_size // 4:
-            archive.parsers.start(wait=True)
-        rows: list[dict[str, Any]] = []
-        step = max(1, batch_size)
-        pending: _Pending | None = None
-        for start in range(0, len(sources), step):
-            following = _Pending(archive, sources[start:start + step], in_place)
-            if pending is not None:  # stored while the workers copy and parse the next one
-                rows += pending.store(archive)
-                if progress is not None:
-                    progress(len(rows), len(sources))
-            pending = following
-        if pending is not None:
-            rows += pending.store(archive)
-            if progress is not None:
-                progress(len(rows), len(sources))
-    finally:
-        if not isinstance(data, Archive):
-            archive.close()
+    rows: list[dict[str, Any]] = []
+    run_import(folder, data, in_place, on_row=rows.append, batch_size=batch_size,
+               workers=workers, progress=progress)
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["reason"] = df["reason"].astype("Int64")
     return df
@@ -136,6 +172,13 @@ def import_folder(folder: str | os.PathLike[str], data: str | os.PathLike[str] |
 def summary(df: pd.DataFrame) -> str:
     """One line: how many files were stored, already stored, skipped and failed."""
     counts = df["status"].value_counts()
-    parts = [f"{int(counts.get(k, 0))} {k}" for k in (STORED, ALREADY_STORED, SKIPPED, FAILED)
+    return summary_of({k: int(counts.get(k, 0)) for k in (STORED, ALREADY_STORED, SKIPPED,
+                                                          FAILED)})
+
+
+def summary_of(counts: dict[str, int]) -> str:
+    """:func:`summary` from the counts :func:`run_import` returns."""
+    parts = [f"{counts.get(k, 0)} {k}" for k in (STORED, ALREADY_STORED, SKIPPED, FAILED)
              if counts.get(k, 0)]
-    return f"{len(df)} files: " + (", ".join(parts) if parts else "nothing to import")
+    total = sum(counts.values())
+    return f"{total} files: " + (", ".join(parts) if parts else "nothing to import")

@@ -43,6 +43,7 @@ from ..standard.personname import pn_words
 from ..standard.pixellayout import (
     PixelDataError,
     PixelLayout,
+    declared_size_problem,
     locate_pixel_data,
     number_of_frames,
 )
@@ -50,6 +51,8 @@ from ..standard.stow import INVALID, PROCESSING_FAILURE, WRONG_STUDY
 from ..standard.tags import BINARY_VRS, PIXEL_TAGS, tag_hex, vr_of
 from ..standard.temporal import normalize_time
 from ..standard.uids import validate_uid
+from .budget import DEFAULT_MAX_INFLATED
+from .inflate import InflateError, inflate_if_deflated
 
 BULK_THRESHOLD = 1024
 BULK_PREFIX = '"BulkDataURI":"/'  # how a relative BulkDataURI starts in the stored JSON text
@@ -408,13 +411,22 @@ _READ_ERRORS = (InvalidDicomError, PixelDataError, EOFError, OSError, ValueError
                 TypeError, AttributeError, NotImplementedError)
 
 
-def prepare_file(path: Path, study: str | None = None) -> PreparedInstance:
+def prepare_file(path: Path, study: str | None = None, *,
+                 max_inflated: int = DEFAULT_MAX_INFLATED) -> PreparedInstance:
     """Parse the DICOM file ``path`` and compute every index value (no lock, no database).
 
     The header is read once (without its pixel data) and turned into DICOM JSON once; UIDs,
     pixel description and index values all come from that JSON, so pydicom never decodes an
     element twice. ``study``: the StudyInstanceUID the instance must belong to. Raises
-    :class:`StoreFailure` (272 unreadable, 43264 invalid or a DICOMDIR, 43265 of another study)."""
+    :class:`StoreFailure` (272 unreadable, 43264 invalid, a DICOMDIR or sizes that the pixel
+    data does not hold, 43265 of another study). A deflated file is first rewritten inflated
+    (:mod:`.inflate`; past ``max_inflated`` bytes it is refused as invalid)."""
+    try:
+        inflate_if_deflated(path, max_inflated)
+    except InflateError as exc:
+        raise StoreFailure(INVALID, str(exc)) from None
+    except OSError as exc:
+        raise _unreadable(exc) from exc
     try:
         with open(path, "rb") as fp:
             size = os.fstat(fp.fileno()).st_size
@@ -452,6 +464,9 @@ def prepare_file(path: Path, study: str | None = None) -> PreparedInstance:
                     layout = locate_pixel_data(fp, ds, size, obj)
             except _READ_ERRORS as exc:
                 raise _unreadable(exc, sop_class, sop) from exc
+            problem = declared_size_problem(layout, obj, size)
+            if problem is not None:
+                raise StoreFailure(INVALID, problem, sop_class, sop)
     except StoreFailure:
         raise
     except OSError as exc:
@@ -463,11 +478,12 @@ def prepare_file(path: Path, study: str | None = None) -> PreparedInstance:
                            sop_class, sop) from exc
 
 
-def prepare_outcome(path: Path, study: str | None = None) -> PreparedInstance | StoreFailure:
+def prepare_outcome(path: Path, study: str | None = None, *,
+                    max_inflated: int = DEFAULT_MAX_INFLATED) -> PreparedInstance | StoreFailure:
     """:func:`prepare_file`, with the failure as the outcome: a file that raises anything
     else (e.g. RecursionError) fails alone, as unreadable."""
     try:
-        return prepare_file(path, study)
+        return prepare_file(path, study, max_inflated=max_inflated)
     except StoreFailure as failure:
         return failure
     except Exception as exc:
@@ -475,8 +491,9 @@ def prepare_outcome(path: Path, study: str | None = None) -> PreparedInstance | 
                             f"{type(exc).__name__}: {exc}")
 
 
-def prepare_files(paths: Sequence[Path], study: str | None = None
+def prepare_files(paths: Sequence[Path], study: str | None = None, *,
+                  max_inflated: int = DEFAULT_MAX_INFLATED
                   ) -> list[PreparedInstance | StoreFailure]:
     """:func:`prepare_outcome` of each path, in order, in the calling thread
     (:class:`.parsers.ParserPool` spreads a batch over worker processes)."""
-    return [prepare_outcome(path, study) for path in paths]
+    return [prepare_outcome(path, study, max_inflated=max_inflated) for path in paths]

@@ -21,6 +21,7 @@ from typing import Any
 from ..standard.tags import UnknownAttribute, keyword_of, tag_hex, tag_of, vr_of
 from ..standard.temporal import normalize_date, normalize_time
 from ..standard.uids import validate_uid
+from .budget import MAX_QUERY_VALUES, MAX_SEQUENCE_DEPTH
 
 #: date keyword -> its time keyword (PS3.4 C.2.2.2.5 combined datetime matching)
 DATE_TIME_PAIRS = {"StudyDate": "StudyTime", "SeriesDate": "SeriesTime",
@@ -74,8 +75,12 @@ def combined_datetime(date_col: str, time_col: str, date_value: str, time_value:
 def sequence_path(key: str) -> list[int]:
     """The tags of a dotted matching key (``Sequence.Attribute``): each but the last must be a
     sequence (SQ), the last must not be (MatchError naming the step)."""
+    steps = key.split(".")
+    if len(steps) - 1 > MAX_SEQUENCE_DEPTH:
+        raise MatchError(f"{key[:80]}...: the key goes through {len(steps) - 1} sequences: at "
+                         f"most {MAX_SEQUENCE_DEPTH}")
     tags = []
-    for step in key.split("."):
+    for step in steps:
         try:
             tags.append(tag_of(step.strip()))
         except (UnknownAttribute, KeyError, ValueError):
@@ -115,6 +120,9 @@ def sequence_match(key: str, value: str, data_ids: str) -> tuple[str, list[Any]]
         if "*" in value or "?" in value:
             raise MatchError(f"{key}: wildcards are not allowed in UIDs (use a list a,b,c)")
         uids = [u for u in re.split(r"[,\\]", value) if u]
+        if not uids or len(uids) > MAX_QUERY_VALUES:
+            raise MatchError(f"{key}: give from 1 to {MAX_QUERY_VALUES} UIDs, not "
+                             f"{len(uids)}")
         for uid in uids:
             try:
                 validate_uid(uid, key)

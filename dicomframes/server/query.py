@@ -45,6 +45,7 @@ from ..standard.paths import ResourcePath
 from ..standard.tags import UnknownAttribute, keyword_of, tag_hex, tag_of
 from ..standard.temporal import normalize_date, normalize_time
 from ..standard.uids import validate_uid
+from .budget import MAX_QUERY_KEYS, MAX_QUERY_VALUES
 from .index import BULK_PREFIX, json_text
 from .matching import (
     DATE_TIME_PAIRS,
@@ -133,8 +134,17 @@ def _like(value: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _items(value: str) -> list[str]:
-    return [v for v in re.split(r"[,\\]", value) if v != ""]
+def _items(value: str, name: str) -> list[str]:
+    """The values of a list (``a,b`` or ``a\\b``): 400 when there is none (the value is only
+    separators) or more than ``MAX_QUERY_VALUES``."""
+    items = [v for v in re.split(r"[,\\]", value) if v != ""]
+    if not items:
+        raise QueryError(f"{name}={value!r} holds only separators (',' or '\\'): give at "
+                         "least one value, or an empty value to match any")
+    if len(items) > MAX_QUERY_VALUES:
+        raise QueryError(f"{name} lists {len(items)} values: at most {MAX_QUERY_VALUES} in "
+                         "one query (split the query)")
+    return items
 
 
 def _date(value: str, name: str) -> str:
@@ -179,7 +189,7 @@ def _match(attr: Attribute, value: str, fuzzy: bool) -> tuple[str, list[Any]]:
     if attr.kind == "uid":
         if _has_wildcard(value):
             raise QueryError(f"{name}: wildcards are not allowed in UIDs (use a list a,b,c)")
-        uids = _items(value)
+        uids = _items(value, name)
         for uid in uids:
             try:
                 validate_uid(uid, name)
@@ -204,32 +214,30 @@ def _match(attr: Attribute, value: str, fuzzy: bool) -> tuple[str, list[Any]]:
             words = [w for w in re.split(r"[\s^,]+", folded) if w]
             if not words:
                 return "1", []
+            if len(words) > MAX_QUERY_VALUES:
+                raise QueryError(f"{name} has {len(words)} words for fuzzy matching: at most "
+                                 f"{MAX_QUERY_VALUES}")
             return " AND ".join(f"{col}_words LIKE ? ESCAPE '\\'" for _ in words), \
                 [f"% {_like(w)}%" for w in words]
         return f"{col}_fold = ?", [folded]
-    values = _items(value) if attr.kind == "cs" else [value]
-    clauses, args = [], []
-    for item in values:
-        if _has_wildcard(item):
-            clauses.append(f"{col} GLOB ?")
-            args.append(_glob(item))
-        else:
-            clauses.append(f"{col} = ?")
-            args.append(item)
+    values = _items(value, name) if attr.kind == "cs" else [value]
+    return _any_of(col, values)
+
+
+def _any_of(col: str, values: list[str]) -> tuple[str, list[Any]]:
+    """SQL matching ``col`` against any of ``values`` (wildcards as GLOB): the plain values in
+    one IN, so that a long list stays one flat expression."""
+    plain = [v for v in values if not _has_wildcard(v)]
+    clauses = [f"{col} IN ({', '.join('?' * len(plain))})"] if plain else []
+    clauses += [f"{col} GLOB ?" for v in values if _has_wildcard(v)]
+    args = [*plain, *(_glob(v) for v in values if _has_wildcard(v))]
     return ("(" + " OR ".join(clauses) + ")" if len(clauses) > 1 else clauses[0]), args
 
 
 def _modalities_match(value: str) -> tuple[str, list[Any]]:
-    clauses, args = [], []
-    for item in _items(value):
-        if _has_wildcard(item):
-            clauses.append("m.Modality GLOB ?")
-            args.append(_glob(item))
-        else:
-            clauses.append("m.Modality = ?")
-            args.append(item)
+    clause, args = _any_of("m.Modality", _items(value, "ModalitiesInStudy"))
     return ("EXISTS (SELECT 1 FROM series m WHERE m.StudyInstanceUID = st.StudyInstanceUID "
-            f"AND ({' OR '.join(clauses)}))"), args
+            f"AND {clause})"), args
 
 
 MAX_INT64 = 2**63 - 1  # SQLite's largest integer
@@ -365,6 +373,9 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], study: str | None
     if series is not None:
         query.where.append("i.SeriesInstanceUID = ?")
         query.args.append(series)
+    if len(query.where) > MAX_QUERY_KEYS:
+        raise QueryError(f"the query has {len(query.where)} matching keys: at most "
+                         f"{MAX_QUERY_KEYS}")
     return query
 
 

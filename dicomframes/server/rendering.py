@@ -24,10 +24,12 @@ from starlette.responses import Response
 
 from ..standard.mediatypes import new_boundary, parse_accept, related_content_type
 from ..standard.pixellayout import PixelDataError
+from .budget import MemoryBudget
+from .costs import pixel_problem, render_cost
 from .negotiation import rendered_type
 from .pixeldata import render_frame
 from .storage import Archive, InstanceRecord
-from .wado import check_file, frame_numbers, render_options
+from .wado import check_file, middle_frame, render_options
 from .web import HTTPProblem, multipart_response, not_found_message, request_path
 
 THUMBNAIL_SIZE = 128  # pixels a side, unless viewport asks for another size
@@ -52,8 +54,10 @@ def rendered_parts_type(request: Request) -> str:
 
 
 def _with_pixels(records: list[InstanceRecord]) -> list[InstanceRecord]:
-    """The records that have pixel data and whose files are whole."""
-    return [r for r in records if r.pixels.kind != "none" and check_file(r) is None]
+    """The records that have pixel data, whose files are whole and whose declared sizes the
+    pixel data holds."""
+    return [r for r in records if r.pixels.kind != "none" and check_file(r) is None
+            and pixel_problem(r) is None]
 
 
 def _middle_first(items: list[Any]) -> list[Any]:
@@ -66,8 +70,9 @@ def _middle_first(items: list[Any]) -> list[Any]:
 class RenderRoutes:
     """The handlers of rendered studies and series and of thumbnails, bound to one archive."""
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, budget: MemoryBudget) -> None:
         self.archive = archive
+        self.budget = budget
 
     async def _records(self, request: Request) -> list[InstanceRecord]:
         """The whole instances with pixel data of the study, series or instance requested
@@ -79,7 +84,7 @@ class RenderRoutes:
                                              path.instance)
             if record is None:
                 raise HTTPProblem(404, not_found_message(path))
-            problem = await run_in_threadpool(check_file, record)
+            problem = await run_in_threadpool(check_file, record) or pixel_problem(record)
             if problem is not None:
                 raise problem
             records = [record]
@@ -112,7 +117,13 @@ class RenderRoutes:
                 parts.append(({"Content-Type": media_type}, data))
             return parts
 
-        parts = await run_in_threadpool(render_all)
+        # one instance is rendered at a time; the images made are small
+        reservation = await self.budget.reserve(max(render_cost(r) for r in records),
+                                                "rendering the instances")
+        try:
+            parts = await run_in_threadpool(render_all)
+        finally:
+            reservation.release()
         boundary = new_boundary()
         return await multipart_response(lambda: parts, boundary,
                                         related_content_type(boundary, media_type),
@@ -126,13 +137,12 @@ class RenderRoutes:
         frames = request.path_params.get("frames")
         size = viewport or (THUMBNAIL_SIZE, THUMBNAIL_SIZE)
 
+        candidates = _middle_first(records)[:5]
+
         def make() -> bytes:
             why = ""
-            for record in _middle_first(records)[:5]:
-                count = record.pixels.frames
-                numbers = frame_numbers(frames, count) if frames else \
-                    list(range(1, count + 1))
-                number = numbers[(len(numbers) - 1) // 2]
+            for record in candidates:
+                number = middle_frame(frames, record.pixels.frames)
                 try:
                     return render_frame(record.path, number - 1, media_type, window=window,
                                         quality=quality, viewport=size)
@@ -140,4 +150,9 @@ class RenderRoutes:
                     why = f"instance {record.sop_instance} cannot be rendered: {exc}"
             raise HTTPProblem(406, f"no thumbnail can be made ({why})")
 
-        return Response(await run_in_threadpool(make), media_type=media_type)
+        reservation = await self.budget.reserve(max(render_cost(r) for r in candidates),
+                                                "making a thumbnail")
+        try:
+            return Response(await run_in_threadpool(make), media_type=media_type)
+        finally:
+            reservation.release()

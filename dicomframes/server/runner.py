@@ -1,5 +1,6 @@
 """Run the DICOMweb app under uvicorn in a background thread, with limits on connections,
-header sizes and slow clients, and optional bearer-token authentication."""
+header sizes and slow clients (:mod:`.connections`, :mod:`.budget`), and optional
+bearer-token authentication."""
 
 from __future__ import annotations
 
@@ -14,109 +15,24 @@ import sqlite3
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import ArchiveNotWritable, InsecureServer, PortInUse
 from .app import create_app, storage_problem
 from .azure_profile import PROFILES, AzureStrict
+from .budget import DEFAULT_MAX_INFLATED, Limits
+from .connections import ConnectionBoard, protocol_for
 from .cors import normalise_origin
 from .parsers import default_workers
 from .storage import Archive
-
-try:
-    import resource
-except ImportError:  # pragma: no cover - Windows
-    resource = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 2 << 30  # 2 GiB
 TOKEN_ENV = "DICOMFRAMES_SERVER_TOKEN"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one client may hold of the server.
-
-    ``max_connections``: open connections served at once (a request on one more is answered
-    503 and the connection closed; None: 128, or a quarter of the open-file limit if lower).
-    ``header_bytes``: size of a request line and headers (larger: 400 and closed).
-    ``header_timeout``: seconds for a request's head to arrive once the connection is ready
-    for it (else 408 and closed; a connection that sent nothing is just closed).
-    ``body_timeout``: seconds a request body may pause (else 408 and closed), e.g. a body
-    shorter than its Content-Length. ``keep_alive``: seconds an idle connection is kept after
-    an answer.
-    """
-
-    max_connections: int | None = None
-    header_bytes: int = 64 << 10
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    keep_alive: float = 15.0
-
-    def connections(self) -> int:
-        """The connection cap in effect."""
-        if self.max_connections is not None:
-            return max(1, int(self.max_connections))
-        if resource is not None:
-            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            if soft != resource.RLIM_INFINITY:
-                return max(8, min(128, soft // 4))
-        return 128
-
-
-class LimitedH11(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline for each request's head (uvicorn has
-    none: a client sending half a request line held a connection forever)."""
-
-    header_timeout = 10.0
-    _head_timer: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        """A new connection: its first request's head must arrive in time."""
-        super().connection_made(transport)
-        self._arm()
-
-    def on_response_complete(self) -> None:
-        """An answer was sent: the next request's head must arrive in time."""
-        super().on_response_complete()
-        self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """The connection is gone: no deadline to watch."""
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _disarm(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _arm(self) -> None:
-        self._disarm()
-        if not self.transport.is_closing():
-            self._head_timer = self.loop.call_later(self.header_timeout, self._head_late,
-                                                    self.cycle)
-
-    def _head_late(self, cycle: Any) -> None:
-        """No request head arrived in time since ``cycle``: close (408 if one was begun)."""
-        self._head_timer = None
-        if self.transport.is_closing() or self.cycle is not cycle or \
-                self.conn.their_state is not h11.IDLE:
-            return  # a request arrived (a new cycle), or one is being answered
-        if self.conn.trailing_data[0]:
-            message = b"the request line and headers did not arrive in time\n"
-            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; "
-                                 b"charset=utf-8\r\nconnection: close\r\ncontent-length: "
-                                 + str(len(message)).encode() + b"\r\n\r\n" + message)
-        self.transport.close()
 
 
 def _addresses(host: str) -> list[str]:
@@ -148,11 +64,13 @@ def check_exposure(host: str, token: str | None, insecure: bool) -> None:
                 "it can read, store and delete", host)
 
 
-def _open_archive(folder: Path, durable: bool, parse_workers: int = 0) -> Archive:
+def _open_archive(folder: Path, durable: bool, parse_workers: int = 0,
+                  max_inflated: int = DEFAULT_MAX_INFLATED) -> Archive:
     """The archive in ``folder``; :class:`~dicomframes.errors.ArchiveNotWritable` when the
     folder cannot be written (checked by writing a file in its tmp/)."""
     try:
-        archive = Archive(folder, durable=durable, parse_workers=parse_workers)
+        archive = Archive(folder, durable=durable, parse_workers=parse_workers,
+                          max_inflated=max_inflated)
     except (OSError, sqlite3.Error) as exc:
         if storage_problem(exc) is None:
             raise
@@ -208,7 +126,8 @@ class Server:
         try:
             folder = Path(tempfile.mkdtemp(prefix="dicomframes-")) if path is None else Path(path)
             self.archive = _open_archive(
-                folder, durable, default_workers() if parse_workers is None else parse_workers)
+                folder, durable, default_workers() if parse_workers is None else parse_workers,
+                self.limits.max_inflated)
             if parse_workers and self.archive.parsers is not None:
                 self.archive.parsers.start()  # asked for: ready before the first upload
         except BaseException:
@@ -217,16 +136,17 @@ class Server:
         self.path: Path = self.archive.root
         self.max_request_bytes = int(max_request_bytes)
         self.requires_token = bool(token)
+        self.connections = ConnectionBoard(self.limits)
         self.app = create_app(self.archive, max_request_bytes=self.max_request_bytes,
                               token=token or None, body_timeout=self.limits.body_timeout,
                               host_names=(f"[{host}]" if ":" in host else host,),
-                              cors_origins=cors)
+                              cors_origins=cors, limits=self.limits, board=self.connections)
         self.profile = profile
         if profile == "azure":
             self.app = AzureStrict(self.app)
         self.cors_origins: tuple[str, ...] = tuple(cors or ())
-        protocol = type("LimitedH11", (LimitedH11,),
-                        {"header_timeout": self.limits.header_timeout})
+        # uvicorn's documented ``http`` setting: a protocol class; ours wraps uvicorn's own
+        protocol = protocol_for(self.connections)
         config = uvicorn.Config(self.app, log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=5,
                                 timeout_keep_alive=self.limits.keep_alive,  # type: ignore[arg-type]

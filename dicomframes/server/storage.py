@@ -9,9 +9,10 @@ Layout of an archive folder::
 
 Every UID is checked with :func:`dicomframes.standard.uids.validate_uid` before it becomes part of a
 path. A stored file is written to ``tmp/``, flushed to disk, then renamed into place inside the
-index transaction that adds its row; a crash leaves either a temporary file (removed at start)
-or a complete file (whose row is restored at start). What the index holds is laid out by
-:mod:`.index`.
+index transaction that adds its row. The files about to be renamed are listed first in the
+journal of intents (:mod:`.journal`): a crash leaves either a temporary file (removed at start)
+or a complete file named by an open intent (whose row is restored at start), so start-up never
+walks the archive. What the index holds is laid out by :mod:`.index`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import threading
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from ..standard.pixellayout import (
 )
 from ..standard.stow import ALREADY_EXISTS, INVALID
 from ..standard.uids import validate_uid
+from .budget import DEFAULT_MAX_INFLATED
 from .index import (
     DROP_TABLES,
     SCHEMA_VERSION,
@@ -49,8 +51,19 @@ from .index import (
     recount_study,
     schema,
 )
+from .journal import (
+    COMPARE_ALL,
+    Recovery,
+    close_intent,
+    empty_tmp,
+    open_intent,
+    open_intents,
+    predates_journal,
+    replay,
+)
+from .journal import create as create_journal
 from .parsers import CHUNK, IMPORT_CHUNK, Batch, Job, ParserPool
-from .repair import reconcile_archive
+from .repair import Difference, reconcile_archive, reject
 
 try:  # advisory lock so that only the first server on a folder cleans its tmp/
     import fcntl
@@ -58,10 +71,6 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
-
-#: The journal of committed deletions whose files may still exist (see :meth:`Archive.delete`);
-#: kept apart from the index tables, so that rebuilding the index never forgets it.
-PENDING_DELETIONS = "CREATE TABLE IF NOT EXISTS pending_deletions (path TEXT PRIMARY KEY)"
 
 
 @dataclass(frozen=True)
@@ -135,10 +144,12 @@ class Archive:
     """Files and index of one archive folder; safe to use from many threads and processes."""
 
     def __init__(self, root: str | os.PathLike[str], *, durable: bool = True,
-                 parse_workers: int = 0) -> None:
+                 parse_workers: int = 0, max_inflated: int = DEFAULT_MAX_INFLATED) -> None:
         """``parse_workers``: processes that parse the files of a large batch (0: parse in
         the storing thread); they start on the first large batch and stop with
-        :meth:`close`."""
+        :meth:`close`. ``max_inflated``: bytes a deflated file may inflate to (it is stored
+        inflated; larger is refused)."""
+        self.max_inflated = int(max_inflated)
         self.root = Path(root).expanduser().resolve()
         self.parsers = ParserPool(parse_workers) if parse_workers > 0 else None
         self.files = self.root / "files"
@@ -155,7 +166,8 @@ class Archive:
         exclusive = self._take_lock()
         conn = self._conn()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        rebuilt = version not in (0, SCHEMA_VERSION)
+        if rebuilt:
             if not exclusive:
                 raise RuntimeError(f"the index of {self.root} has an older layout and another "
                                    "server uses it; stop that server first")
@@ -163,13 +175,19 @@ class Archive:
             log.warning("rebuilding the index of %s (layout %d -> %d)", self.root, version,
                         SCHEMA_VERSION)
             conn.executescript(DROP_TABLES)
+        unjournaled = predates_journal(conn)
         conn.executescript(schema())
-        conn.execute(PENDING_DELETIONS)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        create_journal(conn)
+        if version != SCHEMA_VERSION:  # a start-up with nothing to do writes nothing (full disk)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         for lane in range(TEMP_LANES):
             (self.tmp / str(lane)).mkdir(exist_ok=True)
+        #: what start-up did (None: another server had the folder, it did nothing)
+        self.recovery: Recovery | None = None
         if exclusive:
-            self.reconcile()
+            if rebuilt or unjournaled:  # no journal to trust: compare every file, once
+                open_intent(conn, COMPARE_ALL, [], durable)
+            self.recovery = self.recover()
         if fcntl is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_SH)
 
@@ -304,10 +322,10 @@ class Archive:
         """:func:`.index.prepare_file` of each path (by the parser processes for a large
         batch), the failure in place of a file that fails."""
         if self.parsers is None:
-            return prepare_files(paths, study)
+            return prepare_files(paths, study, max_inflated=self.max_inflated)
         batch = self.batch(study, bounded=False, chunk=IMPORT_CHUNK)
         for path in paths:
-            batch.add(Job(path))
+            batch.add(Job(path, max_inflated=self.max_inflated))
         return batch.outcomes()
 
     def fsync_files(self, paths: list[Path]) -> None:
@@ -334,6 +352,10 @@ class Archive:
         outcomes: list[Stored | StoreFailure] = []
         moved: list[tuple[Path, Path]] = []
         folders: set[Path] = set()
+        # write-ahead: which files may be renamed into files/ before the rows commit
+        finals = [self.path_of(p.study, p.series, p.sop).relative_to(self.root).as_posix()
+                  for p in prepared if not isinstance(p, StoreFailure)]
+        intent = open_intent(self.db, "store", finals, self.durable) if finals else None
         try:
             with self.transaction() as db:
                 ready = [p for p in prepared if not isinstance(p, StoreFailure)]
@@ -374,10 +396,15 @@ class Archive:
                                     Counter(o.study for o in stored))
                 for folder in folders:
                     self._fsync_dir(folder)
+                if intent is not None:  # done with the rows, atomically
+                    close_intent(db, intent)
         except BaseException:
             for final, temp in moved:  # nothing was committed: put the files back
                 with contextlib.suppress(OSError):
                     os.replace(final, temp)
+            if intent is not None:  # the next start-up would find nothing left to do
+                with contextlib.suppress(sqlite3.Error):
+                    close_intent(self.db, intent)
             raise
         return outcomes
 
@@ -438,7 +465,7 @@ class Archive:
         All or nothing across a crash: the rows go, and the files are listed in the
         ``pending_deletions`` journal, in one transaction; only after it commits are the files
         unlinked (and the journal emptied). A crash before the commit leaves everything; a crash
-        after it leaves files that the next start-up (:meth:`reconcile`) removes.
+        after it leaves files that the next start-up (:meth:`recover`) removes.
         """
         where = "StudyInstanceUID = ?"
         args: list[str] = [study]
@@ -519,17 +546,44 @@ class Archive:
 
     # -- start-up consistency ---------------------------------------------------------------
 
-    def reconcile(self) -> dict[str, int]:
-        """Make index and files agree after a crash or after files were changed behind the
-        server's back (see :func:`.repair.reconcile_archive`). Returns what was done."""
-        return reconcile_archive(self, self._restore)
+    def recover(self) -> Recovery:
+        """Start-up work, proportional to what was in flight when the archive was last used,
+        not to its size (see :mod:`.journal`): empty tmp/, finish committed deletions, and
+        finish the open intents of interrupted group commits. Run with the folder to itself.
+        Returns what was done, and which files of files/ were looked at."""
+        recovery = Recovery()
+        recovery.counts["temporary"] = empty_tmp(self.tmp)
+        # before the intents: files of committed deletions must not be restored
+        recovery.counts["deleted"] = self.finish_deletions()
+        replay(self.db, self.root, self._restore,
+               lambda path, why: reject(self, path, why), recovery)
+        for intent, kind, _paths in open_intents(self.db):
+            if kind == COMPARE_ALL:  # an index rebuilt or made before the journal
+                log.warning("comparing every file of %s with its index (once)", self.root)
+                self.reconcile()
+                close_intent(self.db, intent)
+        done = {k: v for k, v in recovery.counts.items() if v}
+        if done:
+            log.warning("start-up of %s finished interrupted work: %s", self.root, done)
+        return recovery
+
+    def reconcile(self, progress: Callable[[int, int], None] | None = None,
+                  on_difference: Callable[[Difference], None] | None = None
+                  ) -> dict[str, int]:
+        """Compare every file with the index and make them agree (files changed behind the
+        server's back; see :func:`.repair.reconcile_archive`): ``dicomframes check --repair``.
+        ``progress(studies done, studies)``; ``on_difference`` sees each difference found.
+        Returns what was done."""
+        return reconcile_archive(self, self._restore, progress, on_difference)
 
     def _restore(self, source: Path) -> str | None:
         """Index a file of files/ that has no row (a crash between rename and commit); None,
         or why it cannot be stored."""
         temp = self.temp_path(".restore")
         try:
-            os.link(source, temp)  # a second name in tmp/: store_file moves it into place
+            # a second name in tmp/ (of the link itself for an in-place import): store_file
+            # moves it into place
+            os.link(source, temp, follow_symlinks=False)
             stored = self.store_file(temp)
             if self.path_of(stored.study, stored.series, stored.sop_instance) != source:
                 source.unlink()  # it was in the wrong place

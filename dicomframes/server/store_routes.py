@@ -111,9 +111,10 @@ class StowRoutes:
                         if len(part.content) > IN_THREAD_BYTES:  # not worth a copy to a worker
                             with open(temp, "wb") as out:
                                 out.write(part.content)
-                            batch.add(Job(temp))
+                            batch.add(Job(temp, max_inflated=self.archive.max_inflated))
                         else:
-                            batch.add(Job(temp, content=bytes(part.content)))
+                            batch.add(Job(temp, content=bytes(part.content),
+                                          max_inflated=self.archive.max_inflated))
                 except MultipartError as exc:
                     if not temps:
                         raise HTTPProblem(400, str(exc)) from None

@@ -29,6 +29,8 @@ from ..standard.paths import parse_frame_list
 from ..standard.pixellayout import PixelDataError, PixelLayout
 from ..standard.transfer_syntax import EXPLICIT_VR_LITTLE_ENDIAN as EXPLICIT_LE
 from ..standard.transfer_syntax import media_type_of
+from .budget import FRAME_LIST_REPEATS, MAX_FRAME_LIST, MemoryBudget
+from .costs import decode_cost, pixel_problem, render_cost, transcode_cost
 from .negotiation import dicom_plan, frame_plan, rendered_type, require_json
 from .pixeldata import (
     bulk_value,
@@ -54,7 +56,12 @@ from .web import (
 
 
 def frame_numbers(text: str, count: int) -> list[int]:
-    """The frame numbers of a frames path segment: 400 when malformed, 404 past the last."""
+    """The frame numbers of a frames path segment: 400 when malformed or longer than the
+    instance has frames (repeats count; a few repeats are always allowed, at most
+    ``FRAME_LIST_REPEATS``; never more than ``MAX_FRAME_LIST``), 404 past the last."""
+    if text.count(",") >= MAX_FRAME_LIST:
+        raise HTTPProblem(400, f"the frame list holds {text.count(',') + 1} numbers: at most "
+                          f"{MAX_FRAME_LIST} per request")
     try:
         numbers = parse_frame_list(text)
     except ValueError as exc:
@@ -63,7 +70,20 @@ def frame_numbers(text: str, count: int) -> list[int]:
     if past:
         raise HTTPProblem(404, f"frame {past[0]} does not exist: the instance has {count} "
                           f"frame(s)")
+    allowed = max(count, FRAME_LIST_REPEATS)
+    if len(numbers) > allowed:
+        raise HTTPProblem(400, f"the frame list holds {len(numbers)} numbers (repeats "
+                          f"included): at most {allowed} for an instance of {count} frame(s)")
     return numbers
+
+
+def middle_frame(text: str | None, count: int) -> int:
+    """The frame a thumbnail shows: the middle of the frames listed in ``text`` (checked as
+    :func:`frame_numbers` does), else of all ``count`` frames (no list is made of them)."""
+    if text:
+        numbers = frame_numbers(text, count)
+        return numbers[(len(numbers) - 1) // 2]
+    return (count - 1) // 2 + 1
 
 
 MAX_VIEWPORT = 16384
@@ -171,10 +191,12 @@ def _frames_size(layout: PixelLayout, numbers: list[int]) -> int | None:
 
 
 class WadoRoutes:
-    """The WADO-RS handlers bound to one archive."""
+    """The WADO-RS handlers bound to one archive; what they decode, render or transcode is
+    reserved from ``budget`` first."""
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, budget: MemoryBudget) -> None:
         self.archive = archive
+        self.budget = budget
 
     async def retrieve(self, request: Request) -> Response:
         """GET a study, series or instance as DICOM (multipart, or one part for an instance)."""
@@ -193,6 +215,9 @@ class WadoRoutes:
             raise problems[0]
         status, warning = (206, _partial_warning(problems)) if problems else (200, {})
         ranges = parse_accept(request.headers.get("accept"))
+        # what a transcoding may hold: the costliest instance, one at a time
+        reservation = await self.budget.reserve(
+            max(transcode_cost(r) for r in records), "transcoding the instances")
         spool = Spool()
         try:
             multipart, syntaxes, made = await run_in_threadpool(
@@ -200,6 +225,8 @@ class WadoRoutes:
         except BaseException:
             spool.close()
             raise
+        finally:
+            reservation.release()
         base = service_base(request)
         if not multipart:
             record, syntax = records[0], syntaxes[0]
@@ -281,7 +308,7 @@ class WadoRoutes:
                                          path.instance)
         if record is None:
             raise HTTPProblem(404, not_found_message(path))
-        problem = await run_in_threadpool(check_file, record)
+        problem = await run_in_threadpool(check_file, record) or pixel_problem(record)
         if problem is not None:
             raise problem
         return record
@@ -299,16 +326,21 @@ class WadoRoutes:
                            record.transfer_syntax, len(numbers) == 1)
         part_type = f"{plan.media_type}; transfer-syntax={plan.syntax}"
         read = native_frame if plan.decode or layout.is_native else stored_frame
+        plain = layout.kind == "native" or (layout.kind == "encapsulated" and
+                                            read is stored_frame)
         if not plan.multipart:
-            data = await run_in_threadpool(self._frame, read, record, numbers[0] - 1)
+            reservation = await self.budget.reserve(
+                0 if plain else decode_cost(record), f"decoding frame {numbers[0]}")
+            try:
+                data = await run_in_threadpool(self._frame, read, record, numbers[0] - 1)
+            finally:
+                reservation.release()
             return Response(data, media_type=part_type)
         base = record.resource.url(service_base(request))
 
         boundary = new_boundary()
         content_type = related_content_type(boundary, plan.media_type,
                                             transfer_syntax=plan.syntax)
-        plain = layout.kind == "native" or (layout.kind == "encapsulated" and
-                                            read is stored_frame)
         if not plain:
             # decoded (or found by parsing): every frame is made before answering, so that a
             # frame that cannot be decoded is a 406, never a cut-short 200
@@ -330,8 +362,12 @@ class WadoRoutes:
                               record: InstanceRecord, numbers: list[int], part_type: str,
                               base: str | None, boundary: str,
                               content_type: str) -> tuple[Response, Spool]:
-        """A multipart answer of frames all read (decoded) before it starts."""
+        """A multipart answer of frames all read (decoded) before it starts; their memory
+        is held from the budget until the answer is sent."""
+        reservation = await self.budget.reserve(decode_cost(record, len(numbers)),
+                                                f"decoding {len(numbers)} frame(s)")
         spool = Spool()
+        spool.on_close = reservation.release
 
         def make() -> list[tuple[dict[str, str], Any]]:
             made = []
@@ -371,11 +407,15 @@ class WadoRoutes:
             raise HTTPProblem(400, "rendered frames are returned one at a time: ask for one "
                               "frame number")
         window, quality, viewport = render_options(request)
+        reservation = await self.budget.reserve(render_cost(record),
+                                                f"rendering frame {numbers[0]}")
         try:
             data = await run_in_threadpool(render_frame, record.path, numbers[0] - 1, media_type,
                                            window=window, quality=quality, viewport=viewport)
         except PixelDataError as exc:
             raise HTTPProblem(406, str(exc)) from None
+        finally:
+            reservation.release()
         return Response(data, media_type=media_type)
 
     async def bulkdata(self, request: Request) -> Response:
@@ -398,9 +438,22 @@ class WadoRoutes:
             raise HTTPProblem(400, "a bulk data path ends with a tag")
         layout = record.pixels
         ranges = parse_accept(request.headers.get("accept"))
+        whole_pixels = len(tag_path) == 1 and tag_path[0] == layout.tag and \
+            layout.kind != "none"
+        if whole_pixels and ((not layout.is_native and layout.frames > 1) or
+                             layout.kind == "opaque"):
+            return await self._bulk_frames(request, record, ranges)
+        # the value is read into memory (at most the file), twice while the answer is made
+        reservation = await self.budget.reserve(2 * record.size, "reading the bulk data")
+        try:
+            return await self._bulk_value(request, record, tag_path, ranges)
+        finally:
+            reservation.release()
+
+    async def _bulk_value(self, request: Request, record: InstanceRecord,
+                          tag_path: list[int | str], ranges: list[MediaRange]) -> Response:
+        layout = record.pixels
         if len(tag_path) == 1 and tag_path[0] == layout.tag and layout.kind != "none":
-            if (not layout.is_native and layout.frames > 1) or layout.kind == "opaque":
-                return await self._bulk_frames(request, record, ranges)
             if layout.kind == "native":
                 data = await run_in_threadpool(read_range, record.path,
                                                [(layout.offset, layout.length)])
@@ -421,6 +474,10 @@ class WadoRoutes:
     async def _bulk_frames(self, request: Request, record: InstanceRecord,
                            ranges: list[MediaRange]) -> Response:
         layout = record.pixels
+        if layout.frames > MAX_FRAME_LIST:
+            raise HTTPProblem(413, f"the Pixel Data holds {layout.frames} frames: at most "
+                              f"{MAX_FRAME_LIST} are sent in one answer; ask for them by "
+                              ".../frames/{list}")
         plan = frame_plan(ranges, layout, record.transfer_syntax, layout.frames == 1)
         read = native_frame if plan.decode or layout.is_native else stored_frame
         part_type = f"{plan.media_type}; transfer-syntax={plan.syntax}"

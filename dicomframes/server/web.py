@@ -25,13 +25,16 @@ SPOOL_MEMORY = 64 << 20  # contents made before answering stay in memory up to t
 class HTTPProblem(Exception):
     """An error answer: status and a message for the client (text/plain). ``close``: the
     answer says ``Connection: close`` and the connection is closed after it (e.g. when the
-    request body was not read to its end)."""
+    request body was not read to its end). ``headers``: more headers of the answer (e.g.
+    Retry-After)."""
 
-    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
+    def __init__(self, status: int, message: str, *, close: bool = False,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.close = close
+        self.headers = dict(headers or {})
 
 
 def encode_parts(parts: Any, boundary: str) -> Iterator[bytes]:
@@ -129,26 +132,72 @@ async def multipart_response(parts: Callable[[], Any], boundary: str, content_ty
 class Spool:
     """Contents made before an answer starts (transcoded instances, decoded frames), so that
     nothing can fail once the status line is out: kept in memory up to ``SPOOL_MEMORY`` bytes
-    in all, then written to unnamed temporary files. :meth:`close` releases the files."""
+    in all, then appended to ONE unnamed temporary file (a part past the memory is a
+    :class:`SpooledPart` of it: however many parts, one file descriptor). :meth:`close`
+    releases the file."""
 
     def __init__(self, memory: int = SPOOL_MEMORY) -> None:
         self.memory = memory
         self.used = 0
-        self.files: list[IO[bytes]] = []
+        self.file: IO[bytes] | None = None
+        self.on_close: Callable[[], None] | None = None  # e.g. give memory back to a budget
 
-    def add(self, data: bytes) -> bytes | IO[bytes]:
-        """``data`` as a part content: the bytes, or a temporary file positioned at 0."""
+    def add(self, data: bytes) -> bytes | SpooledPart:
+        """``data`` as a part content: the bytes, or a window of the temporary file."""
         if self.used + len(data) <= self.memory:
             self.used += len(data)
             return data
-        fp = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        self.files.append(fp)
-        fp.write(data)
-        fp.seek(0)
-        return fp
+        if self.file is None:
+            self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self.file.seek(0, os.SEEK_END)
+        offset = self.file.tell()
+        self.file.write(data)
+        return SpooledPart(self.file, offset, len(data))
 
     def close(self) -> None:
-        """Close (and so delete) the temporary files."""
-        for fp in self.files:
-            fp.close()
-        self.files.clear()
+        """Close (and so delete) the temporary file; call ``on_close`` once."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.on_close is not None:
+            callback, self.on_close = self.on_close, None
+            callback()
+
+    def __del__(self) -> None:  # an answer cut short may never run its background task
+        self.close()
+
+
+class SpooledPart:
+    """``length`` bytes at ``offset`` of a spool's file, read as a file object: each
+    :meth:`read` seeks first, so the parts of one file are read one after the other."""
+
+    def __init__(self, fp: IO[bytes], offset: int, length: int) -> None:
+        self.fp = fp
+        self.offset = offset
+        self.length = length
+        self.position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all that are left when negative)."""
+        left = self.length - self.position
+        size = left if size is None or size < 0 else min(size, left)
+        if size <= 0:
+            return b""
+        self.fp.seek(self.offset + self.position)
+        data = self.fp.read(size)
+        self.position += len(data)
+        return data
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        """Move within the part (as a file)."""
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.position, os.SEEK_END: self.length}[whence]
+        self.position = max(0, base + position)
+        return self.position
+
+    def tell(self) -> int:
+        """The position within the part."""
+        return self.position
+
+    def seekable(self) -> bool:
+        """True: its size is known (multipart encoders ask)."""
+        return True

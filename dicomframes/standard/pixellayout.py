@@ -30,6 +30,7 @@ __all__ = [
     "PixelDataError",
     "PixelDataHeader",
     "PixelLayout",
+    "declared_size_problem",
     "frames_in_json",
     "locate_pixel_data",
     "number_of_frames",
@@ -286,3 +287,54 @@ def _frames_of(fragments: list[tuple[int, int]], bot: list[int], frames: int,
         else:
             grouped[-1].append(frag)
     return grouped if len(grouped) == frames else None
+
+
+_ITEM_HEADER = 8  # an encapsulated frame holds at least one item: its tag and length
+
+
+def declared_size_problem(layout: PixelLayout, metadata: Mapping[str, Any],
+                          file_size: int) -> str | None:
+    """Why the sizes an instance declares (NumberOfFrames, Rows, Columns, SamplesPerPixel,
+    BitsAllocated in ``metadata``, its DICOM JSON) do not fit the pixel data it holds, or None
+    when they do. Only arithmetic on the declared numbers: nothing is allocated from them, so
+    a file declaring two billion frames costs no more than one declaring one.
+
+    Native data must hold every declared frame; encapsulated data has at least one fragment
+    per frame; data read through a parser (big endian, bit-packed, unsplit fragments) cannot
+    hold more frames than the file has bytes for."""
+    if layout.kind == "none":
+        return None
+    frames = layout.frames
+    if frames < 1:
+        return f"NumberOfFrames is {frames}: an image has at least one frame"
+    try:
+        desc = PixelDescription.from_json(metadata)
+    except ValueError as exc:
+        return f"the pixel description is unusable: {exc}"
+    if layout.tag != 0x7FE00010:
+        desc = desc.with_changes(float_pixels=True,
+                                 bits_allocated=32 if layout.tag == 0x7FE00008 else 64)
+    held = f"the file holds {file_size} bytes"
+    if layout.kind == "native":
+        if layout.frame_nbytes <= 0 or frames * layout.frame_nbytes > layout.length:
+            return (f"NumberOfFrames {frames} of {desc.rows}x{desc.columns}x"
+                    f"{desc.samples_per_pixel} at {desc.bits_allocated} bits need "
+                    f"{frames * desc.frame_nbytes} bytes; Pixel Data holds {layout.length}")
+        return None
+    if layout.kind == "encapsulated":
+        if len(layout.fragments) != frames:
+            return (f"NumberOfFrames is {frames} but the encapsulated Pixel Data holds "
+                    f"{len(layout.fragments)} frame(s)")
+        return None
+    if UID(layout.transfer_syntax).is_compressed:
+        if frames * _ITEM_HEADER > file_size:
+            return (f"NumberOfFrames is {frames}: encapsulated frames need at least "
+                    f"{frames * _ITEM_HEADER} bytes and {held}")
+        return None
+    need = (frames * desc.frame_pixels * desc.bits_allocated + 7) // 8
+    available = layout.length or file_size  # the value's length when it was read
+    if need > available:
+        return (f"NumberOfFrames {frames} of {desc.rows}x{desc.columns}x"
+                f"{desc.samples_per_pixel} at {desc.bits_allocated} bits need {need} bytes; "
+                f"{'Pixel Data holds ' + str(available) if layout.length else held}")
+    return None

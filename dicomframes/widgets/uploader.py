@@ -40,7 +40,8 @@ class Uploader(widgets.VBox):
     the DataFrame of outcomes; :meth:`wait` waits for a running upload.
     """
 
-    def __init__(self, client: Client, *, workers: int = 4, **store_options: Any) -> None:
+    def __init__(self, client: Client, *, workers: int | None = None,
+                 **store_options: Any) -> None:
         self.client = client
         self.store_options = {"workers": workers, **store_options}
         self.result: pandas.DataFrame | None = None

@@ -35,13 +35,16 @@ ANY_TS = "application/dicom; transfer-syntax=*"
 class ServerProcess:
     """``dicomframes serve`` on ``folder`` in a child process; ``url`` once started."""
 
-    def __init__(self, folder: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, folder: Path, *extra: str, env: dict[str, str] | None = None,
+                 command: Sequence[str] | None = None) -> None:
+        """``command``: what runs in place of ``python -m dicomframes serve`` (the options
+        ``--data``, ``--port`` and ``extra`` follow it)."""
         self.folder = folder
         # stderr goes to a file: a pipe nobody reads would block a server that logs a lot
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
+        prefix = list(command or [sys.executable, "-m", "dicomframes", "serve"])
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dicomframes", "serve", "--data", str(folder),
-             "--port", "0", *extra],
+            [*prefix, "--data", str(folder), "--port", "0", *extra],
             stdout=subprocess.PIPE, stderr=self.log, text=True,
             env={**os.environ, **(env or {})})
         assert self.process.stdout is not None

@@ -1,16 +1,21 @@
 """Files changed behind the server's back: one stored file truncated, another deleted.
 
-Whatever is asked (frames, the series, the instances, a restart), a 200 never carries fewer
-bytes than it declares, the series' other instances stay retrievable (or the answer is a clean
-error), and after a restart the index agrees with the files again.
+Whatever is asked (frames, the series, the instances), a 200 never carries fewer bytes than it
+declares, and the series' other instances stay retrievable (or the answer is a clean error). A
+restart does not look for such changes (it would read every file); ``dicomframes check`` finds
+them and ``--repair`` makes the index agree with the files again.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pydicom
 import pytest
 from support import make_dataset, to_bytes
 
@@ -18,7 +23,7 @@ from dicomframes.server import serve
 from dicomframes.standard.multipart import decode
 from dicomframes.standard.uids import new_uid
 
-from .helpers import ANY_TS, DICOM_JSON, check_archive, index_rows, report, stow
+from .helpers import ANY_TS, check_archive, index_rows, report, stow
 
 FRAME_BYTES = 16 * 16 * 2
 OCTETS = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
@@ -136,17 +141,49 @@ def test_series_and_instances_after_files_changed(damaged) -> None:
     report("files changed: series", status=answer.status)
 
 
-def test_restart_after_files_changed_repairs_the_index(damaged) -> None:
+def _check(data: Path, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dicomframes", "check", "--data", str(data),
+                           "--quiet", *options], capture_output=True, text=True, timeout=300)
+
+
+def test_restart_does_not_look_and_check_finds_and_repairs(damaged) -> None:
+    """A restart does not compare the files (start-up is bounded by what was in flight):
+    the changed files keep their rows and are answered with clean errors. ``dicomframes
+    check`` finds them, and the files put in files/ without a row; ``--repair`` (refused
+    while a server runs) makes index and files agree."""
     server, study, series, sops, sent = damaged
     data = Path(server.path)
     server.stop()
+    stray = to_bytes(make_dataset(study, series, 9, frames=3))  # a valid file, no row
+    stray_sop = str(pydicom.dcmread(io.BytesIO(stray)).SOPInstanceUID)
+    (data / "files" / study / series / "added-by-hand.dcm").write_bytes(stray)
+    (data / "files" / study / "junk.bin").write_bytes(b"not DICOM")
     with serve(data) as again:
-        rows = check_archive(data)
-        assert set(rows) == set(sops[2:]), "the truncated or deleted file is still indexed"
+        assert len(index_rows(data)) == 5, "the restart compared the files"
         for sop in sops[:2]:
-            assert Answer(_instance(again.url, study, series, sop), ANY_TS).status == 404
+            check_whole_or_error(Answer(_instance(again.url, study, series, sop), ANY_TS),
+                                 "retrieve of a changed file")
+        found = _check(data)
+        assert found.returncode == 1, found.stderr
+        lines = found.stdout.splitlines()
+        for kind, sop in (("missing", sops[1]), ("damaged", sops[0])):
+            assert any(line.startswith(kind) and sop in line for line in lines), found.stdout
+        assert sum(line.startswith("unindexed") for line in lines) == 2, found.stdout
+        assert "1 missing" in lines[-1] and "1 damaged" in lines[-1], lines[-1]
+        refused = _check(data, "--repair")
+        assert refused.returncode == 2 and "stop it" in refused.stderr, refused.stderr
+    repaired = _check(data, "--repair")
+    assert repaired.returncode == 0, repaired.stderr
+    assert "repaired:" in repaired.stdout and "1 restored" in repaired.stdout, repaired.stdout
+    clean = _check(data)
+    assert clean.returncode == 0 and "no differences" in clean.stdout, clean.stdout
+    rows = check_archive(data)
+    assert set(rows) == {*sops[2:], stray_sop}
+    assert (data / "rejected" / "files" / study / "junk.bin").is_file()
+    assert (data / "rejected" / rows[sops[2]].path.replace(sops[2], sops[0])).is_file()
+    with serve(data) as again:
+        assert Answer(_instance(again.url, study, series, stray_sop), ANY_TS).body == stray
         answer = Answer(f"{again.url}/studies/{study}/series/{series}", DICOMS)
         assert answer.status == 200 and answer.complete
-        assert sorted(answer.parts()) == sorted(sent[s] for s in sops[2:])
-        found = Answer(f"{again.url}/studies/{study}/series/{series}/instances", DICOM_JSON)
-        assert found.status == 200 and found.body.count(b'"00080018"') == 3
+        assert sorted(answer.parts()) == sorted([stray, *(sent[s] for s in sops[2:])])
+    report("files changed: check", found=lines[-1], repaired=repaired.stdout.splitlines()[-1])

@@ -91,3 +91,60 @@ def test_paging_with_any_number(archive, name: str, amount: int) -> None:
     check(answer)
     if answer.status_code == 400:
         assert name in answer.text, f"the 400 does not name {name}: {answer.text!r}"
+
+
+# -- the shapes that once gave 500s (issue 18): separators only, long lists, deep keys ---------
+
+LIST_KEYS = ["Modality", "ModalitiesInStudy", "PatientSex", "BodyPartExamined",
+             "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"]
+separators = st.text(alphabet=",\\", min_size=1, max_size=20)
+list_item = st.one_of(st.sampled_from(["CT", "MR", "M*", "?T", "1.2.3", "1.2.840.10008.5.1"]),
+                      st.from_regex(r"[A-Z0-9.]{0,8}", fullmatch=True))
+long_list = st.builds(lambda items, sep: sep.join(items),
+                      st.lists(list_item, min_size=150, max_size=1200),
+                      st.sampled_from([",", "\\"]))
+SEQUENCES = ["ReferencedStudySequence", "ReferencedSeriesSequence", "ReferencedImageSequence",
+             "RequestAttributesSequence", "CodeSequence"]
+deep_key = st.builds(lambda steps, leaf: ".".join([*steps, leaf]),
+                     st.lists(st.sampled_from(SEQUENCES), min_size=1, max_size=70),
+                     st.sampled_from(["ReferencedSOPInstanceUID", "CodeValue", "PatientName",
+                                      "StudyInstanceUID"]))
+LEVEL_PATHS = ["/studies", "/series", "/instances"]
+SHAPES = settings(FUZZ, max_examples=60)
+
+
+@SHAPES
+@given(st.sampled_from(LEVEL_PATHS), st.sampled_from(LIST_KEYS), separators)
+def test_values_of_only_separators_are_a_400_naming_the_key(archive, path: str, name: str,
+                                                             text: str) -> None:
+    server, _, _ = archive
+    answer = requests.get(server.url + path, params={name: text}, timeout=30,
+                          headers={"Accept": "application/dicom+json"})
+    check(answer)
+    if answer.status_code == 400 and "separators" in answer.text:
+        assert name in answer.text
+
+
+@SHAPES
+@given(st.sampled_from(LEVEL_PATHS), st.sampled_from(LIST_KEYS), long_list,
+       st.booleans())
+def test_long_lists_and_fuzzy_names_never_give_500(archive, path: str, name: str,
+                                                    text: str, fuzzy: bool) -> None:
+    server, _, _ = archive
+    params = [(name, text), ("PatientName", text.replace(",", " ").replace("\\", " "))]
+    if fuzzy:
+        params.append(("fuzzymatching", "true"))
+    answer = requests.get(server.url + path, params=params, timeout=30,
+                          headers={"Accept": "application/dicom+json"})
+    check(answer)
+
+
+@SHAPES
+@given(st.sampled_from(LEVEL_PATHS), st.lists(deep_key, min_size=1, max_size=80),
+       st.sampled_from(["", "1.2.3", "X*", "1.2.3,1.2.4", ",", "\\"]))
+def test_deep_and_many_sequence_keys_never_give_500(archive, path: str, keys: list[str],
+                                                    text: str) -> None:
+    server, _, _ = archive
+    answer = requests.get(server.url + path, params=[(k, text) for k in keys], timeout=30,
+                          headers={"Accept": "application/dicom+json"})
+    check(answer)

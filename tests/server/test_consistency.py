@@ -159,7 +159,7 @@ def _instance_paths(folder: Path, study: str) -> list[Path]:
     return sorted((folder / "files" / study).rglob("*.dcm"))
 
 
-def test_truncated_file_is_never_served_short_and_is_set_aside_at_restart(tmp_path: Path
+def test_truncated_file_is_never_served_short_and_is_set_aside_by_a_check(tmp_path: Path
                                                                           ) -> None:
     folder = tmp_path / "archive"
     files = make_instances(3)
@@ -182,9 +182,12 @@ def test_truncated_file_is_never_served_short_and_is_set_aside_at_restart(tmp_pa
         assert victim.stem in reply.headers["Warning"]
         assert reply.content.count(b"DICM") == 2
         assert all(requests.get(u, timeout=30).status_code == 200 for u in whole)
-    archive = Archive(folder)  # restart: the damaged file is no longer indexed
+    archive = Archive(folder)  # a restart does not look at the files: only a check does
     try:
-        assert archive.count() == 2
+        assert archive.recovery is not None and archive.recovery.touched == []
+        assert archive.count() == 3
+        report = archive.reconcile()  # dicomframes check --repair
+        assert report["damaged"] == 1 and archive.count() == 2
     finally:
         archive.close()
     assert (folder / "rejected" / victim.relative_to(folder)).exists()
