@@ -6,8 +6,9 @@
 
 The same pixels are stored twice in each server: as one multi-frame instance (200 frames) and as
 a series of 200 single-frame instances (with ImagePositionPatient). Servers: the embedded server
-in a child process (``embedded``: it does not share the client's interpreter), the embedded
-server started in this process (``in-proc``: what ``dicomframes.connect()`` does by default;
+in a child process (``embedded``: what ``dicomframes.connect(server="process")`` starts; it
+does not share the client's interpreter), the embedded server started in this process
+(``in-proc``: what ``dicomframes.connect()`` does by default;
 server and client share one interpreter lock) and Orthanc (``dicomframes.testing.orthanc``),
 all on 127.0.0.1. For each server and layout:
 
@@ -45,12 +46,12 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from _servers import embedded_in_child
 from pydicom.uid import generate_uid
 
 import dicomframes
 from dicomframes.client import frames as frames_module
 from dicomframes.samples import ct_slice, write_multiframe_study
+from dicomframes.server import ChildServer
 
 OCTET = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 WORKERS = frames_module.DEFAULT_WORKERS
@@ -281,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "embedded"):
             storage = folder / "embedded"
             storage.mkdir()
-            with embedded_in_child(storage) as (url, _):
-                rows += bench_server("embedded", url, None, layouts, paths, args.repeat)
+            # what dicomframes.connect(server="process") starts
+            with ChildServer(storage) as child:
+                rows += bench_server("embedded", child.url, None, layouts, paths, args.repeat)
             with dicomframes.serve(folder / "in-process") as server:
                 rows += bench_server("in-proc", server.url, None, layouts, paths, args.repeat)
         if args.only in (None, "orthanc"):

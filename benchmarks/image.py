@@ -14,7 +14,9 @@ child process (``--server child``, as a real server would run). For each:
   listing and sort included), float32 after its rescale; no HTTP at all.
 
 The metadata cache is cleared before every run (the metadata request is part of the time).
-Time is the best of ``--repeat`` runs, the methods taking turns. Peak memory: tracemalloc's
+Time is the best of ``--repeat`` runs, the methods taking turns; the median CPU time of this
+process is printed too (with ``--server child`` that is the client's work alone, a steadier
+figure than wall time on a loaded machine). Peak memory: tracemalloc's
 peak during one more run of ``image`` (numpy and bytes allocations are traced), divided by the
 size of its float32 output. Targets (issue 19): image at most 15% slower than volume, peak
 memory at most 1.3x the float32 output; the ratio to SimpleITK is reported.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import statistics
 import tempfile
 import time
 import tracemalloc
@@ -76,6 +79,14 @@ def best(run: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+def timed(run: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one run."""
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def peak_ratio(run: Callable[[], np.ndarray]) -> tuple[float, int]:
     gc.collect()
     tracemalloc.start()
@@ -122,11 +133,13 @@ def main() -> None:
                     clear_cache(client)
                     return client.image(study, series).values
 
-                times: dict[str, list[float]] = {"volume": [], "image": []}
+                times: dict[str, list[tuple[float, float]]] = {"volume": [], "image": []}
                 for _ in range(args.repeat):  # taking turns
-                    times["volume"].append(best(volume, 1))
-                    times["image"].append(best(image, 1))
-                v, i = min(times["volume"]), min(times["image"])
+                    times["volume"].append(timed(volume))
+                    times["image"].append(timed(image))
+                v, i = (min(t[0] for t in times[k]) for k in ("volume", "image"))
+                v_cpu, i_cpu = (statistics.median(t[1] for t in times[k])
+                                for k in ("volume", "image"))
                 ratio, nbytes = peak_ratio(image)
                 check = image()
                 assert check.dtype == np.float32 and check.shape[0] == args.slices
@@ -134,6 +147,9 @@ def main() -> None:
                 print(f"  volume     {v:6.2f} s  {mb / v:6.0f} MB/s stored")
                 print(f"  image      {i:6.2f} s  {mb / i:6.0f} MB/s stored   "
                       f"overhead {100 * (i / v - 1):+.1f}% (target <= 15%)")
+                print(f"  client CPU (median): volume {v_cpu:.2f} s, image {i_cpu:.2f} s, "
+                      f"overhead {100 * (i_cpu / v_cpu - 1):+.1f}%"
+                      + ("" if kind == "child" else " (server threads included)"))
                 print(f"  SimpleITK  {itk_time:6.2f} s  (local files)    "
                       f"image / SimpleITK = {i / itk_time:.2f}")
                 print(f"  image peak memory {ratio:.2f}x its float32 output "

@@ -17,8 +17,7 @@ if TYPE_CHECKING:
 
 Command = Callable[[argparse.Namespace], int]
 
-DESCRIPTION = ("The dicomframes command: serve, search, upload, retrieve and a quick-start demo. "
-               "Errors are one line on stderr (exit status 2); --debug adds the traceback.")
+DESCRIPTION = "The dicomframes command. Errors: one line on stderr (status 2); --debug: traceback."
 DEBUG_HELP = "on an error, print the traceback too"
 _MICROSECOND = dt.timedelta(microseconds=1)
 
@@ -142,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--quiet", action="store_true", help="no progress line")
     imp.set_defaults(func=cmd_import)
 
+    from .client.harvest_command import add_harvest_command
+    add_harvest_command(sub)
     check = sub.add_parser("check", help="compare every file of an archive with its index "
                            "(start-up does not: it finishes only what was in flight)")
     check.add_argument("--data", required=True, help="the archive folder")

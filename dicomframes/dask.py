@@ -29,6 +29,7 @@ import bisect
 import hashlib
 import pickle
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ from requests.auth import HTTPBasicAuth
 
 from . import errors
 from .client import Client
+from .client.changefeed import FeedReader
 from .client.credentials import TokenProvider, check_picklable, provider_for
 from .client.frames import series_info, slice_order
 from .client.harvest import fetch_partition
@@ -176,13 +178,39 @@ def worker_client(connection: Connection) -> Client:
 
 
 def load_partition(partition: Partition, connection: Connection, level: str, metadata: bool,
-                   schema: Any) -> pandas.DataFrame:
+                   schema: Any, pinned: int | None = None) -> pandas.DataFrame:
     """One partition with exactly the columns of ``schema``, fetched where this runs (a Dask
-    worker): the task of :func:`read_dicomweb` and :func:`read_metadata`."""
-    frame = fetch_partition(worker_client(connection), partition, level=level,
-                            metadata=metadata, schema=schema)
+    worker): the task of :func:`read_dicomweb` and :func:`read_metadata`.
+
+    ``pinned``: the change feed's Sequence the read was planned at; after the fetch, the feed's
+    entries since then are read, and those about this partition's studies are reported in an
+    :class:`~dicomframes.errors.ArchiveChanged` warning (how many, by action)."""
+    client = worker_client(connection)
+    frame = fetch_partition(client, partition, level=level, metadata=metadata, schema=schema)
     _check_planned(partition, frame, connection)
+    if pinned is not None:
+        report_changes(client, partition, pinned)
     return frame
+
+
+def report_changes(client: Client, partition: Partition, pinned: int) -> int:
+    """Warn (:class:`~dicomframes.errors.ArchiveChanged`) when the feed has entries after
+    ``pinned`` about ``partition``'s studies; how many it has."""
+    studies = set(partition.study_uids)
+    actions: dict[str, int] = {}
+    for page in FeedReader(client).entries(pinned):
+        for entry in page:
+            if entry.get("StudyInstanceUid") in studies:
+                action = str(entry.get("Action"))
+                actions[action] = actions.get(action, 0) + 1
+    total = sum(actions.values())
+    if total:
+        said = ", ".join(f"{n} {action}" for action, n in sorted(actions.items()))
+        warnings.warn(errors.ArchiveChanged(
+            f"partition {partition.key} ({len(studies)} studies): {total} changes after "
+            f"Sequence {pinned} ({said}); its rows may show the archive after that point"),
+            stacklevel=2)
+    return total
 
 
 class RowsMissing(UserWarning):
@@ -232,7 +260,7 @@ def _sample(partitions: Sequence[Partition], studies: int) -> Partition | None:
 
 def _frame(level: str, metadata: bool, connection: Connection,
            columns: Sequence[str] | None, sample_studies: int, rows_per_partition: int,
-           filters: dict[str, Any]) -> dd.DataFrame:
+           filters: dict[str, Any], pin: bool | int = False) -> dd.DataFrame:
     includefield = filters.get("includefield")
     if metadata:
         includefield = list(columns or [])
@@ -243,6 +271,7 @@ def _frame(level: str, metadata: bool, connection: Connection,
     schema = schema_for(level, metadata, includefield=includefield,
                         filters=[k for k in filters if k != "includefield"])
     with connection.client(progress=False) as client:
+        pinned = _pinned(client, pin)
         partitions = list(plan_partitions(client, level=level, metadata=metadata,
                                           rows_per_partition=rows_per_partition, **filters))
         sample = _sample(partitions, sample_studies)
@@ -257,15 +286,26 @@ def _frame(level: str, metadata: bool, connection: Connection,
             return dd.from_pandas(meta, npartitions=1)
         label = "dicomweb-metadata" if metadata else f"dicomweb-{PLURAL[level_name(level)]}"
         return dd.from_map(load_partition, partitions,
-                           args=(connection, level, metadata, schema),
+                           args=(connection, level, metadata, schema, pinned),
                            meta=meta, label=label, enforce_metadata=False)
+
+
+def _pinned(client: Client, pin: bool | int) -> int | None:
+    """The Sequence a read is pinned to: ``pin`` itself, or the feed's latest for True."""
+    if pin is False or pin is None:
+        return None
+    if pin is not True:
+        return int(pin)
+    latest = client.changefeed_latest()
+    return int(latest["Sequence"]) if latest else 0
 
 
 def read_dicomweb(url: str, level: str = "instances", *, token: Any = None,
                   scopes: str | Sequence[str] = (), auth: Any = None, verify: bool | str = True,
                   timeout: float | tuple[float, float] | None = 30.0,
                   columns: Sequence[str] | None = None, sample_studies: int = 4,
-                  rows_per_partition: int = 5000, **filters: Any) -> dd.DataFrame:
+                  rows_per_partition: int = 5000, pin: bool | int = False,
+                  **filters: Any) -> dd.DataFrame:
     """A Dask DataFrame of the ``level`` ("studies", "series" or "instances") rows matching
     ``filters`` (QIDO-RS filters as for ``client.search_*``, ``includefield`` included),
     fetched by the workers.
@@ -285,29 +325,37 @@ def read_dicomweb(url: str, level: str = "instances", *, token: Any = None,
     requests auth object) travel to the workers inside a :class:`Connection`, never printed.
     Rows planned here that a worker no longer finds (studies deleted meanwhile) give a
     :class:`RowsMissing` warning with the counts.
+
+    ``pin=True`` pins the read to the archive state it is planned at (the change feed's latest
+    Sequence; an int pins to that Sequence): each partition, once fetched, reads the feed's
+    entries since then and warns (:class:`~dicomframes.errors.ArchiveChanged`, with counts by
+    action) when its studies changed, rather than silently mixing states. A server without a
+    change feed raises :class:`~dicomframes.errors.ChangeFeedUnavailable`.
     """
     connection = Connection(url, token=token, auth=auth, verify=verify, timeout=timeout,
                             scopes=scopes)
     return _frame(level, False, connection, columns, sample_studies, rows_per_partition,
-                  filters)
+                  filters, pin)
 
 
 def read_metadata(url: str, *, token: Any = None, scopes: str | Sequence[str] = (),
                   auth: Any = None, verify: bool | str = True,
                   timeout: float | tuple[float, float] | None = 30.0,
                   columns: Sequence[str] | None = None, sample_studies: int = 4,
-                  rows_per_partition: int = 5000, **filters: Any) -> dd.DataFrame:
+                  rows_per_partition: int = 5000, pin: bool | int = False,
+                  **filters: Any) -> dd.DataFrame:
     """A Dask DataFrame of the full WADO-RS metadata of every instance matching ``filters``,
     one row per instance, partitioned and fetched by the workers as :func:`read_dicomweb`.
 
     Columns: the usual attributes of every level, ``columns`` (keywords) and every attribute
     found in the metadata of ``sample_studies`` studies spread over the archive, fetched here
     to learn them; name in ``columns`` any attribute that only rare studies hold.
+    ``pin``: as for :func:`read_dicomweb`.
     """
     connection = Connection(url, token=token, auth=auth, verify=verify, timeout=timeout,
                             scopes=scopes)
     return _frame("instances", True, connection, columns, sample_studies,
-                  rows_per_partition, filters)
+                  rows_per_partition, filters, pin)
 
 
 # ---- arrays ----------------------------------------------------------------------------------

@@ -30,6 +30,12 @@ class PartialContent(UserWarning):
     given; the warning says it is not everything."""
 
 
+class ArchiveChanged(UserWarning):
+    """Rows were read from an archive that changed after the point a read was pinned to (the
+    change feed's Sequence): some rows may show the state after it (see
+    ``dicomframes.dask.read_dicomweb(pin=...)``)."""
+
+
 class GeometryError(DicomFramesError, ValueError):
     """Slices that cannot form one volume (different orientation, size or pixel spacing, two at
     one position); the message names two of them."""
@@ -402,3 +408,21 @@ def error_for(
     """Build the most specific :class:`DICOMwebError` subclass for ``status``."""
     cls = _BY_STATUS.get(status, DICOMwebError)
     return cls(status, method, url, message, headers, body)
+
+
+class ChangeFeedUnavailable(DicomFramesError):
+    """The server has no change feed (``GET /changefeed/latest`` answered 404, 405, 501 or
+    something that is not a feed entry: Orthanc, Google Cloud and most archives other than
+    the Azure DICOM service and dicomframes' own server). Attributes: ``url`` and ``status``
+    (None when the answer was not a feed entry)."""
+
+    def __init__(self, url: str, status: int | None, detail: str = "") -> None:
+        self.url = url
+        self.status = status
+        said = f" ({detail})" if detail else ""
+        super().__init__(f"the server at {url} has no change feed (GET changefeed/latest: "
+                         f"{status if status is not None else 'not a feed entry'}){said}; "
+                         "harvest(update=True) compares study counts instead")
+
+    def __reduce__(self) -> tuple[type[ChangeFeedUnavailable], tuple[str, int | None]]:
+        return type(self), (self.url, self.status)

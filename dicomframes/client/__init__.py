@@ -20,6 +20,9 @@ download          retrieving instances into a folder of Part-10 files
 credentials       bearer tokens that refresh: strings, token functions, TokenCredentials
 throttle          429/503 pause every thread of a client (Retry-After, backoff with jitter)
 concurrency       requests in flight by the measured round trip, without oversubscribing CPU
+changefeed        the server's change feed (Azure model) read as a typed DataFrame
+parts             the files of a harvested Parquet folder: parts, journal, recorded state
+mirror            harvest(update=True): the studies changed since the recorded state, refetched
 ================  ==============================================================================
 """
 

@@ -35,6 +35,7 @@ from ..standard.attributes import LEVELS
 from ..standard.mediatypes import DICOM, DICOM_JSON, OCTET_STREAM
 from ..standard.paths import ResourcePath
 from ..standard.uids import validate_uid
+from .changefeed import ChangeFeedCalls
 from .connections import new_session
 from .credentials import BearerTokenAuth, provider_for
 from .exchange import Exchange, Recorder, redact_url
@@ -66,7 +67,7 @@ def _setting(name: str, doc: str) -> Any:
                     lambda self, value: setattr(self.transport, name, value), doc=doc)
 
 
-class Client:
+class Client(ChangeFeedCalls):
     """A DICOMweb service at ``url``. Build it with :func:`connect`.
 
     Searches and metadata come back as pandas DataFrames, retrieves as pydicom Datasets,
@@ -496,9 +497,8 @@ class Client:
 
     def harvest(self, path: str | os.PathLike[str], level: str = "instances",
                 metadata: bool = False, **options: Any) -> HarvestSummary:
-        """Write the archive (or the part ``options``' filters select) at ``level`` as a
-        Parquet dataset in the folder ``path``; resumable, memory bounded, a few requests in
-        parallel. See :func:`dicomframes.client.harvest.harvest` for the options."""
+        """The archive (what ``options``' filters select) at ``level`` as Parquet in ``path``;
+        resumable; ``update=True`` applies the changes since (:func:`.harvest.harvest`)."""
         return harvest_archive(self, path, level, metadata, **options)
 
     def store(self, items: Any, study: str | None = None, **options: Any) -> pandas.DataFrame:
@@ -558,14 +558,14 @@ def connect(
     verify: bool | str = True,
     max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
     max_decompression_ratio: float | None = DEFAULT_MAX_DECOMPRESSION_RATIO,
+    server: str = "thread",
     **options: Any,
 ) -> Client:
     """Connect to a DICOMweb service and return a :class:`Client`.
 
-    ``url``: the service root (``https://host/dicom-web``, ``https://host/v2``). When None, the
-    environment variable ``DICOMWEB_URL`` is used (with ``DICOMWEB_TOKEN`` as bearer token when
-    no token is given); without it, the embedded server is started on demand on the folder
-    ``DICOMFRAMES_DATA`` or ``~/.cache/dicomframes/archive`` and used.
+    ``url``: the service root (``https://host/dicom-web``). None: ``DICOMWEB_URL`` (with
+    ``DICOMWEB_TOKEN`` unless a token is given), else the embedded server on ``DICOMFRAMES_DATA``
+    or ``~/.cache/dicomframes/archive``, started here (``server="process"``: in a child process).
 
     Authentication: ``token`` (bearer: a string, a function returning one, or a credential
     with ``get_token(*scopes)`` such as ``DefaultAzureCredential()``, refreshed before it
@@ -594,7 +594,7 @@ def connect(
         else:
             from ..server import embedded  # the web server loads only when it is used
 
-            url = embedded().url
+            url = embedded(server).url
     return Client(url, token=token, scopes=scopes, auth=auth, session=session, timeout=timeout,
                   retries=retries, verify=verify, max_answer_bytes=max_answer_bytes,
                   max_decompression_ratio=max_decompression_ratio, **options)

@@ -32,7 +32,7 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -52,6 +52,7 @@ from .metadata_cache import InstanceInfo, info_from_json
 from .surface import DicomwebClient as Client
 
 __all__ = [
+    "FrameWriter",
     "InstanceInfo",
     "clear_cache",
     "fetch_frames",
@@ -198,6 +199,41 @@ def slice_order(infos: Sequence[InstanceInfo]) -> list[InstanceInfo]:
 # ---- fetching ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FrameWriter:
+    """A destination for decoded frames other than the slots of one array: frame ``k`` of a
+    request is decoded into ``buffer`` (one frame, reused, so it is still in the CPU cache)
+    and handed to ``write(k, buffer)``, which puts it where it belongs (rescaled, say)."""
+
+    buffer: np.ndarray
+    write: Callable[[int, np.ndarray], None]
+
+    def shifted(self, start: int) -> FrameWriter:
+        """The same writer for a request whose frame 0 is frame ``start`` of this one."""
+        if start == 0:
+            return self
+        return FrameWriter(self.buffer, lambda k, frame: self.write(start + k, frame))
+
+
+#: Where :func:`fill_frames` puts frame k: slot k of an array, or a :class:`FrameWriter`.
+Target = np.ndarray | FrameWriter
+
+
+def _slot(out: Target, k: int) -> np.ndarray:
+    return out[k] if isinstance(out, np.ndarray) else out.buffer
+
+
+def _done(out: Target, k: int) -> None:
+    if isinstance(out, FrameWriter):
+        out.write(k, out.buffer)
+
+
+def _part(out: Target, start: int, count: int) -> Target:
+    if isinstance(out, np.ndarray):
+        return out[start:start + count]
+    return out.shifted(start)
+
+
 def _note(client: Client, what: str) -> None:
     notes = client.capabilities.setdefault("frames_fallbacks", [])
     if what not in notes:
@@ -223,7 +259,7 @@ def _desc_for(info: InstanceInfo, syntax: str, transcoded: bool) -> PixelDescrip
     return desc
 
 
-def _stream_into(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
+def _stream_into(client: Client, info: InstanceInfo, numbers: Sequence[int], out: Target,
                  asked: str | None, convert_color: bool, transcoded: bool) -> None:
     path = str(ResourcePath(info.study, info.series, info.sop, tuple(numbers)))
     count = 0
@@ -233,14 +269,15 @@ def _stream_into(client: Client, info: InstanceInfo, numbers: Sequence[int], out
                                         f"{len(numbers)} frames asked for")
         syntax = _syntax_of_part(part, part_ts, asked)
         desc = _desc_for(info, syntax, transcoded)
-        decode_frame(part.content, syntax, desc, out[count], convert_color=convert_color)
+        decode_frame(part.content, syntax, desc, _slot(out, count), convert_color=convert_color)
+        _done(out, count)
         count += 1
     if count != len(numbers):
         raise errors.MultipartError(f"GET {path}: asked for {len(numbers)} frames, the server "
                                     f"sent {count}")
 
 
-def _from_instance(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
+def _from_instance(client: Client, info: InstanceInfo, numbers: Sequence[int], out: Target,
                    convert_color: bool) -> None:
     """Last resort: retrieve the whole instance and decode its pixel data here."""
     from pydicom.pixels import get_decoder
@@ -261,11 +298,12 @@ def _from_instance(client: Client, info: InstanceInfo, numbers: Sequence[int], o
     frames = decoder.iter_array(ds, indices=unique, as_rgb=convert_color)
     decoded = [np.asarray(arr) for arr, _ in frames]
     for slot, index in enumerate(indices):
-        np.copyto(out[slot], decoded[position[index]].reshape(out[slot].shape),
-                  casting="same_kind")
+        target = _slot(out, slot)
+        np.copyto(target, decoded[position[index]].reshape(target.shape), casting="same_kind")
+        _done(out, slot)
 
 
-def _fill(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
+def _fill(client: Client, info: InstanceInfo, numbers: Sequence[int], out: Target,
           transfer_syntax: str | None, convert_color: bool) -> None:
     """Fetch frames ``numbers`` of one instance into ``out`` (len(numbers) slots), with the
     fallbacks described in the module docstring."""
@@ -300,11 +338,13 @@ def _fill(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.nd
         _stream_into(client, info, numbers, out, None, convert_color, transcoded=True)
 
 
-def fill_frames(client: Client, info: InstanceInfo, numbers: Sequence[int], out: np.ndarray,
-                  transfer_syntax: str | None, convert_color: bool) -> None:
+def fill_frames(client: Client, info: InstanceInfo, numbers: Sequence[int], out: Target,
+                transfer_syntax: str | None, convert_color: bool) -> None:
+    """Frames ``numbers`` of one instance into ``out``: slot k of an array, or handed one by
+    one to a :class:`FrameWriter`, in requests of at most FRAMES_PER_REQUEST frames."""
     for start in range(0, len(numbers), FRAMES_PER_REQUEST):
         batch = numbers[start:start + FRAMES_PER_REQUEST]
-        _fill(client, info, batch, out[start:start + len(batch)], transfer_syntax,
+        _fill(client, info, batch, _part(out, start, len(batch)), transfer_syntax,
               convert_color)
 
 

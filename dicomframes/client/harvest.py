@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-import uuid
-import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,34 +26,32 @@ from typing import Any
 
 import pandas as pd
 
-from ..convert.arrow import (
-    conform,
-    field_for,
-    ordered_schema,
-    require_pyarrow,
-    schema_for,
-    unify,
-)
-from ..convert.link import link_of
-from ..convert.tables import to_dataframe
+from ..convert.arrow import conform, ordered_schema, schema_for, unify
 from ..standard.attributes import level_name
 from ..standard.dicomjson import gc_paused
 from .concurrency import cpu_default, throttled_so_far, workers_for
+from .mirror import pin_archive, update_dataset
 from .partitions import Partition, Reader, fetch_objects, plan_partitions
+from .parts import (
+    JOURNAL,
+    MIRROR,
+    Journal,
+    arrow_table,
+    file_of,
+    finish_parts,
+    frame_fields,
+    intact,
+    merge_schema,
+    read_state,
+    typed_frame,
+    write_part,
+    write_state,
+)
 from .surface import DicomwebClient
 
-__all__ = ["JOURNAL", "HarvestSummary", "fetch_partition", "harvest"]
+__all__ = ["JOURNAL", "MIRROR", "HarvestSummary", "fetch_partition", "harvest"]
 
-JOURNAL = "_harvest.jsonl"
 _FORMAT = 1
-
-
-def _typed(objs: list[dict[str, Any]], level: str) -> pd.DataFrame:
-    """``to_dataframe`` of a partition's objects, whose bad values become NA quietly (as
-    documented for harvests)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return to_dataframe(objs, level=level)
 
 
 def fetch_partition(client: DicomwebClient, partition: Partition, level: str = "instances",
@@ -70,7 +65,7 @@ def fetch_partition(client: DicomwebClient, partition: Partition, level: str = "
     ``metadata=True`` gives the WADO-RS metadata, one row per instance.
     """
     level = "instance" if metadata else level_name(level)
-    frame = _typed(fetch_objects(client, partition, level, metadata, reader), level)
+    frame = typed_frame(fetch_objects(client, partition, level, metadata, reader), level)
     if schema is None:
         params = dict(partition.params)
         schema = unify(schema_for(level, metadata, includefield=params.get("includefield"),
@@ -84,8 +79,8 @@ def fetch_partition(client: DicomwebClient, partition: Partition, level: str = "
 class HarvestSummary:
     """What a harvest did: rows and parts in the dataset, parts fetched by this run (the
     others were done by an earlier run), HTTP requests, seconds, the dataset's folder, the
-    requests the server throttled (429/503, each waited for and sent again) and the requests
-    kept in flight."""
+    requests the server throttled (429/503, each waited for and sent again), the requests
+    kept in flight, and how the dataset was brought up to date."""
 
     rows: int
     parts: int
@@ -95,82 +90,24 @@ class HarvestSummary:
     path: str
     throttled: int = 0
     workers: int = 0
+    #: how the dataset was brought up to date: "harvest" (fetched whole or resumed),
+    #: "changefeed" (the server's change feed) or "counts" (studies' counts compared)
+    method: str = "harvest"
+    #: studies fetched again by an update (0 for a harvest)
+    changed_studies: int = 0
 
     def __str__(self) -> str:
+        how = "" if self.method == "harvest" else (
+            f", updated by {self.method}: {self.changed_studies} studies fetched again")
         throttled = f", {self.throttled} throttled" if self.throttled else ""
         return (f"{self.rows} rows in {self.parts} parts ({self.fetched} fetched now, "
-                f"{self.requests} requests{throttled}, {self.seconds:.1f} s) in {self.path}")
-
-
-def _write(table: Any, target: Path) -> None:
-    """Write a Parquet file atomically: a temporary name (ignored by readers: it starts with
-    ".") then a rename. Not flushed to disk (fsync): a rerun checks the parts instead."""
-    import pyarrow.parquet as pq
-
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(table, temp)
-        os.replace(temp, target)
-    finally:
-        if temp.exists():
-            temp.unlink()
-
-
-def _intact(folder: Path, entry: dict[str, Any]) -> bool:
-    """True when the part of a journal entry is there, readable, with the rows it had (after
-    a power cut, a part may be missing or cut short although its journal line is there)."""
-    import pyarrow.parquet as pq
-
-    try:
-        return bool(pq.read_metadata(folder / entry["file"]).num_rows == int(entry["rows"]))
-    except (OSError, ValueError, KeyError, TypeError):  # pyarrow's errors are among these
-        return False
-
-
-def _table(frame: pd.DataFrame, schema: Any) -> Any:
-    pa = require_pyarrow()
-    frame = frame.copy(deep=False)
-    frame.attrs = {}  # the link belongs to the process, not to the file
-    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-
-
-class _Journal:
-    """``_harvest.jsonl``: a header line, then one line per partition written."""
-
-    def __init__(self, folder: Path, header: dict[str, Any]) -> None:
-        self.path = folder / JOURNAL
-        self.done: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-            first = json.loads(lines[0]) if lines else {}
-            if first and first != header:
-                raise ValueError(
-                    f"{folder} holds a harvest of {first.get('url')} at level "
-                    f"{first.get('level')} (metadata={first.get('metadata')}, filters "
-                    f"{first.get('filters')}): harvest into another folder")
-            for line in lines[1:]:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by an interruption
-                self.done[entry["key"]] = entry
-        if not self.path.exists() or not self.path.read_text(encoding="utf-8").strip():
-            self.path.write_text(json.dumps(header) + "\n", encoding="utf-8")
-        self._lock = threading.Lock()
-
-    def add(self, entry: dict[str, Any]) -> None:
-        with self._lock, open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-            self.done[entry["key"]] = entry
-
-
-def _file_of(key: str) -> str:
-    return f"part-{key}.parquet"
+                f"{self.requests} requests{throttled}, {self.seconds:.1f} s{how}) in "
+                f"{self.path}")
 
 
 def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "instances",
             metadata: bool = False, *, workers: int | None = None, progress: bool = True,
-            rows_per_partition: int = 2000, page_size: int = 1000,
+            rows_per_partition: int = 2000, page_size: int = 1000, update: bool = False,
             **filters: Any) -> HarvestSummary:
     """Write the archive (or the part ``filters`` select) at ``level`` as a Parquet dataset
     in the folder ``path``, one file per partition; see this module's docstring.
@@ -182,7 +119,12 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
     more, to hide the round trip measured by the plan's requests, at most 8: see
     :mod:`dicomframes.client.concurrency`); ``progress`` shows a tqdm bar.
     Rerun with the same arguments after an interruption: it continues where it stopped.
-    Returns a :class:`HarvestSummary`.
+
+    ``update=True`` on a folder holding a complete harvest of the same server, level and
+    filters applies only what changed since (see :mod:`dicomframes.client.mirror`: the
+    server's change feed, else a comparison of the studies' counts); on any other folder it
+    harvests (or resumes) as without it. A rerun *without* ``update`` on a folder that was
+    updated harvests again from scratch. Returns a :class:`HarvestSummary`.
     """
     import pyarrow.parquet as pq
 
@@ -195,8 +137,26 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
     folder.mkdir(parents=True, exist_ok=True)
     header = {"format": _FORMAT, "url": client.url, "level": level, "metadata": bool(metadata),
               "filters": json.loads(json.dumps(filters, default=str, sort_keys=True))}
-    journal = _Journal(folder, header)
+    journal = Journal(folder, header)
     reader = Reader(client, page_size)
+    row_level = "instance" if metadata else level
+    state = read_state(folder)
+    if update and state.get("complete"):
+        applied = update_dataset(client, folder, journal, state, level=level,
+                                 metadata=metadata, filters=filters, reader=reader,
+                                 rows_per_partition=rows_per_partition, progress=progress)
+        if applied is not None:
+            return HarvestSummary(applied.rows, applied.parts, applied.written,
+                                  reader.requests, round(time.perf_counter() - started, 3),
+                                  str(folder), throttled_so_far(client) - throttled_before,
+                                  method=applied.method, changed_studies=applied.studies)
+        state = {}  # the server's state cannot be compared with the recorded one
+    if not state.get("pin") or state.get("updated"):
+        # what is there is older than the pin (an updated dataset's parts follow no plan,
+        # a harvest from before pins existed has none): fetched anew
+        journal.rewrite([])
+        state = {"pin": pin_archive(client, reader), "complete": False}
+        write_state(folder, state)
     plan = plan_partitions(client, level, metadata=metadata, reader=reader,
                            rows_per_partition=rows_per_partition, balance=workers,
                            **filters)
@@ -205,32 +165,31 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
         if stale.name[5:-8] not in keys:
             stale.unlink()
     todo = [p for p in plan if p.key not in journal.done
-            or not _intact(folder, journal.done[p.key])]
+            or not intact(folder, journal.done[p.key])]
     for partition in todo:  # fetched again: the journal's line no longer counts
         journal.done.pop(partition.key, None)
     if chosen is None:  # the plan's requests measured the round trip
         workers = workers_for(client, cpu_default(), 8)
-    row_level = "instance" if metadata else level
     base = schema_for(row_level, metadata, includefield=filters.get("includefield"),
                       filters=[k for k in filters if k != "includefield"])
     schema = base
     for entry in journal.done.values():
         if entry["key"] in keys and (folder / entry["file"]).exists():
-            schema = _merge(schema, pq.read_schema(folder / entry["file"]))
+            schema = merge_schema(schema, pq.read_schema(folder / entry["file"]))
 
     def store(partition: Partition, objs: list[dict[str, Any]]) -> None:
         """Type, conform and write one partition (in this thread: typing holds the
         interpreter lock, so it gains nothing from more threads)."""
         nonlocal schema
-        frame = _typed(objs, row_level)
+        frame = typed_frame(objs, row_level)
         del objs
-        extra = [f for f in _fields(frame) if f.name not in schema.names]
+        extra = [f for f in frame_fields(frame) if f.name not in schema.names]
         if extra:
             schema = ordered_schema([*schema, *extra])
-        table = _table(conform(frame, schema), schema)
+        table = arrow_table(conform(frame, schema), schema)
         del frame
-        _write(table, folder / _file_of(partition.key))
-        journal.add({"key": partition.key, "file": _file_of(partition.key),
+        write_part(table, folder / file_of(partition.key))
+        journal.add({"key": partition.key, "file": file_of(partition.key),
                      "rows": table.num_rows})
 
     # ``workers`` threads fetch (HTTP and JSON) while this one types and writes: the server
@@ -267,24 +226,14 @@ def harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = "
             bar.close()
     if not plan:  # an empty answer is still a dataset with the schema
         key = "empty"
-        _write(_table(conform(pd.DataFrame(), schema), schema), folder / _file_of(key))
-        journal.add({"key": key, "file": _file_of(key), "rows": 0})
-    rows, parts = _finish(folder, schema, [journal.done[k] for k in sorted(keys)]
-                          if plan else [journal.done["empty"]])
+        write_part(arrow_table(conform(pd.DataFrame(), schema), schema), folder / file_of(key))
+        journal.add({"key": key, "file": file_of(key), "rows": 0})
+    rows, parts = finish_parts(folder, schema, [journal.done[k] for k in sorted(keys)]
+                               if plan else [journal.done["empty"]])
+    write_state(folder, {**state, "complete": True})
     return HarvestSummary(rows, parts, len(todo), reader.requests,
                           round(time.perf_counter() - started, 3), str(folder),
                           throttled_so_far(client) - throttled_before, workers)
-
-
-def _fields(frame: pd.DataFrame) -> list[Any]:
-    link = link_of(frame)
-    vrs = link.vrs if link is not None else {}
-    return [field_for(str(c), vrs) for c in frame.columns]
-
-
-def _merge(schema: Any, other: Any) -> Any:
-    extra = [f for f in other if f.name not in schema.names]
-    return ordered_schema([*schema, *extra]) if extra else schema
 
 
 def _bar(progress: bool, total: int, initial: int, level: str) -> Any:
@@ -294,17 +243,3 @@ def _bar(progress: bool, total: int, initial: int, level: str) -> Any:
 
     return tqdm(total=total, initial=initial, unit=" parts", desc=f"harvest {level}",
                 leave=False)
-
-
-def _finish(folder: Path, schema: Any, entries: list[dict[str, Any]]) -> tuple[int, int]:
-    """Rewrite the parts written before the schema grew; (rows, parts)."""
-    import pyarrow.parquet as pq
-
-    rows = 0
-    for entry in entries:
-        target = folder / entry["file"]
-        if not pq.read_schema(target).remove_metadata().equals(schema.remove_metadata()):
-            frame = pq.read_table(target).to_pandas()
-            _write(_table(conform(frame, schema), schema), target)
-        rows += int(entry["rows"])
-    return rows, len(entries)

@@ -344,7 +344,7 @@ def _whole(reader: Reader, path: str, params: Mapping[str, str]) -> list[dict]:
 def plan_partitions(client: DicomwebClient, level: str = "instances", *, metadata: bool = False,
                     rows_per_partition: int = 5000, page_size: int = 1000,
                     reader: Reader | None = None, balance: int = 1,
-                    **filters: Any) -> list[Partition]:
+                    studies: list[dict] | None = None, **filters: Any) -> list[Partition]:
     """Split an archive (or the part of it ``filters`` select) into partitions at ``level``.
 
     ``level``: "studies", "series" or "instances" ("study", "instance" also work). Each
@@ -352,12 +352,14 @@ def plan_partitions(client: DicomwebClient, level: str = "instances", *, metadat
     is a partition of its own). ``balance``: make the number of partitions a multiple of this
     (the workers that fetch them), the rows shared evenly, so that the last round keeps every
     worker busy. Filters are QIDO filters as for ``client.search_*``: study-level ones select
-    the studies, the others go to the queries within each study.
+    the studies, the others go to the queries within each study. ``studies``: the study rows
+    (with their counts) already listed by the caller, in place of :func:`list_studies`.
     """
     level = level_name(level)
     reader = reader or Reader(client, page_size)
     upper, lower = split_filters(level, filters)
-    studies = list_studies(reader, upper)
+    if studies is None:
+        studies = list_studies(reader, upper)
     below = qido_params(lower)
     if below.get("includefield") != "all":  # the attributes of the levels above, as every
         # server returns them for a plain search (Orthanc leaves them out within a study)

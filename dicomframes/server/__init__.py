@@ -6,7 +6,9 @@ under uvicorn in a background thread. Start one with :func:`serve`::
     with dicomframes.serve("archive") as server:
         print(server.url)            # http://127.0.0.1:54321 (also .../v1 and .../v2)
 
-:func:`embedded` returns the process-wide default server that ``dicomframes.connect()`` uses.
+:func:`embedded` returns the process-wide default server that ``dicomframes.connect()`` uses
+(in this process, or with ``connect(server="process")`` in a child process:
+:mod:`dicomframes.server.child`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from .budget import Limits
+from .child import ChildServer
 from .runner import DEFAULT_MAX_REQUEST_BYTES, TOKEN_ENV, Server
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "TOKEN_ENV", "Limits", "Server", "default_archive",
-           "embedded", "serve"]
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "TOKEN_ENV", "ChildServer", "Limits", "Server",
+           "default_archive", "embedded", "serve"]
 
 
 def serve(path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", port: int = 0,
@@ -74,7 +77,7 @@ def import_folder(folder: str | os.PathLike[str], data: str | os.PathLike[str],
     return run(folder, data, in_place, **options)
 
 
-_embedded: dict[Path, Server] = {}
+_embedded: dict[tuple[Path, bool], Server | ChildServer] = {}
 _embedded_lock = threading.Lock()
 
 
@@ -86,14 +89,21 @@ def default_archive() -> Path:
         "archive"
 
 
-def embedded() -> Server:
+def embedded(kind: str = "thread") -> Server | ChildServer:
     """The process-wide embedded server on :func:`default_archive`, started on first use
-    (thread-safe; one server per archive folder, stopped when the process exits)."""
+    (thread-safe; one server per archive folder, stopped when the process exits).
+
+    ``kind="thread"``: served by threads of this process (sharing its interpreter lock with
+    the caller); ``"process"``: by a child process (:class:`ChildServer`), so that serving
+    does not slow the caller's decoding down. ValueError for another kind."""
+    if kind not in ("thread", "process"):
+        raise ValueError(f"server is 'thread' or 'process', got {kind!r}")
+    process = kind == "process"
     folder = default_archive().resolve()
     with _embedded_lock:
-        server = _embedded.get(folder)
+        server = _embedded.get((folder, process))
         if server is None or not server.running:
-            server = serve(folder)
-            _embedded[folder] = server
+            server = ChildServer(folder) if process else serve(folder)
+            _embedded[(folder, process)] = server
             atexit.register(server.stop)
         return server

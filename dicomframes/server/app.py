@@ -8,7 +8,8 @@ DICOM JSON) / 413 (body larger than the limit); retrieve 404 (unknown UIDs, fram
 
 The handlers live in :mod:`.store_routes` (STOW-RS), :mod:`.wado` (WADO-RS) and
 :mod:`.rendering` (rendered studies and series, thumbnails); this module
-adds QIDO-RS, DELETE, the routes and the error answers. Content negotiation is
+adds QIDO-RS, DELETE, the routes and the error answers; the change feed is
+:mod:`.changefeed`'s. Content negotiation is
 :mod:`.negotiation`'s.
 """
 
@@ -34,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..standard.mediatypes import DICOM_JSON
 from ..standard.stow import OUT_OF_RESOURCES, Failed, stow_response
 from .budget import CLIENT, Limits, MemoryBudget
+from .changefeed import ChangeFeedRoutes
 from .connections import ConnectionBoard
 from .cors import with_cors
 from .negotiation import require_json
@@ -56,6 +58,7 @@ class DICOMwebApp:
         self.stow = StowRoutes(archive, max_request_bytes)
         self.wado = WadoRoutes(archive, budget)
         self.render = RenderRoutes(archive, budget)
+        self.changefeed = ChangeFeedRoutes(archive)
 
     # -- QIDO-RS ----------------------------------------------------------------------------
 
@@ -129,6 +132,7 @@ class DICOMwebApp:
             Route(i + "/frames/{frames}/rendered", wado.rendered, methods=["GET"]),
             Route(i + "/frames/{frames}/thumbnail", render.thumbnail, methods=["GET"]),
             Route(i + "/bulkdata/{path:path}", wado.bulkdata, methods=["GET"]),
+            *self.changefeed.routes(),
         ]
 
 

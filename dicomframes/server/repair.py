@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .feedlog import record_deletes
 from .index import recount_series, recount_study
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ def repair(archive: Repairable, found: list[Difference],
                                  "WHERE path = ?", (difference.path,)).fetchone()
                 if row is None:
                     continue
+                record_deletes(tx, "path = ?", (difference.path,))
                 tx.execute("DELETE FROM instance_data WHERE id IN (SELECT id FROM instances "
                            "WHERE path = ?)", (difference.path,))
                 tx.execute("DELETE FROM instances WHERE path = ?", (difference.path,))

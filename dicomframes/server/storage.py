@@ -38,6 +38,7 @@ from ..standard.pixellayout import (
 )
 from ..standard.stow import ALREADY_EXISTS, INVALID
 from ..standard.uids import validate_uid
+from . import feedlog
 from .budget import DEFAULT_MAX_INFLATED
 from .index import (
     DROP_TABLES,
@@ -175,9 +176,13 @@ class Archive:
             log.warning("rebuilding the index of %s (layout %d -> %d)", self.root, version,
                         SCHEMA_VERSION)
             conn.executescript(DROP_TABLES)
+            conn.execute(feedlog.DROP)  # the rebuild stores every file again: creates anew
         unjournaled = predates_journal(conn)
         conn.executescript(schema())
         create_journal(conn)
+        if feedlog.feed_missing(conn):  # the change feed; an older archive's is filled in
+            with self.transaction() as tx:
+                feedlog.create_table(tx)
         if version != SCHEMA_VERSION:  # a start-up with nothing to do writes nothing (full disk)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         for lane in range(TEMP_LANES):
@@ -392,6 +397,7 @@ class Archive:
                     moved.append((final, temp))
                     outcomes.append(Stored(p.study, p.series, p.sop, p.sop_class))
                 stored = [o for o in outcomes if isinstance(o, Stored)]
+                feedlog.record_creates(db, [(o.study, o.series, o.sop_instance) for o in stored])
                 add_instance_counts(db, Counter(o.series for o in stored),
                                     Counter(o.study for o in stored))
                 for folder in folders:
@@ -482,6 +488,7 @@ class Archive:
                 return 0
             db.executemany("INSERT OR IGNORE INTO pending_deletions (path) VALUES (?)",
                            [(r[0],) for r in rows])
+            feedlog.record_deletes(db, where, args)
             db.execute(f"DELETE FROM instance_data WHERE id IN (SELECT id FROM instances "
                        f"WHERE {where})", args)
             db.execute(f"DELETE FROM instances WHERE {where}", args)

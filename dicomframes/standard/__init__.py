@@ -21,5 +21,6 @@ pixeldesc           the Image Pixel description: dtype, frame shape, frame size
 pixellayout         the Pixel Data element header and where each frame lies in a file
 lut                 modality and VOI LUTs: stored values to output units to display
 uids                UID validation and generation
+changefeed          the change feed model (Azure DICOM service): fields, actions, states, paging
 ==================  ===========================================================================
 """
