@@ -224,8 +224,9 @@ def _check_planned(partition: Partition, frame: pandas.DataFrame,
     missing from a computed partition."""
     found = (set(frame["StudyInstanceUID"].dropna().astype(str))
              if "StudyInstanceUID" in frame.columns else set())
-    filtered = any(key != "includefield" for key, _ in partition.params)  # counts say more
-    # With a filter, a planned study may simply have no matching row: not a sign of deletion.
+    # With filters a planned study may hold no matching row at all (a study without CT series
+    # in a read of Modality=CT series), so only an unfiltered read can tell a study is gone.
+    filtered = any(key != "includefield" for key, _ in partition.params)
     gone = [] if filtered else [uid for uid in partition.study_uids if uid not in found]
     short = not filtered and partition.rows is not None and len(frame) < partition.rows
     if not gone and not short:

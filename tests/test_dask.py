@@ -143,6 +143,16 @@ def test_read_dicomweb_filters_and_levels(archive: Any, cluster: Any, client: An
     assert sorted(studies.StudyInstanceUID) == sorted(client.search_studies().StudyInstanceUID)
     series = read_dicomweb(archive.url, "series").compute()
     assert len(series) == len(client.search_series())
+    # A filter that some planned studies do not match is no sign of deleted studies
+    import warnings
+
+    from dicomframes.dask import RowsMissing
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RowsMissing)
+        ct_series = read_dicomweb(archive.url, "series", Modality="CT").compute(scheduler="sync")
+    assert len(ct_series) == len(client.search_series(Modality="CT"))
+    assert ct_series.StudyInstanceUID.nunique() < len(client.search_studies())
     # A question answered on the cluster: instances per modality.
     counts = read_dicomweb(archive.url).groupby("Modality").size().compute()
     assert counts.sort_index().to_dict() == \
