@@ -35,6 +35,7 @@ from . import accessor as _accessor  # noqa: F401
 from . import imaging as _imaging  # noqa: F401
 from .errors import (
     AnswerTooLarge,
+    ArchiveChanged,
     ArchiveNotWritable,
     BadRequest,
     ChangeFeedUnavailable,
@@ -82,6 +83,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnswerTooLarge",
+    "ArchiveChanged",
     "ArchiveNotWritable",
     "BadRequest",
     "ChangeFeedUnavailable",

@@ -419,10 +419,11 @@ class ChangeFeedUnavailable(DicomFramesError):
     def __init__(self, url: str, status: int | None, detail: str = "") -> None:
         self.url = url
         self.status = status
+        self.detail = detail
         said = f" ({detail})" if detail else ""
         super().__init__(f"the server at {url} has no change feed (GET changefeed/latest: "
                          f"{status if status is not None else 'not a feed entry'}){said}; "
                          "harvest(update=True) compares study counts instead")
 
-    def __reduce__(self) -> tuple[type[ChangeFeedUnavailable], tuple[str, int | None]]:
-        return type(self), (self.url, self.status)
+    def __reduce__(self) -> tuple[type[ChangeFeedUnavailable], tuple[str, int | None, str]]:
+        return type(self), (self.url, self.status, self.detail)

@@ -59,7 +59,9 @@ except errors.DicomFramesError as exc:
                "limit": getattr(exc, "limit", None)}
 except BaseException as exc:  # what the issue saw: MemoryError, RecursionError...
     outcome = {"error": "untyped " + type(exc).__name__, "message": str(exc)[:300]}
-outcome["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM: this process's own peak (ru_maxrss survives exec: it would count a large parent's)
+with open("/proc/self/status") as f:
+    outcome["maxrss"] = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
 outcome["budget"] = budget
 print(json.dumps(outcome))
 """
