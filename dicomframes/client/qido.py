@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -210,11 +210,12 @@ class PageAnswer:
 
 
 def walk_pages(fetch: Callable[[dict[str, str]], Page], params: Mapping[str, str],
-               uid_key: str, size: Callable[[], int], offset: int = 0) -> Iterator[PageAnswer]:
+               uid_key: str, size: Callable[[], int], offset: int = 0
+               ) -> Generator[PageAnswer, None, None]:
     """The pages of a search, one request each, until the caller stops or ``size()`` (rows
     to ask for next) is 0; the caller decides what ends the search (a short page, a page of
-    repeats, a count). The archive reader (:class:`dicomframes.client.partitions.Reader`)
-    walks with it; :class:`Pager` shares its page parameters and its repeated-row test."""
+    repeats, a count). Searches (:class:`Pager`) and the archive reader
+    (:class:`dicomframes.client.partitions.Reader`) both walk with it."""
     seen: set[str] = set()
     while True:
         want = size()
@@ -260,70 +261,62 @@ class Pager:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
         known = self.capabilities if self.capabilities is not None else {}
-        page_size = min(self.page_size, int(known.get("page_cap") or self.page_size))
         results: Page = []
-        seen: set[str] = set()
         bar = None
-        pages = 0
-        candidate = None
-        if limit is not None and limit <= page_size:  # one request, exactly as asked
-            rows, limit = self._get(params, limit, offset, known)
-            if not self._may_be_capped(len(rows), limit, known):
-                return rows
-            results, offset, pages, candidate = self._fresh(rows, seen), offset + len(rows), \
-                1, len(rows)  # maybe cut by a cap: the next page tells
+        candidate: int | None = None  # the length of a short page that may be a page cap
+
+        def size() -> int:  # rows to ask for next: a page, or what is left of ``limit``
+            page = min(self.page_size, int(known.get("page_cap") or self.page_size))
+            return page if limit is None else min(page, limit - len(results))
+
+        uid_key = tags.tag_hex(tags.tag_of(UID_KEYWORDS[self.level]))
+        pages = walk_pages(lambda query: self._get(query, known), params, uid_key, size, offset)
         try:
-            while True:
-                page_size = min(self.page_size, int(known.get("page_cap") or self.page_size))
-                want = page_size if limit is None else min(page_size, limit - len(results))
-                if want <= 0:
-                    break
-                rows, want = self._get(params, want, offset, known)
-                pages += 1
-                if candidate is not None and rows:  # rows after a short page: a cap
+            for count, page in enumerate(pages, start=1):
+                asked = page.asked
+                if candidate is not None and page.rows:  # rows after a short page: a cap
                     known["page_cap"] = candidate
-                    want = min(want, candidate)
+                    asked = min(asked, candidate)  # this page was cut by it too
                 candidate = None
-                fresh = self._fresh(rows, seen)
-                if rows and not fresh:
-                    self._warn(f"the server at {self.server} answered offset={offset} with rows "
-                               f"it had already sent (it seems to ignore 'offset'); stopping "
-                               f"after {len(results)} results")
+                if page.rows and not page.fresh:
+                    self._warn(f"the server at {self.server} answered offset={page.offset} "
+                               "with rows it had already sent (it seems to ignore 'offset'); "
+                               f"stopping after {len(results)} results")
                     break
-                results.extend(fresh)
-                offset += len(rows)
+                results.extend(page.fresh)
                 if bar is not None:
-                    bar.update(len(fresh))
-                if len(rows) != want:
+                    bar.update(len(page.fresh))
+                if len(page.rows) != asked:
                     # short page: the end (or a cap, to be checked); longer than asked: the
                     # server ignores limit
-                    if not self._may_be_capped(len(rows), want, known):
+                    if not self._may_be_capped(len(page.rows), asked, known):
                         break
-                    candidate = len(rows)
-                if pages >= self.max_pages:
-                    self._warn(f"search stopped after {pages} pages ({len(results)} results, "
+                    candidate = len(page.rows)
+                if count >= self.max_pages:
+                    self._warn(f"search stopped after {count} pages ({len(results)} results, "
                                "more remain): raise client.max_pages to fetch more, or pass "
                                "limit= to ask for the first rows only")
                     break
                 if bar is None and self.progress:
                     bar = self._bar(len(results), limit)
         finally:
+            pages.close()
             if bar is not None:
                 bar.close()
         return results
 
-    def _get(self, params: Mapping[str, str], want: int, offset: int,
-             known: dict[str, Any]) -> tuple[Page, int]:
-        """One page, and the ``limit`` it was asked with: a server that refuses ``want`` as
-        too large is asked again with the size it accepts (learned as its page cap)."""
+    def _get(self, query: dict[str, str], known: dict[str, Any]) -> Page:
+        """One page; a server that refuses ``query["limit"]`` as too large is asked again with
+        the size it accepts (learned as its page cap, and written back into ``query``)."""
         while True:
             try:
-                return self.fetch(page_params(params, want, offset)), want
+                return self.fetch(dict(query))
             except errors.DICOMwebError as exc:
-                smaller = refused_limit(exc, want)
+                smaller = refused_limit(exc, int(query["limit"]))
                 if smaller is None:
                     raise
-                known["page_cap"] = want = smaller
+                known["page_cap"] = smaller
+                query["limit"] = str(smaller)
 
     @staticmethod
     def _may_be_capped(count: int, asked: int, known: Mapping[str, Any]) -> bool:
@@ -336,9 +329,6 @@ class Pager:
         keyword = UID_KEYWORDS[self.level]
         value = params.get(keyword, params.get(tags.tag_hex(tags.tag_of(keyword))))
         return bool(value) and not any(c in str(value) for c in ",*?\\")
-
-    def _fresh(self, rows: Page, seen: set[str]) -> Page:
-        return fresh_rows(rows, seen, tags.tag_hex(tags.tag_of(UID_KEYWORDS[self.level])))
 
     @staticmethod
     def _warn(message: str) -> None:
