@@ -262,12 +262,15 @@ class Pager:
             raise ValueError(f"limit must not be negative, got {limit}")
         known = self.capabilities if self.capabilities is not None else {}
         results: Page = []
-        bar = None
+        bars: list[Any] = []  # the progress bar, once a second page is asked for
         candidate: int | None = None  # the length of a short page that may be a page cap
 
         def size() -> int:  # rows to ask for next: a page, or what is left of ``limit``
             page = min(self.page_size, int(known.get("page_cap") or self.page_size))
-            return page if limit is None else min(page, limit - len(results))
+            want = page if limit is None else min(page, limit - len(results))
+            if want > 0 and results and not bars and self.progress:
+                bars.append(self._bar(len(results), limit))
+            return want
 
         uid_key = tags.tag_hex(tags.tag_of(UID_KEYWORDS[self.level]))
         pages = walk_pages(lambda query: self._get(query, known), params, uid_key, size, offset)
@@ -284,7 +287,7 @@ class Pager:
                                f"stopping after {len(results)} results")
                     break
                 results.extend(page.fresh)
-                if bar is not None:
+                for bar in bars:
                     bar.update(len(page.fresh))
                 if len(page.rows) != asked:
                     # short page: the end (or a cap, to be checked); longer than asked: the
@@ -297,11 +300,9 @@ class Pager:
                                "more remain): raise client.max_pages to fetch more, or pass "
                                "limit= to ask for the first rows only")
                     break
-                if bar is None and self.progress:
-                    bar = self._bar(len(results), limit)
         finally:
             pages.close()
-            if bar is not None:
+            for bar in bars:
                 bar.close()
         return results
 
