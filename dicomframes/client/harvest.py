@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..convert.arrow import conform, ordered_schema, schema_for, unify
+from ..convert.arrow import conform, schema_for, unify
 from ..standard.attributes import level_name
 from .concurrency import cpu_default, throttled_so_far, workers_for
 from .mirror import pin_archive, update_dataset
@@ -42,7 +42,6 @@ from .parts import (
     arrow_table,
     file_of,
     finish_parts,
-    frame_fields,
     intact,
     merge_schema,
     read_state,
@@ -226,9 +225,7 @@ def _harvest(client: DicomwebClient, path: str | os.PathLike[str], level: str = 
         nonlocal schema
         frame = typed_frame(objs, row_level)
         del objs
-        extra = [f for f in frame_fields(frame) if f.name not in schema.names]
-        if extra:
-            schema = ordered_schema([*schema, *extra])
+        schema = unify(schema, frame)
         table = arrow_table(conform(frame, schema), schema, client.url)
         del frame
         write_part(table, folder / file_of(partition.key))

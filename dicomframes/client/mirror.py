@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..convert.arrow import conform, ordered_schema, schema_for
+from ..convert.arrow import conform, ordered_schema, schema_for, unify
 from ..errors import ChangeFeedUnavailable, DICOMwebError
 from ..standard.tags import tag_hex, tag_of
 from .changefeed import FeedReader
@@ -42,8 +42,6 @@ from .parts import (
     Journal,
     arrow_table,
     file_of,
-    frame_fields,
-    merge_schema,
     typed_frame,
     write_part,
     write_state,
@@ -204,7 +202,7 @@ def update_dataset(client: DicomwebClient, folder: Path, journal: Journal,
         frames = {}
         for key, objs in fetched.items():
             frame = typed_frame(objs, row_level)
-            schema = merge_schema(schema, frame_fields(frame))
+            schema = unify(schema, frame)
             frames[f"u{hashlib.sha1(key.encode()).hexdigest()[:16]}"] = frame
         # old rows out first (an interruption then loses rows the next update fetches
         # again; never rows counted twice)

@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..convert.arrow import conform, field_for, ordered_schema, require_pyarrow
-from ..convert.link import ATTRS_KEY, link_of
+from ..convert.arrow import conform, ordered_schema, require_pyarrow
+from ..convert.link import ATTRS_KEY
 from ..convert.tables import to_dataframe
 
 __all__ = []
@@ -122,13 +122,6 @@ class Journal:
 def file_of(key: str) -> str:
     """The file name of the part ``key``."""
     return f"part-{key}.parquet"
-
-
-def frame_fields(frame: pd.DataFrame) -> list[Any]:
-    """The Arrow fields of a typed frame's columns (typed by the VRs its link knows)."""
-    link = link_of(frame)
-    vrs = link.vrs if link is not None else {}
-    return [field_for(str(c), vrs) for c in frame.columns]
 
 
 def merge_schema(schema: Any, other: Any) -> Any:
