@@ -253,6 +253,25 @@ def test_deflated_image_frame_compression() -> None:
     np.testing.assert_array_equal(decode_frame(data, "1.2.840.10008.1.2.8.1", desc), arr)
 
 
+def test_a_deflated_frame_is_inflated_no_further_than_one_frame() -> None:
+    """A 0.5 MB answer that inflates to 512 MiB of zeros decodes as its 8x8 frame, with no
+    more than that frame's bytes inflated."""
+    import tracemalloc
+
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = bytes(1 << 20)
+    bomb = b"".join(deflate.compress(chunk) for _ in range(512)) + deflate.flush()
+    desc = PixelDescription(rows=8, columns=8, bits_allocated=8, bits_stored=8)
+    tracemalloc.start()
+    try:
+        frame = decode_frame(bomb, "1.2.840.10008.1.2.8.1", desc)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert frame.shape == (8, 8) and not frame.any()
+    assert peak < 1 << 20, f"{peak} bytes allocated to decode an 8x8 frame"
+
+
 def test_htj2k_syntax_routes_to_the_openjpeg_plugin() -> None:
     # No HTJ2K encoder exists here; a JPEG 2000 codestream is decodable by the same plug-in,
     # which shows the HTJ2K syntaxes reach it.

@@ -220,7 +220,9 @@ def _decode_encapsulated(
     convert_color: bool,
 ) -> np.ndarray:
     if transfer_syntax == DEFLATED_IMAGE_FRAME:
-        raw = zlib.decompress(view, wbits=-15)
+        # inflated no further than one frame (and a byte to tell a longer one): a small
+        # answer must not inflate into gigabytes
+        raw = zlib.decompressobj(-15).decompress(view, desc.frame_nbytes + 1)
         return _decode_native(memoryview(raw), EXPLICIT_VR_LITTLE_ENDIAN, desc, out,
                               convert_color)
     decoder = _decoder_for(transfer_syntax)
